@@ -1,0 +1,144 @@
+// pyfastcnn._C: the CPU ops. Tensors arrive as (data_ptr, dtype_code, sizes, strides) tuples
+// built by pyfastcnn/_native.py, so this module never links against torch. Every op re-checks
+// its arguments in C++ (ops.cc); std::invalid_argument becomes ValueError.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "pyfastcnn/dispatch.h"
+#include "pyfastcnn/isa.h"
+#include "pyfastcnn/ops.h"
+#include "pyfastcnn/parallel.h"
+#include "pyfastcnn/tensor_ref.h"
+
+namespace py = pybind11;
+using namespace pyfastcnn;
+
+namespace {
+
+TensorRef to_ref(const py::tuple& t, const char* name) {
+  if (t.size() != 4) fail(std::string(name) + ": expected (data_ptr, dtype, sizes, strides)");
+  TensorRef r;
+  r.data = reinterpret_cast<void*>(t[0].cast<uintptr_t>());
+  const int code = t[1].cast<int>();
+  if (code < 0 || code > static_cast<int>(DType::i64)) fail(std::string(name) + ": bad dtype code");
+  r.dtype = static_cast<DType>(code);
+  const auto sizes = t[2].cast<std::vector<int64_t>>();
+  const auto strides = t[3].cast<std::vector<int64_t>>();
+  if (sizes.size() != strides.size() || sizes.size() > static_cast<size_t>(kMaxDims)) {
+    fail(std::string(name) + ": sizes and strides must have the same length <= 6");
+  }
+  r.ndim = static_cast<int>(sizes.size());
+  for (int d = 0; d < r.ndim; ++d) {
+    r.sizes[d] = sizes[d];
+    r.strides[d] = strides[d];
+  }
+  return r;
+}
+
+ConvParams conv_params(int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                       int64_t dil_h, int64_t dil_w, int64_t groups, float clamp_min,
+                       float clamp_max) {
+  return {stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, clamp_min, clamp_max};
+}
+
+Isa isa_from_name(const std::string& name) {
+  Isa isa;
+  if (!parse_isa(name.c_str(), &isa)) {
+    fail("unknown ISA '" + name + "' (choose from scalar, avx2, avx512, avx512_vnni)");
+  }
+  return isa;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pyfastcnn native CPU kernels (torch-free; use the pyfastcnn Python API)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def(
+      "int8_gemm",
+      [](const py::tuple& a, const py::tuple& b, const py::tuple& out) {
+        const TensorRef ra = to_ref(a, "a"), rb = to_ref(b, "b"), rc = to_ref(out, "out");
+        py::gil_scoped_release release;
+        int8_gemm(ra, rb, rc);
+      },
+      "out[M,N] int32 = a[M,K] int8 @ b[K,N] int8 (exact, wraps modulo 2^32)", py::arg("a"),
+      py::arg("b"), py::arg("out"));
+
+  m.def(
+      "sparse_conv2d_csr",
+      [](const py::tuple& input, const py::tuple& row_ptr, const py::tuple& col_idx,
+         const py::tuple& values, const py::object& bias, int64_t c_per_group, int64_t kh,
+         int64_t kw, int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left,
+         int64_t dil_h, int64_t dil_w, int64_t groups, float clamp_min, float clamp_max,
+         const py::tuple& out) {
+        const TensorRef ri = to_ref(input, "input"), rp = to_ref(row_ptr, "row_ptr"),
+                        rc = to_ref(col_idx, "col_idx"), rv = to_ref(values, "values"),
+                        ro = to_ref(out, "out");
+        TensorRef rb;
+        const bool has_bias = !bias.is_none();
+        if (has_bias) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                                         groups, clamp_min, clamp_max);
+        py::gil_scoped_release release;
+        sparse_conv2d_csr(ri, rp, rc, rv, has_bias ? &rb : nullptr, c_per_group, kh, kw, p, ro);
+      },
+      "out = clamp(conv2d(input, W_csr) + bias, clamp_min, clamp_max)");
+
+  m.def(
+      "conv2d_dense",
+      [](const py::tuple& input, const py::tuple& weight, const py::object& bias,
+         int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
+         int64_t dil_w, int64_t groups, float clamp_min, float clamp_max, const py::tuple& out) {
+        const TensorRef ri = to_ref(input, "input"), rw = to_ref(weight, "weight"),
+                        ro = to_ref(out, "out");
+        TensorRef rb;
+        const bool has_bias = !bias.is_none();
+        if (has_bias) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                                         groups, clamp_min, clamp_max);
+        py::gil_scoped_release release;
+        conv2d_dense(ri, rw, has_bias ? &rb : nullptr, p, ro);
+      },
+      "out = clamp(conv2d(input, weight) + bias, clamp_min, clamp_max), dense weight");
+
+  m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); },
+        "best ISA level of this CPU");
+  m.def("selected_isa", [] { return std::string(isa_name(selected_isa())); },
+        "ISA level the kernels use now");
+  m.def("set_isa", [](const std::string& name) { set_isa(isa_from_name(name)); },
+        "force an ISA level at or below detected_isa()", py::arg("name"));
+  m.def("supported_isas", [] {
+    std::vector<std::string> names;
+    for (int i = 0; i <= static_cast<int>(detected_isa()); ++i) {
+      names.emplace_back(isa_name(static_cast<Isa>(i)));
+    }
+    return names;
+  });
+  m.def("kernel_isa", [](const std::string& op) { return std::string(kernel_isa(op.c_str())); },
+        "ISA level of the kernel an op runs now", py::arg("op"));
+  m.def("get_num_threads", &get_num_threads);
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("build_info", [] {
+    py::dict info;
+    info["compiler"] = PYFASTCNN_COMPILER;
+    info["build_type"] = PYFASTCNN_BUILD_TYPE;
+    info["flags"] = PYFASTCNN_FLAGS;
+    py::dict isa_flags;
+    isa_flags["scalar"] = "";
+    isa_flags["avx2"] = PYFASTCNN_FLAGS_AVX2;
+    isa_flags["avx512"] = PYFASTCNN_FLAGS_AVX512;
+    isa_flags["avx512_vnni"] = PYFASTCNN_FLAGS_AVX512_VNNI;
+    info["isa_flags"] = isa_flags;
+    return info;
+  });
+}

@@ -1,0 +1,68 @@
+// Function tables, one entry per ISA level (scalar, avx2, avx512, avx512_vnni). Built without ISA
+// flags: it only takes the addresses of kernels and never calls one the CPU cannot run.
+#include "pyfastcnn/dispatch.h"
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace pyfastcnn {
+namespace {
+
+#define INT8_GEMM_ENTRY(isa, ns) \
+  { isa, ns::int8_packed_b_bytes, ns::int8_pack_b, ns::int8_gemm_packed }
+
+const Int8GemmKernel kInt8Gemm[kNumIsas] = {
+    INT8_GEMM_ENTRY(Isa::scalar, ref),
+#ifdef PYFASTCNN_X86
+    INT8_GEMM_ENTRY(Isa::avx2, avx2),
+    INT8_GEMM_ENTRY(Isa::avx512, avx512),
+    INT8_GEMM_ENTRY(Isa::avx512_vnni, avx512_vnni),
+#endif
+};
+
+const SparseConv2dCsrFn kSparseConv2dCsr[kNumIsas] = {ref::sparse_conv2d_csr};
+const Conv2dDenseFn kConv2dDense[kNumIsas] = {ref::conv2d_dense};
+
+// Index of the entry to use at `isa`: the nearest level at or below it that has a kernel.
+template <class T, class HasKernel>
+int level_for(const T (&table)[kNumIsas], Isa isa, HasKernel has_kernel) {
+  for (int level = static_cast<int>(isa); level > 0; --level) {
+    if (has_kernel(table[level])) return level;
+  }
+  return 0;
+}
+
+int int8_level(Isa isa) {
+  return level_for(kInt8Gemm, isa, [](const Int8GemmKernel& k) { return k.gemm_packed; });
+}
+template <class Fn>
+int fn_level(const Fn (&table)[kNumIsas], Isa isa) {
+  return level_for(table, isa, [](Fn f) { return f != nullptr; });
+}
+
+}  // namespace
+
+Int8GemmKernel int8_gemm_kernel_for(Isa isa) { return kInt8Gemm[int8_level(isa)]; }
+Int8GemmKernel int8_gemm_kernel() { return int8_gemm_kernel_for(selected_isa()); }
+SparseConv2dCsrFn sparse_conv2d_csr_kernel() {
+  return kSparseConv2dCsr[fn_level(kSparseConv2dCsr, selected_isa())];
+}
+Conv2dDenseFn conv2d_dense_kernel() { return kConv2dDense[fn_level(kConv2dDense, selected_isa())]; }
+
+const char* kernel_isa(const char* op) {
+  const Isa isa = selected_isa();
+  int level;
+  if (std::strcmp(op, "int8_gemm") == 0) {
+    level = int8_level(isa);
+  } else if (std::strcmp(op, "sparse_conv2d") == 0) {
+    level = fn_level(kSparseConv2dCsr, isa);
+  } else if (std::strcmp(op, "conv2d_dense") == 0) {
+    level = fn_level(kConv2dDense, isa);
+  } else {
+    throw std::invalid_argument(std::string("unknown op '") + op + "'");
+  }
+  return isa_name(static_cast<Isa>(level));
+}
+
+}  // namespace pyfastcnn

@@ -1,0 +1,82 @@
+#include "pyfastcnn/isa.h"
+
+#include <atomic>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#define PYFASTCNN_HAVE_CPUID 1
+#endif
+
+namespace pyfastcnn {
+namespace {
+
+const char* const kNames[kNumIsas] = {"scalar", "avx2", "avx512", "avx512_vnni"};
+
+#ifdef PYFASTCNN_HAVE_CPUID
+// XCR0: which register states the OS saves. A CPU flag is useless if the OS does not save the
+// registers it uses (the AVX-512 state in particular can be disabled by the OS or hypervisor).
+uint64_t read_xcr0() {
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (static_cast<uint64_t>(hi) << 32) | lo;
+}
+
+Isa detect() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return Isa::scalar;
+  const bool osxsave = c & (1u << 27), avx = c & (1u << 28), fma = c & (1u << 12),
+             f16c = c & (1u << 29);
+  if (!(osxsave && avx && fma && f16c)) return Isa::scalar;
+  const uint64_t xcr0 = read_xcr0();
+  if ((xcr0 & 0x6) != 0x6) return Isa::scalar;  // SSE + AVX state
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return Isa::scalar;
+  if (!(b & (1u << 5))) return Isa::scalar;  // AVX2
+  const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) &&
+                      (b & (1u << 31)) && (xcr0 & 0xE0) == 0xE0;  // F DQ BW VL + zmm state
+  if (!avx512) return Isa::avx2;
+  if (!(c & (1u << 11))) return Isa::avx512;  // AVX512_VNNI
+  return Isa::avx512_vnni;
+}
+#else
+Isa detect() { return Isa::scalar; }
+#endif
+
+std::atomic<int>& selected() {
+  static std::atomic<int> value{static_cast<int>(detected_isa())};
+  return value;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) { return kNames[static_cast<int>(isa)]; }
+
+bool parse_isa(const char* name, Isa* out) {
+  for (int i = 0; i < kNumIsas; ++i) {
+    if (std::strcmp(name, kNames[i]) == 0) {
+      *out = static_cast<Isa>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+Isa detected_isa() {
+  static const Isa isa = detect();
+  return isa;
+}
+
+Isa selected_isa() { return static_cast<Isa>(selected().load(std::memory_order_relaxed)); }
+
+void set_isa(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) {
+    throw std::invalid_argument(std::string("ISA '") + isa_name(isa) +
+                                "' is not supported by this CPU (best available: '" +
+                                isa_name(detected_isa()) + "')");
+  }
+  selected().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+}  // namespace pyfastcnn

@@ -1,0 +1,140 @@
+// Native entry points: check every precondition, then dispatch. Nothing here trusts Python.
+#include "pyfastcnn/ops.h"
+
+#include <algorithm>
+#include <string>
+
+#include "pyfastcnn/dispatch.h"
+#include "pyfastcnn/memory.h"
+
+namespace pyfastcnn {
+namespace {
+
+using std::to_string;
+
+// Leading dimension of a row-major 2-D tensor with unit inner stride.
+int64_t row_major_ld(const TensorRef& t, const char* name) {
+  const int64_t rows = t.sizes[0], cols = t.sizes[1];
+  if (cols > 1 && t.strides[1] != 1) fail(std::string(name) + " must have unit stride in dim 1");
+  const int64_t ld = rows > 1 ? t.strides[0] : cols;
+  if (ld < cols) fail(std::string(name) + " rows overlap (stride(0) < size(1))");
+  return ld;
+}
+
+void check_vector(const TensorRef& t, const char* name, DType dtype, int64_t length) {
+  check_tensor(t, name, dtype, 1);
+  if (t.sizes[0] != length) {
+    fail(std::string(name) + " must have " + to_string(length) + " elements, got " +
+         to_string(t.sizes[0]));
+  }
+  check_contiguous(t, name);
+}
+
+Conv2dGeometry conv_geometry(const TensorRef& input, const TensorRef& output, int64_t OC,
+                             int64_t C_per_group, int64_t KH, int64_t KW, const ConvParams& p) {
+  check_tensor(input, "input", DType::f32, 4);
+  check_tensor(output, "out", DType::f32, 4);
+  Conv2dGeometry g{input.sizes[0], input.sizes[1], input.sizes[2], input.sizes[3],
+                   OC, output.sizes[2], output.sizes[3], KH, KW,
+                   p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.dil_h, p.dil_w, p.groups};
+  if (g.stride_h < 1 || g.stride_w < 1) fail("stride must be >= 1");
+  if (g.dil_h < 1 || g.dil_w < 1) fail("dilation must be >= 1");
+  if (g.pad_top < 0 || g.pad_left < 0) fail("padding must be >= 0");
+  if (g.KH < 1 || g.KW < 1) fail("kernel size must be >= 1");
+  if (g.groups < 1 || g.C % g.groups != 0 || g.OC % g.groups != 0) {
+    fail("groups (" + to_string(g.groups) + ") must divide input channels (" + to_string(g.C) +
+         ") and output channels (" + to_string(g.OC) + ")");
+  }
+  if (g.C / g.groups != C_per_group) {
+    fail("weight expects " + to_string(C_per_group) + " input channels per group, input has " +
+         to_string(g.C / g.groups));
+  }
+  if (output.sizes[0] != g.N || output.sizes[1] != g.OC) {
+    fail("out must have shape [" + to_string(g.N) + ", " + to_string(g.OC) + ", OH, OW]");
+  }
+  return g;
+}
+
+Conv2dIO conv_io(const TensorRef& input, const TensorRef& output) {
+  Conv2dIO io{};
+  io.input = static_cast<const float*>(input.data);
+  io.output = static_cast<float*>(output.data);
+  std::copy(input.strides, input.strides + 4, io.in_strides);
+  std::copy(output.strides, output.strides + 4, io.out_strides);
+  return io;
+}
+
+Conv2dEpilogue conv_epilogue(const TensorRef* bias, int64_t OC, const ConvParams& p) {
+  if (bias) check_vector(*bias, "bias", DType::f32, OC);
+  if (!(p.clamp_min <= p.clamp_max)) fail("clamp_min must be <= clamp_max");
+  return Conv2dEpilogue{bias ? static_cast<const float*>(bias->data) : nullptr, p.clamp_min,
+                        p.clamp_max};
+}
+
+}  // namespace
+
+void int8_gemm(const TensorRef& a, const TensorRef& b, const TensorRef& c) {
+  check_tensor(a, "a", DType::i8, 2);
+  check_tensor(b, "b", DType::i8, 2);
+  check_tensor(c, "out", DType::i32, 2);
+  const int64_t M = a.sizes[0], K = a.sizes[1], N = b.sizes[1];
+  if (b.sizes[0] != K) {
+    fail("b must have " + to_string(K) + " rows (a is " + to_string(M) + "x" + to_string(K) +
+         "), got " + to_string(b.sizes[0]));
+  }
+  if (c.sizes[0] != M || c.sizes[1] != N) fail("out must have shape [M, N]");
+  const int64_t lda = row_major_ld(a, "a"), ldb = row_major_ld(b, "b"), ldc = row_major_ld(c, "out");
+  if (M == 0 || N == 0) return;
+  int32_t* cp = static_cast<int32_t*>(c.data);
+  if (K == 0) {
+    for (int64_t m = 0; m < M; ++m) std::fill(cp + m * ldc, cp + m * ldc + N, 0);
+    return;
+  }
+  const Int8GemmKernel kernel = int8_gemm_kernel();
+  AlignedBuffer packed(kernel.packed_bytes(K, N));
+  kernel.pack_b(static_cast<const int8_t*>(b.data), ldb, K, N, packed.data());
+  kernel.gemm_packed(static_cast<const int8_t*>(a.data), lda, packed.data(), cp, ldc, {M, N, K});
+}
+
+void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
+                       const TensorRef& values, const TensorRef* bias, int64_t C_per_group, int64_t KH,
+                       int64_t KW, const ConvParams& p, const TensorRef& output) {
+  check_tensor(row_ptr, "row_ptr", DType::i64, 1);
+  check_contiguous(row_ptr, "row_ptr");
+  if (row_ptr.sizes[0] < 2) fail("row_ptr must have out_channels + 1 >= 2 elements");
+  const int64_t OC = row_ptr.sizes[0] - 1;
+  const Conv2dGeometry g = conv_geometry(input, output, OC, C_per_group, KH, KW, p);
+  const Conv2dEpilogue epi = conv_epilogue(bias, OC, p);
+
+  // The CSR arrays decide which memory the kernel reads: check every index.
+  const int64_t* rp = static_cast<const int64_t*>(row_ptr.data);
+  check_tensor(col_idx, "col_idx", DType::i32, 1);
+  check_contiguous(col_idx, "col_idx");
+  const int64_t nnz = col_idx.sizes[0];
+  check_vector(values, "values", DType::f32, nnz);
+  if (rp[0] != 0 || rp[OC] != nnz) fail("row_ptr must start at 0 and end at nnz");
+  for (int64_t oc = 0; oc < OC; ++oc) {
+    if (rp[oc + 1] < rp[oc]) fail("row_ptr must be non-decreasing");
+  }
+  const int64_t taps = g.C / g.groups * KH * KW;
+  const int32_t* ci = static_cast<const int32_t*>(col_idx.data);
+  for (int64_t i = 0; i < nnz; ++i) {
+    if (ci[i] < 0 || ci[i] >= taps) fail("col_idx entry out of range [0, C/groups*KH*KW)");
+  }
+  if (output.numel() == 0) return;
+  const CsrWeight w{rp, ci, static_cast<const float*>(values.data)};
+  sparse_conv2d_csr_kernel()(conv_io(input, output), g, w, epi);
+}
+
+void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorRef* bias,
+                  const ConvParams& p, const TensorRef& output) {
+  check_tensor(weight, "weight", DType::f32, 4);
+  check_contiguous(weight, "weight");
+  const Conv2dGeometry g = conv_geometry(input, output, weight.sizes[0], weight.sizes[1],
+                                         weight.sizes[2], weight.sizes[3], p);
+  const Conv2dEpilogue epi = conv_epilogue(bias, g.OC, p);
+  if (output.numel() == 0) return;
+  conv2d_dense_kernel()(conv_io(input, output), g, static_cast<const float*>(weight.data), epi);
+}
+
+}  // namespace pyfastcnn

@@ -1,0 +1,23 @@
+// Per-op function tables: one entry per ISA level, null where a level has no kernel of its own;
+// the selected level's entry is used, falling back to the nearest lower level.
+#pragma once
+#include "pyfastcnn/isa.h"
+#include "pyfastcnn/kernels.h"
+
+namespace pyfastcnn {
+
+struct Int8GemmKernel {
+  Isa isa;  // level that provided it: packed layouts are only valid for the same level
+  Int8PackedBytesFn packed_bytes;
+  Int8PackBFn pack_b;
+  Int8GemmPackedFn gemm_packed;
+};
+Int8GemmKernel int8_gemm_kernel();
+Int8GemmKernel int8_gemm_kernel_for(Isa isa);
+SparseConv2dCsrFn sparse_conv2d_csr_kernel();
+Conv2dDenseFn conv2d_dense_kernel();
+
+// Name of the ISA whose kernel an op runs under the current selection ("avx512_vnni", ...).
+const char* kernel_isa(const char* op);
+
+}  // namespace pyfastcnn

@@ -1,0 +1,17 @@
+// CPU instruction-set levels, detected once; a lower level can be forced (PYFASTCNN_ISA).
+#pragma once
+
+namespace pyfastcnn {
+
+// Ordered: each level includes everything below it.
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3 };
+constexpr int kNumIsas = 4;
+
+const char* isa_name(Isa isa);
+bool parse_isa(const char* name, Isa* out);
+Isa detected_isa();  // best level this CPU and OS support
+Isa selected_isa();  // level the kernels use
+// Refuses (std::invalid_argument) a level above detected_isa().
+void set_isa(Isa isa);
+
+}  // namespace pyfastcnn

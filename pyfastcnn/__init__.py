@@ -1,0 +1,37 @@
+"""pyfastcnn: make CNNs smaller and faster for inference.
+
+Ops (CPU today; see README for what each guarantees):
+    int8_gemm(a, b)                          int8 x int8 -> int32, exact
+    sparse_conv2d(input, weight, ...)        conv2d with pruned weights, zeros skipped
+    pack_sparse(weight) -> SparseWeight      pack a pruned weight once
+    conv_bn_relu(input, weight, ...)         conv + eval BN + ReLU in one pass
+Settings: set_isa / get_isa / supported_isas, set_num_threads / get_num_threads, show_config.
+"""
+from ._config import (
+    __version__,
+    config,
+    get_isa,
+    get_num_threads,
+    set_isa,
+    set_num_threads,
+    show_config,
+    supported_isas,
+)
+from .ops import SparseWeight, conv_bn_relu, fold_bn, int8_gemm, pack_sparse, sparse_conv2d
+
+__all__ = [
+    "__version__",
+    "config",
+    "show_config",
+    "get_isa",
+    "set_isa",
+    "supported_isas",
+    "get_num_threads",
+    "set_num_threads",
+    "SparseWeight",
+    "pack_sparse",
+    "sparse_conv2d",
+    "conv_bn_relu",
+    "fold_bn",
+    "int8_gemm",
+]

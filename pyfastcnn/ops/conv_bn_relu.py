@@ -1,0 +1,153 @@
+"""pyfastcnn.conv_bn_relu: conv2d + eval-mode BatchNorm + ReLU as one conv pass."""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Union
+
+import torch
+
+from .. import _native
+from ._checks import (
+    IntPair,
+    check_conv_input,
+    check_tensor,
+    check_vector,
+    conv_geometry,
+    output_memory_format,
+)
+
+
+def fold_bn(
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    bn_weight: Optional[torch.Tensor],
+    bn_bias: Optional[torch.Tensor],
+    eps: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Conv weight and bias with eval-mode BN folded in (computed in float64, returned float32).
+
+    w' = w * g / sqrt(var + eps);  b' = (b - mean) * g / sqrt(var + eps) + beta
+    """
+    scale = torch.rsqrt(running_var.double() + eps)
+    if bn_weight is not None:
+        scale = scale * bn_weight.double()
+    shift = -running_mean.double() if bias is None else bias.double() - running_mean.double()
+    folded_bias = shift * scale
+    if bn_bias is not None:
+        folded_bias = folded_bias + bn_bias.double()
+    folded_weight = weight.double() * scale.view(-1, 1, 1, 1)
+    return folded_weight.float().contiguous(), folded_bias.float().contiguous()
+
+
+@torch.library.custom_op("pyfastcnn::conv2d_bias_act", mutates_args=(), device_types="cpu")
+def _conv2d_bias_act(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    output_size: List[int],
+    clamp_min: float,
+    clamp_max: float,
+) -> torch.Tensor:
+    out = torch.empty(
+        (input.shape[0], weight.shape[0], output_size[0], output_size[1]),
+        dtype=torch.float32,
+        memory_format=output_memory_format(input),
+    )
+    _native.C.conv2d_dense(
+        _native.tensor_arg(input),
+        _native.tensor_arg(weight.contiguous()),
+        _native.optional_arg(bias),
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        dilation[0],
+        dilation[1],
+        groups,
+        clamp_min,
+        clamp_max,
+        _native.tensor_arg(out),
+    )
+    return out
+
+
+@_conv2d_bias_act.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups, output_size, clamp_min, clamp_max):
+    return torch.empty(
+        (input.shape[0], weight.shape[0], output_size[0], output_size[1]),
+        dtype=torch.float32,
+        device=input.device,
+        memory_format=output_memory_format(input),
+    )
+
+
+def conv_bn_relu(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    *,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    bn_weight: Optional[torch.Tensor] = None,
+    bn_bias: Optional[torch.Tensor] = None,
+    eps: float = 1e-5,
+    stride: IntPair = 1,
+    padding: Union[IntPair, str] = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    relu: bool = True,
+) -> torch.Tensor:
+    """``relu(batch_norm(conv2d(input, weight, bias), eval mode))`` in one conv pass.
+
+    BN is folded into the conv weight and bias (in float64), and bias + ReLU are applied while
+    writing the output: no separate BN or ReLU pass, no intermediate tensor.
+
+    Args:
+        input: float32 [N, C, H, W], CPU, NCHW or channels_last (or any strided view).
+        weight: float32 [OC, C/groups, KH, KW]; bias: float32 [OC] or None.
+        running_mean, running_var: float32 [OC], the BN statistics.
+        bn_weight, bn_bias: float32 [OC] or None (gamma = 1, beta = 0).
+        eps: BN epsilon (> 0... or 0 with strictly positive variances).
+        stride, padding, dilation, groups: as in ``F.conv2d``.
+        relu: apply ReLU (NaN stays NaN); False gives conv + BN only.
+
+    Returns:
+        float32 [N, OC, OH, OW], channels_last when the input is channels_last.
+    """
+    check_conv_input("input", input)
+    check_tensor("weight", weight, torch.float32, 4)
+    oc = weight.shape[0]
+    for name, vec in (("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
+        if vec is not None:
+            check_vector(name, vec, oc)
+    check_vector("running_mean", running_mean, oc)
+    check_vector("running_var", running_var, oc)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__}")
+    if eps < 0:
+        raise ValueError(f"eps must be non-negative, got {eps}")
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
+    geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
+    folded_weight, folded_bias = fold_bn(
+        weight.detach(), None if bias is None else bias.detach(), running_mean.detach(),
+        running_var.detach(), None if bn_weight is None else bn_weight.detach(),
+        None if bn_bias is None else bn_bias.detach(), float(eps),
+    )
+    return _conv2d_bias_act(
+        input,
+        folded_weight,
+        folded_bias,
+        list(geo.stride),
+        list(geo.padding),
+        list(geo.dilation),
+        geo.groups,
+        list(geo.output_size),
+        0.0 if relu else float("-inf"),
+        float("inf"),
+    )

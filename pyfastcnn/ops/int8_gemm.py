@@ -1,0 +1,43 @@
+"""pyfastcnn.int8_gemm: int8 x int8 -> int32 matrix product (the semantics of torch._int_mm)."""
+from __future__ import annotations
+
+import torch
+
+from .. import _native
+from ._checks import check_tensor
+
+
+@torch.library.custom_op("pyfastcnn::int8_gemm", mutates_args=(), device_types="cpu")
+def _int8_gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # The kernel wants unit inner stride; other views are copied once here.
+    a = a.contiguous()
+    b = b.contiguous()
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=torch.int32)
+    _native.C.int8_gemm(_native.tensor_arg(a), _native.tensor_arg(b), _native.tensor_arg(out))
+    return out
+
+
+@_int8_gemm.register_fake
+def _(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a.new_empty((a.shape[0], b.shape[1]), dtype=torch.int32)
+
+
+def int8_gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact integer matrix product ``a.int() @ b.int()``.
+
+    Args:
+        a: int8 [M, K], CPU, any strides.
+        b: int8 [K, N], CPU, any strides.
+
+    Returns:
+        int32 [M, N]. Sums wrap modulo 2^32 like ``torch._int_mm`` (only possible for
+        K > 131072 with extreme values).
+    """
+    check_tensor("a", a, torch.int8, 2)
+    check_tensor("b", b, torch.int8, 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"a and b do not chain: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
+            f"(b must have K={a.shape[1]} rows)"
+        )
+    return _int8_gemm(a, b)
