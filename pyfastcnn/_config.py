@@ -10,7 +10,7 @@ from . import _native
 
 __version__ = "0.1.0"
 
-ISAS = ("scalar", "avx2", "avx512", "avx512_vnni")
+ISAS = _native._ISA_NAMES
 OPS = ("int8_gemm", "sparse_conv2d", "conv2d_dense")
 
 
@@ -67,7 +67,7 @@ def config() -> Dict[str, Any]:
         "native": _native.NATIVE_ERROR is None,
     }
     if _native.NATIVE_ERROR is not None:
-        info["native_error"] = repr(_native.NATIVE_ERROR)
+        info["native_error"] = _native._explain(_native.NATIVE_ERROR)
     else:
         info.update(
             detected_isa=_native.C.detected_isa(),

@@ -36,6 +36,20 @@ def optional_arg(t: Optional[torch.Tensor]) -> Optional[tuple]:
     return None if t is None else tensor_arg(t)
 
 
+def _explain(error: BaseException) -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.exists(os.path.join(here, os.pardir, "setup.py")):
+        return (
+            f"pyfastcnn was imported from its source tree ({here}), which holds no built "
+            f"extension. Run from another directory to use the installed package, or build in "
+            f"place with `python setup.py build_ext --inplace`. ({error})"
+        )
+    return f"{error!r}. Reinstall with `pip install .` (needs a C++17 compiler); see the build log."
+
+
+_ISA_NAMES = ("scalar", "avx2", "avx512", "avx512_vnni")
+
+
 class _MissingNative:
     """Stands in for pyfastcnn._C when it failed to load; explains itself on use."""
 
@@ -45,8 +59,7 @@ class _MissingNative:
     def __getattr__(self, name: str) -> Any:
         raise ImportError(
             f"pyfastcnn's native extension (pyfastcnn._C) is not available, so "
-            f"'{name}' cannot run: {self._error!r}. Reinstall with `pip install .` from the "
-            f"source tree (needs a C++17 compiler) and check the build log."
+            f"'{name}' cannot run: {_explain(self._error)}"
         ) from self._error
 
     def __bool__(self) -> bool:
@@ -64,7 +77,7 @@ except ImportError as error:  # pragma: no cover - exercised only on broken inst
 CUDA_ERROR: Optional[str] = None
 if importlib.util.find_spec(f"{__package__}._cuda") is None:
     cuda = None
-    CUDA_ERROR = "not built (no CUDA compiler at build time, or PYFASTCNN_CUDA=0)"
+    CUDA_ERROR = "no CUDA compiler at build time, or PYFASTCNN_CUDA=0"
 else:
     try:
         from . import _cuda as cuda  # type: ignore[attr-defined]
@@ -74,9 +87,13 @@ else:
 
 
 def _apply_environment() -> None:
-    """PYFASTCNN_ISA and PYFASTCNN_NUM_THREADS: a bad value is an error, not a silent default."""
+    """PYFASTCNN_ISA, PYFASTCNN_NUM_THREADS and PYFASTCNN_SIMULATE_CPU (caps the detected ISA,
+    to test fallbacks as on an older CPU): a bad value is an error, not a silent default."""
     if NATIVE_ERROR is not None:
         return
+    simulate = os.environ.get("PYFASTCNN_SIMULATE_CPU")
+    if simulate and simulate not in _ISA_NAMES:
+        raise ValueError(f"PYFASTCNN_SIMULATE_CPU={simulate!r}: choose from {_ISA_NAMES}")
     isa = os.environ.get("PYFASTCNN_ISA")
     if isa:
         try:

@@ -1,6 +1,7 @@
 #include "pyfastcnn/isa.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -63,8 +64,20 @@ bool parse_isa(const char* name, Isa* out) {
   return false;
 }
 
+// PYFASTCNN_SIMULATE_CPU=<level> caps detection, to test fallbacks and refusals as if on an
+// older CPU. It can only lower the level, never claim instructions the CPU lacks.
+static Isa detect_with_cap() {
+  const Isa isa = detect();
+  Isa cap;
+  const char* env = std::getenv("PYFASTCNN_SIMULATE_CPU");
+  if (env && *env && parse_isa(env, &cap) && static_cast<int>(cap) < static_cast<int>(isa)) {
+    return cap;
+  }
+  return isa;
+}
+
 Isa detected_isa() {
-  static const Isa isa = detect();
+  static const Isa isa = detect_with_cap();
   return isa;
 }
 

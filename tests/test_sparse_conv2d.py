@@ -1,0 +1,190 @@
+import pickle
+
+import pytest
+import torch
+
+import pyfastcnn
+from pyfastcnn import _native
+from pyfastcnn.ops import reference
+from conftest import rel_error
+from conv_cases import ConvCase, conv_cases, layouts, to_layout
+
+TOL = 1e-5
+
+
+def prune(weight: torch.Tensor, density: float) -> torch.Tensor:
+    """Keep a random `density` fraction of the weights (at least none, at most all)."""
+    return weight * (torch.rand_like(weight) < density)
+
+
+@conv_cases
+@layouts
+def test_matches_reference(isa, case: ConvCase, layout):
+    x = case.input()
+    w = prune(case.weight(), 0.3)
+    bias = torch.randn(case.oc)
+    out = pyfastcnn.sparse_conv2d(to_layout(x, layout), pyfastcnn.pack_sparse(w), bias,
+                                  **case.kwargs())
+    ref = reference.conv2d(x, w, bias, **case.kwargs())
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert rel_error(out, ref) <= TOL
+
+
+@pytest.mark.parametrize("density", [1.0, 0.5, 0.1, 0.02, 0.0])
+def test_densities_and_relu(isa, density):
+    case = ConvCase("d", 2, 12, 11, 10, 9, (3, 3), padding=1, stride=(1, 2))
+    x, w = case.input(), prune(case.weight(), density)
+    w[3] = 0  # an output channel with no non-zero at all: bias only
+    bias = torch.randn(case.oc)
+    for relu in (False, True):
+        out = pyfastcnn.sparse_conv2d(x, w, bias, relu=relu, **case.kwargs())
+        ref = reference.conv2d(x, w, bias, relu=relu, **case.kwargs())
+        assert rel_error(out, ref) <= TOL
+
+
+def test_dense_tensor_and_packed_weight_agree():
+    x, w = torch.randn(2, 6, 8, 8), prune(torch.randn(4, 6, 3, 3), 0.4)
+    assert torch.equal(pyfastcnn.sparse_conv2d(x, w, padding=1),
+                       pyfastcnn.sparse_conv2d(x, pyfastcnn.pack_sparse(w), padding=1))
+
+
+def test_channels_last_in_gives_channels_last_out():
+    x = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    out = pyfastcnn.sparse_conv2d(x, torch.randn(8, 4, 3, 3), padding=1)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert pyfastcnn.sparse_conv2d(x.contiguous(), torch.randn(8, 4, 3, 3)).is_contiguous()
+
+
+def test_pack_sparse_records_shape_and_density_and_round_trips():
+    w = prune(torch.randn(16, 8, 3, 3), 0.25)
+    packed = pyfastcnn.pack_sparse(w)
+    assert packed.shape == (16, 8, 3, 3)
+    assert packed.nnz == int((w != 0).sum())
+    assert packed.density == pytest.approx(packed.nnz / w.numel())
+    assert torch.equal(packed.to_dense(), w)
+    restored = pickle.loads(pickle.dumps(packed))
+    assert torch.equal(restored.to_dense(), w) and restored.shape == packed.shape
+    assert "density" in repr(packed)
+
+
+def test_nan_propagates_through_nonzero_weights():
+    x = torch.randn(1, 3, 7, 7)
+    x[0, 1, 3, 3] = float("nan")
+    w = torch.randn(4, 3, 3, 3)  # no zeros: every output touching the NaN is NaN
+    w[w == 0] = 1.0
+    for relu in (False, True):
+        out = pyfastcnn.sparse_conv2d(x, w, padding=1, relu=relu)
+        ref = reference.conv2d(x, w, padding=1, relu=relu)
+        assert torch.equal(out.isnan(), ref.isnan()) and out.isnan().any()
+
+
+def test_empty_batch():
+    out = pyfastcnn.sparse_conv2d(torch.randn(0, 3, 8, 8), torch.randn(5, 3, 3, 3), stride=2)
+    assert out.shape == (0, 5, 3, 3)
+
+
+def test_thread_counts_agree():
+    x, w = torch.randn(3, 8, 12, 12), prune(torch.randn(10, 8, 3, 3), 0.3)
+    previous = pyfastcnn.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            pyfastcnn.set_num_threads(threads)
+            outs.append(pyfastcnn.sparse_conv2d(x, w, padding=1))
+    finally:
+        pyfastcnn.set_num_threads(previous)
+    assert all(torch.equal(o, outs[0]) for o in outs)
+
+
+def _x():
+    return torch.randn(2, 4, 8, 8)
+
+
+def _w():
+    return torch.randn(6, 4, 3, 3)
+
+
+BAD_INPUTS = [
+    ("input-float64", lambda: dict(input=_x().double(), weight=_w()), TypeError,
+     "input must have dtype"),
+    ("input-3d", lambda: dict(input=torch.randn(4, 8, 8), weight=_w()), ValueError,
+     "input must be 4-D"),
+    ("input-meta", lambda: dict(input=torch.empty(2, 4, 8, 8, device="meta"), weight=_w()),
+     ValueError, "input must be a CPU tensor"),
+    ("weight-int", lambda: dict(input=_x(), weight=_w().int()), TypeError, "weight must have"),
+    ("weight-list", lambda: dict(input=_x(), weight=[1.0]), TypeError, "weight must be"),
+    ("channel-mismatch", lambda: dict(input=_x(), weight=torch.randn(6, 3, 3, 3)), ValueError,
+     "input channels"),
+    ("bias-length", lambda: dict(input=_x(), weight=_w(), bias=torch.randn(5)), ValueError,
+     "bias must have 6 elements"),
+    ("bias-dtype", lambda: dict(input=_x(), weight=_w(), bias=torch.randn(6).double()),
+     TypeError, "bias must have dtype"),
+    ("stride-0", lambda: dict(input=_x(), weight=_w(), stride=0), ValueError,
+     "stride must be positive"),
+    ("stride-float", lambda: dict(input=_x(), weight=_w(), stride=1.5), TypeError, "stride"),
+    ("padding-negative", lambda: dict(input=_x(), weight=_w(), padding=-1), ValueError,
+     "padding must be non-negative"),
+    ("padding-word", lambda: dict(input=_x(), weight=_w(), padding="full"), ValueError,
+     "padding must be"),
+    ("same-strided", lambda: dict(input=_x(), weight=_w(), padding="same", stride=2),
+     ValueError, "padding='same'"),
+    ("dilation-0", lambda: dict(input=_x(), weight=_w(), dilation=0), ValueError,
+     "dilation must be positive"),
+    ("kernel-too-big", lambda: dict(input=torch.randn(1, 4, 2, 2), weight=_w()), ValueError,
+     "larger than the padded input"),
+    ("groups-not-dividing", lambda: dict(input=_x(), weight=torch.randn(6, 4, 3, 3), groups=3),
+     ValueError, "groups=3"),
+    ("groups-zero", lambda: dict(input=_x(), weight=_w(), groups=0), ValueError, "groups=0"),
+    ("relu-not-bool", lambda: dict(input=_x(), weight=_w(), relu=1), TypeError, "relu"),
+]
+
+
+@pytest.mark.parametrize("make,error,match", [b[1:] for b in BAD_INPUTS],
+                         ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input(make, error, match):
+    with pytest.raises(error, match=match):
+        pyfastcnn.sparse_conv2d(**make())
+
+
+def test_pack_sparse_bad_input():
+    with pytest.raises(TypeError, match="weight must have dtype"):
+        pyfastcnn.pack_sparse(torch.randn(2, 2, 3, 3).half())
+    with pytest.raises(ValueError, match="weight must be 4-D"):
+        pyfastcnn.pack_sparse(torch.randn(2, 9))
+    with pytest.raises(ValueError, match="format must be one of"):
+        pyfastcnn.pack_sparse(_w(), format="coo")
+
+
+def _native_call(row_ptr, col_idx, values, c_per_group=4):
+    x = _x()
+    out = torch.empty(2, row_ptr.numel() - 1, 6, 6)
+    _native.C.sparse_conv2d_csr(
+        _native.tensor_arg(x), _native.tensor_arg(row_ptr), _native.tensor_arg(col_idx),
+        _native.tensor_arg(values), None, c_per_group, 3, 3, 1, 1, 0, 0, 1, 1, 1,
+        float("-inf"), float("inf"), _native.tensor_arg(out))
+
+
+def test_native_refuses_corrupt_sparse_weight():
+    """Indices decide which memory the kernel reads: C++ checks each one."""
+    ok = pyfastcnn.pack_sparse(prune(_w(), 0.5))
+    _native_call(ok.row_ptr, ok.col_idx, ok.values)
+    bad_col = ok.col_idx.clone()
+    bad_col[0] = 4 * 9  # one past the last tap
+    with pytest.raises(ValueError, match="col_idx entry out of range"):
+        _native_call(ok.row_ptr, bad_col, ok.values)
+    bad_rows = ok.row_ptr.clone()
+    bad_rows[-1] += 1
+    with pytest.raises(ValueError, match="row_ptr must start at 0 and end at nnz"):
+        _native_call(bad_rows, ok.col_idx, ok.values)
+    with pytest.raises(ValueError, match="values must have"):
+        _native_call(ok.row_ptr, ok.col_idx, ok.values[:-1])
+    with pytest.raises(ValueError, match="input channels per group"):
+        _native_call(ok.row_ptr, ok.col_idx, ok.values, c_per_group=3)
+
+
+def test_opcheck():
+    w = pyfastcnn.pack_sparse(prune(torch.randn(6, 2, 3, 3), 0.5))
+    x = torch.randn(2, 4, 7, 7).contiguous(memory_format=torch.channels_last)
+    args = (x, w.row_ptr, w.col_idx, w.values, torch.randn(6), list(w.shape), [2, 1], [1, 1],
+            [1, 1], 2, [4, 7], True)
+    torch.library.opcheck(torch.ops.pyfastcnn.sparse_conv2d_csr.default, args)
