@@ -62,6 +62,10 @@ class CMakeBuild(build_ext):
         subprocess.check_call([cmake, *args])
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
         subprocess.check_call([cmake, "--build", str(build_temp), "-j", jobs])
+        if self.inplace:
+            # setuptools copies only the extension it knows (_C) back into the source tree.
+            for module in out_dir.glob("_cuda*.so"):
+                shutil.copy2(module, ROOT / "pyfastcnn" / module.name)
 
 
 setup(ext_modules=[CMakeExtension("pyfastcnn._C")], cmdclass={"build_ext": CMakeBuild})

@@ -1,0 +1,28 @@
+"""Benchmark settings. PYFASTCNN_BENCH_QUICK=1 trims shapes and rounds (for CI-sized runs)."""
+import os
+
+import pytest
+import torch
+
+import pyfastcnn
+
+QUICK = os.environ.get("PYFASTCNN_BENCH_QUICK") == "1"
+
+
+@pytest.fixture(params=(1, 2), ids=lambda t: f"threads={t}")
+def threads(request):
+    """The same thread count for PyTorch (the baseline) and pyfastcnn."""
+    torch_threads, ours = torch.get_num_threads(), pyfastcnn.get_num_threads()
+    torch.set_num_threads(request.param)
+    pyfastcnn.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(torch_threads)
+    pyfastcnn.set_num_threads(ours)
+
+
+def run(benchmark, fn, *, group: str, impl: str, ops: int, **extra):
+    """Times fn under `group`; extra_info carries what report.py needs."""
+    benchmark.group = group
+    benchmark.extra_info.update(impl=impl, ops=ops, **extra)
+    rounds = 3 if QUICK else 10
+    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)

@@ -1,0 +1,47 @@
+"""Benchmark shapes, in one place. Layer set from shared/PEAKS.md (ResNet-50)."""
+from dataclasses import dataclass
+from typing import List, Tuple
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    c_in: int
+    c_out: int
+    hw: int
+    k: int
+    stride: int
+
+    @property
+    def padding(self) -> int:
+        return self.k // 2
+
+    @property
+    def out_hw(self) -> int:
+        return (self.hw + 2 * self.padding - self.k) // self.stride + 1
+
+    def gemm_shape(self, batch: int) -> Tuple[int, int, int]:
+        """(M, N, K) of the conv as a GEMM: M = N*OH*OW, N = C_out, K = C_in*k*k."""
+        return (batch * self.out_hw**2, self.c_out, self.c_in * self.k * self.k)
+
+    def flops(self, batch: int) -> int:
+        return 2 * batch * self.c_out * self.out_hw**2 * self.c_in * self.k * self.k
+
+    @property
+    def id(self) -> str:
+        return f"{self.c_in}-{self.c_out}-{self.hw}-k{self.k}s{self.stride}"
+
+
+RESNET50_LAYERS: List[ConvLayer] = [
+    ConvLayer(64, 64, 56, 3, 1),
+    ConvLayer(128, 128, 28, 3, 1),
+    ConvLayer(256, 256, 14, 3, 1),
+    ConvLayer(512, 512, 7, 3, 1),
+    ConvLayer(256, 64, 56, 1, 1),
+    ConvLayer(1024, 256, 14, 1, 1),
+    ConvLayer(3, 64, 224, 7, 2),
+]
+BATCHES = (1, 8)
+THREADS = (1, 2)
+
+GEMM_SQUARE = (256, 512, 1024, 2048)
+GEMM_SKINNY = [(m, nk, nk) for m in (1, 4, 16, 64) for nk in (1024, 4096)]
