@@ -44,6 +44,13 @@ ConvParams conv_params(int64_t stride_h, int64_t stride_w, int64_t pad_top, int6
   return {stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, clamp_min, clamp_max};
 }
 
+QuantParams quant_params(int32_t x_zero_point, float x_scale, int out_kind, float clamp_min,
+                         float clamp_max, float out_scale, int32_t out_zero_point) {
+  if (out_kind < 0 || out_kind > static_cast<int>(Int8OutKind::u8)) fail("bad out_kind");
+  return {x_zero_point, x_scale, static_cast<Int8OutKind>(out_kind), clamp_min, clamp_max,
+          out_scale, out_zero_point};
+}
+
 Isa isa_from_name(const std::string& name) {
   Isa isa;
   if (!parse_isa(name.c_str(), &isa)) {
@@ -73,6 +80,67 @@ PYBIND11_MODULE(_C, m) {
       },
       "out[M,N] int32 = a[M,K] int8 @ b[K,N] int8 (exact, wraps modulo 2^32)", py::arg("a"),
       py::arg("b"), py::arg("out"));
+
+  m.def(
+      "int8_packed_bytes",
+      [](const std::string& layout, int64_t K, int64_t N) {
+        return int8_packed_bytes(isa_from_name(layout), K, N);
+      },
+      "bytes of B [K, N] packed for the INT8 kernel of ISA `layout`");
+  m.def(
+      "int8_pack",
+      [](const std::string& layout, const py::tuple& b, const py::tuple& packed,
+         const py::tuple& col_sums) {
+        const Isa isa = isa_from_name(layout);
+        const TensorRef rb = to_ref(b, "weight"), rp = to_ref(packed, "packed"),
+                        rs = to_ref(col_sums, "col_sums");
+        py::gil_scoped_release release;
+        int8_pack(isa, rb, rp, rs);
+      },
+      "pack B [K, N] int8 into `packed` (uint8) and its column sums into `col_sums` (int32)");
+  m.def(
+      "int8_linear",
+      [](const py::tuple& x, const std::string& layout, const py::tuple& packed,
+         const py::tuple& col_sums, int64_t K, int64_t N, const py::object& w_scale,
+         const py::object& bias, int32_t x_zero_point, float x_scale, int out_kind,
+         float clamp_min, float clamp_max, float out_scale, int32_t out_zero_point,
+         const py::tuple& out) {
+        const Isa isa = isa_from_name(layout);
+        const TensorRef rx = to_ref(x, "x"), rp = to_ref(packed, "packed"),
+                        rs = to_ref(col_sums, "col_sums"), ro = to_ref(out, "out");
+        TensorRef rw, rb;
+        if (!w_scale.is_none()) rw = to_ref(w_scale.cast<py::tuple>(), "w_scale");
+        if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        const QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
+                                           out_scale, out_zero_point);
+        py::gil_scoped_release release;
+        int8_linear(rx, isa, rp, rs, K, N, w_scale.is_none() ? nullptr : &rw,
+                    bias.is_none() ? nullptr : &rb, q, ro);
+      },
+      "out[M, N] = requantize(x[M, K] @ B): see ops.h for the exact math");
+  m.def(
+      "int8_conv2d",
+      [](const py::tuple& x, const std::string& layout, const py::tuple& packed,
+         const py::tuple& col_sums, int64_t c_per_group, int64_t kh, int64_t kw,
+         const py::tuple& w_scale, const py::object& bias, int64_t stride_h, int64_t stride_w,
+         int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups,
+         int32_t x_zero_point, float x_scale, int out_kind, float clamp_min, float clamp_max,
+         float out_scale, int32_t out_zero_point, const py::tuple& out) {
+        const Isa isa = isa_from_name(layout);
+        const TensorRef rx = to_ref(x, "input"), rp = to_ref(packed, "packed"),
+                        rs = to_ref(col_sums, "col_sums"), rw = to_ref(w_scale, "w_scale"),
+                        ro = to_ref(out, "out");
+        TensorRef rb;
+        if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                                         groups, clamp_min, clamp_max);
+        const QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
+                                           out_scale, out_zero_point);
+        py::gil_scoped_release release;
+        int8_conv2d(rx, isa, rp, rs, c_per_group, kh, kw, rw, bias.is_none() ? nullptr : &rb, p,
+                    q, ro);
+      },
+      "quantized conv, NHWC in and out: see ops.h for the exact math");
 
   m.def(
       "sparse_conv2d_csr",

@@ -9,15 +9,15 @@
 namespace pyfastcnn {
 namespace {
 
-#define INT8_GEMM_ENTRY(isa, ns) \
-  { isa, ns::int8_packed_b_bytes, ns::int8_pack_b, ns::int8_gemm_packed }
+#define INT8_GEMM_ENTRY(isa, ns, fused) \
+  { isa, ns::int8_packed_b_bytes, ns::int8_pack_b, ns::int8_gemm, fused }
 
 const Int8GemmKernel kInt8Gemm[kNumIsas] = {
-    INT8_GEMM_ENTRY(Isa::scalar, ref),
+    INT8_GEMM_ENTRY(Isa::scalar, ref, true),
 #ifdef PYFASTCNN_X86
-    INT8_GEMM_ENTRY(Isa::avx2, avx2),
-    INT8_GEMM_ENTRY(Isa::avx512, avx512),
-    INT8_GEMM_ENTRY(Isa::avx512_vnni, avx512_vnni),
+    INT8_GEMM_ENTRY(Isa::avx2, avx2, false),
+    INT8_GEMM_ENTRY(Isa::avx512, avx512, false),
+    INT8_GEMM_ENTRY(Isa::avx512_vnni, avx512_vnni, true),
 #endif
 };
 
@@ -34,7 +34,7 @@ int level_for(const T (&table)[kNumIsas], Isa isa, HasKernel has_kernel) {
 }
 
 int int8_level(Isa isa) {
-  return level_for(kInt8Gemm, isa, [](const Int8GemmKernel& k) { return k.gemm_packed; });
+  return level_for(kInt8Gemm, isa, [](const Int8GemmKernel& k) { return k.gemm != nullptr; });
 }
 template <class Fn>
 int fn_level(const Fn (&table)[kNumIsas], Isa isa) {

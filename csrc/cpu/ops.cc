@@ -6,9 +6,10 @@
 
 #include "pyfastcnn/dispatch.h"
 #include "pyfastcnn/memory.h"
+#include "op_checks.h"
 
 namespace pyfastcnn {
-namespace {
+namespace detail {
 
 using std::to_string;
 
@@ -32,8 +33,6 @@ void check_vector(const TensorRef& t, const char* name, DType dtype, int64_t len
 
 Conv2dGeometry conv_geometry(const TensorRef& input, const TensorRef& output, int64_t OC,
                              int64_t C_per_group, int64_t KH, int64_t KW, const ConvParams& p) {
-  check_tensor(input, "input", DType::f32, 4);
-  check_tensor(output, "out", DType::f32, 4);
   Conv2dGeometry g{input.sizes[0], input.sizes[1], input.sizes[2], input.sizes[3],
                    OC, output.sizes[2], output.sizes[3], KH, KW,
                    p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.dil_h, p.dil_w, p.groups};
@@ -55,6 +54,14 @@ Conv2dGeometry conv_geometry(const TensorRef& input, const TensorRef& output, in
   return g;
 }
 
+}  // namespace detail
+
+namespace {
+
+using std::to_string;
+using detail::check_vector;
+using detail::row_major_ld;
+
 Conv2dIO conv_io(const TensorRef& input, const TensorRef& output) {
   Conv2dIO io{};
   io.input = static_cast<const float*>(input.data);
@@ -73,29 +80,6 @@ Conv2dEpilogue conv_epilogue(const TensorRef* bias, int64_t OC, const ConvParams
 
 }  // namespace
 
-void int8_gemm(const TensorRef& a, const TensorRef& b, const TensorRef& c) {
-  check_tensor(a, "a", DType::i8, 2);
-  check_tensor(b, "b", DType::i8, 2);
-  check_tensor(c, "out", DType::i32, 2);
-  const int64_t M = a.sizes[0], K = a.sizes[1], N = b.sizes[1];
-  if (b.sizes[0] != K) {
-    fail("b must have " + to_string(K) + " rows (a is " + to_string(M) + "x" + to_string(K) +
-         "), got " + to_string(b.sizes[0]));
-  }
-  if (c.sizes[0] != M || c.sizes[1] != N) fail("out must have shape [M, N]");
-  const int64_t lda = row_major_ld(a, "a"), ldb = row_major_ld(b, "b"), ldc = row_major_ld(c, "out");
-  if (M == 0 || N == 0) return;
-  int32_t* cp = static_cast<int32_t*>(c.data);
-  if (K == 0) {
-    for (int64_t m = 0; m < M; ++m) std::fill(cp + m * ldc, cp + m * ldc + N, 0);
-    return;
-  }
-  const Int8GemmKernel kernel = int8_gemm_kernel();
-  AlignedBuffer packed(kernel.packed_bytes(K, N));
-  kernel.pack_b(static_cast<const int8_t*>(b.data), ldb, K, N, packed.data());
-  kernel.gemm_packed(static_cast<const int8_t*>(a.data), lda, packed.data(), cp, ldc, {M, N, K});
-}
-
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
                        const TensorRef& values, const TensorRef* bias, int64_t C_per_group, int64_t KH,
                        int64_t KW, const ConvParams& p, const TensorRef& output) {
@@ -103,7 +87,9 @@ void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const T
   check_contiguous(row_ptr, "row_ptr");
   if (row_ptr.sizes[0] < 2) fail("row_ptr must have out_channels + 1 >= 2 elements");
   const int64_t OC = row_ptr.sizes[0] - 1;
-  const Conv2dGeometry g = conv_geometry(input, output, OC, C_per_group, KH, KW, p);
+  check_tensor(input, "input", DType::f32, 4);
+  check_tensor(output, "out", DType::f32, 4);
+  const Conv2dGeometry g = detail::conv_geometry(input, output, OC, C_per_group, KH, KW, p);
   const Conv2dEpilogue epi = conv_epilogue(bias, OC, p);
 
   // The CSR arrays decide which memory the kernel reads: check every index.
@@ -130,8 +116,11 @@ void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorR
                   const ConvParams& p, const TensorRef& output) {
   check_tensor(weight, "weight", DType::f32, 4);
   check_contiguous(weight, "weight");
-  const Conv2dGeometry g = conv_geometry(input, output, weight.sizes[0], weight.sizes[1],
-                                         weight.sizes[2], weight.sizes[3], p);
+  check_tensor(input, "input", DType::f32, 4);
+  check_tensor(output, "out", DType::f32, 4);
+  const Conv2dGeometry g = detail::conv_geometry(input, output, weight.sizes[0],
+                                                 weight.sizes[1], weight.sizes[2],
+                                                 weight.sizes[3], p);
   const Conv2dEpilogue epi = conv_epilogue(bias, g.OC, p);
   if (output.numel() == 0) return;
   conv2d_dense_kernel()(conv_io(input, output), g, static_cast<const float*>(weight.data), epi);

@@ -1,114 +1,210 @@
-// INT8 GEMM for AVX-512 VNNI. vpdpbusd multiplies unsigned by signed bytes, so A is shifted to
-// unsigned (a + 128, a sign-bit flip) and the shift is undone by starting each column's sum at
-// -128 * sum_k b[k][n]. All sums wrap modulo 2^32, so the result is exact whenever the true
-// product fits int32. B packed as panels of 32 columns: [32 x int32 correction][K/4 x 128 bytes].
+// INT8 GEMM for AVX-512 VNNI with the requantization epilogue fused in registers.
+//
+// vpdpbusd multiplies unsigned A bytes by signed B bytes, four at a time, into int32 lanes
+// (non-saturating, so sums wrap modulo 2^32 and stay exact). B is packed once into panels of
+// 32 columns: [K/4][32][4] bytes, two zmm per k-quad. The micro-kernel holds a 6 x 32 tile of
+// int32 accumulators (12 zmm) that start at col_offset, and applies the epilogue (scale, bias,
+// clamp, requantize) before storing. Blocking: a task owns MC rows x NCP panels, so its A block
+// stays in L2 while each panel is reused by every row tile.
 #include <immintrin.h>
 
 #include <cstring>
 
-#include "../int8_gemm_tiles.h"
+#include "pyfastcnn/kernels.h"
+#include "pyfastcnn/parallel.h"
 
 namespace pyfastcnn {
 namespace avx512_vnni {
 namespace {
 
-constexpr int kNR = 32, kMR = 6;
-constexpr int64_t kPanelHeader = kNR * 4;  // bytes of the correction row
+constexpr int kPanelCols = 32;
+constexpr int kMR = 6;              // rows per micro-tile: 6 x 2 zmm = 12 accumulators
+constexpr int64_t kMC = 96;         // rows per task (a multiple of kMR)
+constexpr int64_t kNCP = 8;         // panels per task (256 columns)
 
 int64_t k_quads(int64_t K) { return (K + 3) / 4; }
-int64_t panel_bytes(int64_t K) { return kPanelHeader + k_quads(K) * kNR * 4; }
+int64_t panel_bytes(int64_t K) { return k_quads(K) * kPanelCols * 4; }
+int64_t num_panels(int64_t N) { return (N + kPanelCols - 1) / kPanelCols; }
 
-// Four bytes of A as unsigned (a + 128).
-int32_t quad(const int8_t* a) {
-  uint32_t v;
+__mmask16 lane_mask(int valid) {
+  return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
+                     : (valid <= 0 ? 0 : static_cast<__mmask16>((1u << valid) - 1));
+}
+
+int32_t load_quad(const uint8_t* a) {
+  int32_t v;
   std::memcpy(&v, a, 4);
-  return static_cast<int32_t>(v ^ 0x80808080u);
+  return v;
 }
 
-// The last, partial group of K: bytes past the end multiply zeros in B, any value will do.
-int32_t tail_quad(const int8_t* a, int64_t available) {
-  int8_t bytes[4] = {0, 0, 0, 0};
+int32_t load_tail_quad(const uint8_t* a, int64_t available) {
+  uint8_t bytes[4] = {0, 0, 0, 0};  // past the end of K: multiplied by B's zero padding
   for (int64_t i = 0; i < available; ++i) bytes[i] = a[i];
-  return quad(bytes);
+  return load_quad(bytes);
 }
+
+template <Int8OutKind KIND>
+void store_tile_vector(__m512i acc, __mmask16 mask, const __m512& scale, const __m512& bias,
+                       const Int8Epilogue& epi, char* row, int64_t n) {
+  if constexpr (KIND == Int8OutKind::i32) {
+    _mm512_mask_storeu_epi32(reinterpret_cast<int32_t*>(row) + n, mask, acc);
+  } else {
+    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias);
+    y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(epi.clamp_min)),
+                      _mm512_set1_ps(epi.clamp_max));
+    if constexpr (KIND == Int8OutKind::f32) {
+      _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
+    } else {
+      constexpr bool kSigned = KIND == Int8OutKind::s8;
+      __m512i q = _mm512_add_epi32(
+          _mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_set1_ps(epi.out_inv_scale))),
+          _mm512_set1_epi32(epi.out_zero_point));
+      q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(kSigned ? -128 : 0)),
+                           _mm512_set1_epi32(kSigned ? 127 : 255));
+      _mm_mask_storeu_epi8(row + n, mask, _mm512_cvtepi32_epi8(q));
+    }
+  }
+}
+
+constexpr int64_t out_bytes(Int8OutKind kind) {
+  return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
+}
+
+// The k-loop of one MR x 32 tile. Accumulators are named variables, not an array: with an
+// array GCC shuffles or spills the whole tile on every k-step.
+#define PYFASTCNN_DOT_ROW(r)                                                               \
+  if constexpr (MR > r) {                                                                  \
+    const __m512i av = _mm512_set1_epi32(quad(a + r * lda));                               \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                                        \
+    c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                                        \
+  }
+#define PYFASTCNN_DOT_ROWS \
+  PYFASTCNN_DOT_ROW(0) PYFASTCNN_DOT_ROW(1) PYFASTCNN_DOT_ROW(2) PYFASTCNN_DOT_ROW(3)       \
+  PYFASTCNN_DOT_ROW(4) PYFASTCNN_DOT_ROW(5)
 
 template <int MR>
-void micro(const int8_t* a, int64_t lda, const int8_t* panel, int64_t K, int32_t* c, int64_t ldc,
-           int cols) {
-  const int32_t* correction = reinterpret_cast<const int32_t*>(panel);
-  const int8_t* bp = panel + kPanelHeader;
-  __m512i acc[MR][2];
-  for (int r = 0; r < MR; ++r) {
-    acc[r][0] = _mm512_load_si512(correction);
-    acc[r][1] = _mm512_load_si512(correction + 16);
-  }
+void dot_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, __m512i acc[][2]) {
+  static_assert(MR >= 1 && MR <= 6, "tile rows");
+  __m512i c00 = acc[0][0], c01 = acc[0][1], c10 = c00, c11 = c01, c20 = c00, c21 = c01,
+          c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
   const int64_t full = K / 4;
-  for (int64_t kq = 0; kq < k_quads(K); ++kq) {
-    const __m512i b0 = _mm512_load_si512(bp + kq * 128);
-    const __m512i b1 = _mm512_load_si512(bp + kq * 128 + 64);
-    for (int r = 0; r < MR; ++r) {
-      const int8_t* ar = a + r * lda + 4 * kq;
-      const __m512i av = _mm512_set1_epi32(kq < full ? quad(ar) : tail_quad(ar, K - 4 * kq));
-      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
-      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
-    }
+  const int8_t* bp = panel;
+  for (int64_t kq = 0; kq < full; ++kq, a += 4, bp += 128) {
+    const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
+    const auto quad = [](const uint8_t* p) { return load_quad(p); };
+    PYFASTCNN_DOT_ROWS
   }
-  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  const __mmask16 m1 = cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
+  if (full * 4 < K) {  // last, partial group of four
+    const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
+    const int64_t left = K - full * 4;
+    const auto quad = [left](const uint8_t* p) { return load_tail_quad(p, left); };
+    PYFASTCNN_DOT_ROWS
+  }
+  const __m512i all[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                             {c30, c31}, {c40, c41}, {c50, c51}};
   for (int r = 0; r < MR; ++r) {
-    _mm512_mask_storeu_epi32(c + r * ldc, m0, acc[r][0]);
-    _mm512_mask_storeu_epi32(c + r * ldc + 16, m1, acc[r][1]);
+    acc[r][0] = all[r][0];
+    acc[r][1] = all[r][1];
+  }
+}
+#undef PYFASTCNN_DOT_ROWS
+#undef PYFASTCNN_DOT_ROW
+
+// One MR x 32 tile: rows a[0..MR), columns n0 .. n0 + cols of one packed panel; accumulators
+// start at col_offset and go through the epilogue on the way out.
+template <int MR, Int8OutKind KIND>
+void micro(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, int64_t n0, int cols,
+           const Int8Epilogue& epi, char* c, int64_t ldc) {
+  const __mmask16 mask0 = lane_mask(cols), mask1 = lane_mask(cols - 16);
+  __m512i acc[MR][2];
+  acc[0][0] = epi.col_offset ? _mm512_maskz_loadu_epi32(mask0, epi.col_offset + n0)
+                             : _mm512_setzero_si512();
+  acc[0][1] = epi.col_offset ? _mm512_maskz_loadu_epi32(mask1, epi.col_offset + n0 + 16)
+                             : _mm512_setzero_si512();
+  dot_tile<MR>(a, lda, panel, K, acc);
+  const int64_t row_bytes = ldc * out_bytes(KIND);
+  for (int v = 0; v < 2; ++v) {
+    const __mmask16 mask = v == 0 ? mask0 : mask1;
+    const int64_t n = n0 + 16 * v;
+    __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
+    if constexpr (KIND != Int8OutKind::i32) {
+      scale = _mm512_maskz_loadu_ps(mask, epi.scale + n);
+      if (epi.bias) bias = _mm512_maskz_loadu_ps(mask, epi.bias + n);
+    }
+    for (int r = 0; r < MR; ++r) {
+      store_tile_vector<KIND>(acc[r][v], mask, scale, bias, epi, c + r * row_bytes, n);
+    }
   }
 }
 
-struct Micro {
-  static constexpr int MR = kMR, NR = kNR;
-  static void run(int rows, const int8_t* a, int64_t lda, const void* packed, int64_t p,
-                  int32_t* c, int64_t ldc, int cols, Int8GemmShape s) {
-    const int8_t* panel = static_cast<const int8_t*>(packed) + p * panel_bytes(s.K);
-    switch (rows) {
-      case 6: return micro<6>(a, lda, panel, s.K, c, ldc, cols);
-      case 5: return micro<5>(a, lda, panel, s.K, c, ldc, cols);
-      case 4: return micro<4>(a, lda, panel, s.K, c, ldc, cols);
-      case 3: return micro<3>(a, lda, panel, s.K, c, ldc, cols);
-      case 2: return micro<2>(a, lda, panel, s.K, c, ldc, cols);
-      default: return micro<1>(a, lda, panel, s.K, c, ldc, cols);
-    }
-  }
+using MicroFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int,
+                         const Int8Epilogue&, char*, int64_t);
+
+template <Int8OutKind KIND>
+struct MicroTable {
+  static constexpr MicroFn by_rows[kMR + 1] = {nullptr,           micro<1, KIND>, micro<2, KIND>,
+                                               micro<3, KIND>,    micro<4, KIND>, micro<5, KIND>,
+                                               micro<6, KIND>};
 };
+
+template <Int8OutKind KIND>
+void gemm(const Int8GemmArgs& args) {
+  const Int8GemmShape s = args.shape;
+  const int64_t panels = num_panels(s.N), stride = panel_bytes(s.K);
+  const int64_t row_blocks = (s.M + kMC - 1) / kMC, col_blocks = (panels + kNCP - 1) / kNCP;
+  const int8_t* packed = static_cast<const int8_t*>(args.packed_b);
+  char* c = static_cast<char*>(args.c);
+  const int64_t row_bytes = args.ldc * out_bytes(KIND);
+  parallel_for(row_blocks * col_blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t m_begin = (t / col_blocks) * kMC;
+      const int64_t m_end = s.M < m_begin + kMC ? s.M : m_begin + kMC;
+      const int64_t p_begin = (t % col_blocks) * kNCP;
+      const int64_t p_end = panels < p_begin + kNCP ? panels : p_begin + kNCP;
+      for (int64_t p = p_begin; p < p_end; ++p) {
+        const int64_t n0 = p * kPanelCols;
+        const int cols = static_cast<int>(s.N - n0 < kPanelCols ? s.N - n0 : kPanelCols);
+        for (int64_t m = m_begin; m < m_end; m += kMR) {
+          const int rows = static_cast<int>(m_end - m < kMR ? m_end - m : kMR);
+          MicroTable<KIND>::by_rows[rows](args.a + m * args.lda, args.lda, packed + p * stride,
+                                          s.K, n0, cols, args.epi, c + m * row_bytes, args.ldc);
+        }
+      }
+    }
+  });
+}
 
 }  // namespace
 
 size_t int8_packed_b_bytes(int64_t K, int64_t N) {
-  return static_cast<size_t>((N + kNR - 1) / kNR * panel_bytes(K));
+  return static_cast<size_t>(num_panels(N) * panel_bytes(K));
 }
 
 void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed) {
   int8_t* dst = static_cast<int8_t*>(packed);
-  const int64_t panels = (N + kNR - 1) / kNR, kq_count = k_quads(K);
-  for (int64_t p = 0; p < panels; ++p, dst += panel_bytes(K)) {
-    int32_t* correction = reinterpret_cast<int32_t*>(dst);
-    int8_t* body = dst + kPanelHeader;
-    for (int j = 0; j < kNR; ++j) {
-      const int64_t n = p * kNR + j;
-      uint32_t sum = 0;
-      for (int64_t kq = 0; kq < kq_count; ++kq) {
+  const int64_t kq_count = k_quads(K);
+  for (int64_t p = 0; p < num_panels(N); ++p, dst += panel_bytes(K)) {
+    for (int64_t kq = 0; kq < kq_count; ++kq) {
+      for (int j = 0; j < kPanelCols; ++j) {
         // Column j of vector j/16 holds b[4kq .. 4kq+3][n] in its four bytes.
-        int8_t* lane = body + kq * 128 + (j / 16) * 64 + (j % 16) * 4;
+        int8_t* lane = dst + kq * 128 + (j / 16) * 64 + (j % 16) * 4;
+        const int64_t n = p * kPanelCols + j;
         for (int i = 0; i < 4; ++i) {
           const int64_t k = 4 * kq + i;
           lane[i] = (n < N && k < K) ? b[k * ldb + n] : 0;
-          sum += static_cast<uint32_t>(static_cast<int32_t>(lane[i]));
         }
       }
-      correction[j] = static_cast<int32_t>(0u - 128u * sum);
     }
   }
 }
 
-void int8_gemm_packed(const int8_t* a, int64_t lda, const void* packed_b, int32_t* c, int64_t ldc,
-                      Int8GemmShape shape) {
-  int8_gemm_tiles<Micro>(a, lda, packed_b, c, ldc, shape);
+void int8_gemm(const Int8GemmArgs& args) {
+  switch (args.epi.kind) {
+    case Int8OutKind::i32: return gemm<Int8OutKind::i32>(args);
+    case Int8OutKind::f32: return gemm<Int8OutKind::f32>(args);
+    case Int8OutKind::s8: return gemm<Int8OutKind::s8>(args);
+    case Int8OutKind::u8: return gemm<Int8OutKind::u8>(args);
+  }
 }
 
 }  // namespace avx512_vnni

@@ -10,7 +10,8 @@ struct Int8GemmKernel {
   Isa isa;  // level that provided it: packed layouts are only valid for the same level
   Int8PackedBytesFn packed_bytes;
   Int8PackBFn pack_b;
-  Int8GemmPackedFn gemm_packed;
+  Int8GemmFn gemm;
+  bool fused_epilogue;  // false: gemm handles Int8OutKind::i32 only
 };
 Int8GemmKernel int8_gemm_kernel();
 Int8GemmKernel int8_gemm_kernel_for(Isa isa);

@@ -7,16 +7,41 @@
 
 namespace pyfastcnn {
 
-// ---- INT8 GEMM: C[M,N] (int32) = A[M,K] (int8) x B[K,N] (int8), exact modulo 2^32 -------------
-// Row-major with leading dimensions lda, ldb, ldc (unit inner stride). B is packed once into an
-// ISA-specific layout (pack), then multiplied (gemm_packed).
+// ---- INT8 GEMM: C[M,N] = epilogue(A[M,K] (uint8) x B[K,N] (int8) + col_offset[N]) ------------
+// A is unsigned: signed activations are shifted by +128 beforehand and the shift is undone by
+// col_offset (see ops.cc). Integer sums are exact modulo 2^32. B is packed once into an
+// ISA-specific layout (pack_b, which also returns the column sums of B) and reused.
 struct Int8GemmShape {
   int64_t M, N, K;
 };
+enum class Int8OutKind : int { i32 = 0, f32 = 1, s8 = 2, u8 = 3 };
+// acc = sum_k a[m,k] * b[k,n] + col_offset[n]                    (int32, wraps)
+// i32 out: acc
+// f32 out: y = clamp(acc * scale[n] + bias[n], clamp_min, clamp_max)
+// s8/u8:   q = saturate(round_half_even(y * out_inv_scale) + out_zero_point)
+struct Int8Epilogue {
+  Int8OutKind kind;
+  const int32_t* col_offset;  // [N] or null
+  const float* scale;         // [N] (float and 8-bit outputs)
+  const float* bias;          // [N] or null
+  float clamp_min, clamp_max;
+  float out_inv_scale;
+  int32_t out_zero_point;
+};
+struct Int8GemmArgs {
+  const uint8_t* a;
+  int64_t lda;
+  const void* packed_b;
+  Int8GemmShape shape;
+  void* c;  // element type given by epi.kind
+  int64_t ldc;
+  Int8Epilogue epi;
+};
 using Int8PackedBytesFn = size_t (*)(int64_t K, int64_t N);
 using Int8PackBFn = void (*)(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed);
-using Int8GemmPackedFn = void (*)(const int8_t* a, int64_t lda, const void* packed_b, int32_t* c,
-                                  int64_t ldc, Int8GemmShape shape);
+// A kernel either applies every epilogue kind itself (fused) or only i32 (then ops.cc runs
+// the epilogue as a second pass).
+using Int8GemmFn = void (*)(const Int8GemmArgs& args);
 
 // ---- direct 2-D convolution, float32 ----------------------------------------------------------
 // Input and output are addressed through element strides (NCHW, channels_last or any view).
@@ -52,14 +77,17 @@ using SparseConv2dCsrFn = void (*)(const Conv2dIO& io, const Conv2dGeometry& g, 
 using Conv2dDenseFn = void (*)(const Conv2dIO& io, const Conv2dGeometry& g, const float* weight,
                                const Conv2dEpilogue& epi);
 
-#define PYFASTCNN_DECLARE_INT8_GEMM                                                       \
-  size_t int8_packed_b_bytes(int64_t K, int64_t N);                                      \
-  void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed);    \
-  void int8_gemm_packed(const int8_t* a, int64_t lda, const void* packed_b, int32_t* c, \
-                        int64_t ldc, Int8GemmShape shape);
+#define PYFASTCNN_DECLARE_INT8_GEMM                                                    \
+  size_t int8_packed_b_bytes(int64_t K, int64_t N);                                   \
+  void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed); \
+  void int8_gemm(const Int8GemmArgs& args);
 
 namespace ref {
 PYFASTCNN_DECLARE_INT8_GEMM
+// Epilogue of one output row over columns [n0, n0 + count): acc[j] is column n0 + j, written to
+// c_row[n0 + j] (c_row points at the row start, typed by epi.kind).
+void int8_epilogue_row(const int32_t* acc, int64_t n0, int64_t count, const Int8Epilogue& epi,
+                       void* c_row);
 void sparse_conv2d_csr(const Conv2dIO& io, const Conv2dGeometry& g, const CsrWeight& w,
                        const Conv2dEpilogue& epi);
 void conv2d_dense(const Conv2dIO& io, const Conv2dGeometry& g, const float* weight,

@@ -1,6 +1,10 @@
 // Validated native entry points, called by the bindings. Each checks its own preconditions
 // (dtypes, ranks, shapes, index ranges) and throws std::invalid_argument before any kernel runs.
 #pragma once
+#include <cstddef>
+
+#include "pyfastcnn/isa.h"
+#include "pyfastcnn/kernels.h"
 #include "pyfastcnn/tensor_ref.h"
 
 namespace pyfastcnn {
@@ -10,8 +14,43 @@ struct ConvParams {
   float clamp_min, clamp_max;
 };
 
-// c[M,N] int32 = a[M,K] int8 @ b[K,N] int8. All three row-major with unit inner stride.
+// ---- INT8 -----------------------------------------------------------------------------------
+// c[M,N] int32 = a[M,K] int8 @ b[K,N] int8, B packed per call. Row-major, unit inner stride.
 void int8_gemm(const TensorRef& a, const TensorRef& b, const TensorRef& c);
+
+// Bytes of B [K, N] packed for the INT8 kernel of level `layout` (see int8_gemm_kernel_for).
+size_t int8_packed_bytes(Isa layout, int64_t K, int64_t N);
+// Packs b [K, N] int8 for `layout` into packed (uint8 [int8_packed_bytes]) and writes the
+// column sums of b to col_sums (int32 [N]).
+void int8_pack(Isa layout, const TensorRef& b, const TensorRef& packed, const TensorRef& col_sums);
+
+// Quantized activations x (uint8 or int8) with x_scale, x_zero_point; weights int8 symmetric
+// with per-column scale w_scale[n]; bias float. With acc = sum_k (x - x_zero_point) * w:
+//   y = clamp(acc * (x_scale * w_scale[n]) + bias[n], clamp_min, clamp_max)
+// out: float32 y, or int8/uint8 saturate(round_half_even(y / out_scale) + out_zero_point),
+// or (out_kind i32, no scales) acc itself.
+struct QuantParams {
+  int32_t x_zero_point;
+  float x_scale;
+  Int8OutKind out_kind;
+  float clamp_min, clamp_max;
+  float out_scale;
+  int32_t out_zero_point;
+};
+
+// out[M, N] = epilogue(x[M, K] @ B), B packed by int8_pack for `layout`.
+void int8_linear(const TensorRef& x, Isa layout, const TensorRef& packed,
+                 const TensorRef& col_sums, int64_t K, int64_t N, const TensorRef* w_scale,
+                 const TensorRef* bias, const QuantParams& q, const TensorRef& out);
+
+// Quantized conv, NHWC: x [N, C, H, W] and out [N, OC, OH, OW] both channels_last-contiguous.
+// packed holds `groups` consecutive blocks, group g = B_g [KH*KW*C/groups, OC/groups] with
+// rows ordered (kh, kw, c). Padding reads x_zero_point (real zero).
+void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
+                 const TensorRef& col_sums, int64_t C_per_group, int64_t KH, int64_t KW,
+                 const TensorRef& w_scale,
+                 const TensorRef* bias, const ConvParams& p, const QuantParams& q,
+                 const TensorRef& out);
 
 // output[N,OC,OH,OW] = clamp(conv2d(input, W) + bias). W in CSR (see kernels.h), shape
 // [OC, C/groups, KH, KW]. input/output: any strides.

@@ -1,0 +1,337 @@
+// Native INT8 entry points: checks, activation shift, epilogue set-up, im2col, dispatch.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "op_checks.h"
+#include "pyfastcnn/dispatch.h"
+#include "pyfastcnn/memory.h"
+#include "pyfastcnn/ops.h"
+#include "pyfastcnn/parallel.h"
+
+namespace pyfastcnn {
+namespace {
+
+using std::to_string;
+
+Int8GemmKernel kernel_for_layout(Isa layout) {
+  if (static_cast<int>(layout) > static_cast<int>(selected_isa())) {
+    fail(std::string("weight was packed for ISA '") + isa_name(layout) +
+         "', above the selected ISA '" + isa_name(selected_isa()) + "': repack it");
+  }
+  const Int8GemmKernel k = int8_gemm_kernel_for(layout);
+  if (k.isa != layout) fail(std::string("no INT8 packed layout for ISA '") + isa_name(layout) + "'");
+  return k;
+}
+
+int64_t out_elem_size(Int8OutKind kind) {
+  return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
+}
+
+DType out_dtype(Int8OutKind kind) {
+  switch (kind) {
+    case Int8OutKind::i32: return DType::i32;
+    case Int8OutKind::f32: return DType::f32;
+    case Int8OutKind::s8: return DType::i8;
+    case Int8OutKind::u8: return DType::u8;
+  }
+  return DType::f32;
+}
+
+void check_zero_point(int32_t zp, DType dtype, const char* name) {
+  const int32_t lo = dtype == DType::i8 ? -128 : 0, hi = dtype == DType::i8 ? 127 : 255;
+  if (zp < lo || zp > hi) {
+    fail(std::string(name) + " must be in [" + to_string(lo) + ", " + to_string(hi) + "] for " +
+         dtype_name(dtype) + ", got " + to_string(zp));
+  }
+}
+
+void check_activation(const TensorRef& x, const char* name) {
+  if (x.dtype != DType::u8 && x.dtype != DType::i8) {
+    fail(std::string(name) + " must be uint8 or int8, got " + dtype_name(x.dtype));
+  }
+}
+
+// Kernels read unsigned bytes: int8 activations are shifted by +128 (a sign-bit flip), which
+// moves their zero point by 128.
+int32_t kernel_zero_point(DType x_dtype, int32_t zp) { return x_dtype == DType::i8 ? zp + 128 : zp; }
+
+struct Epilogue {
+  std::vector<int32_t> offset;  // -zero_point * col_sums, wrapping
+  std::vector<float> scale;     // x_scale * w_scale
+  Int8Epilogue epi;
+};
+
+Epilogue make_epilogue(const int32_t* col_sums, int64_t N, int32_t zp, const float* w_scale,
+                       const float* bias, const QuantParams& q) {
+  Epilogue e;
+  e.offset.resize(N);
+  for (int64_t n = 0; n < N; ++n) {
+    e.offset[n] = static_cast<int32_t>(0u - static_cast<uint32_t>(zp) *
+                                                static_cast<uint32_t>(col_sums[n]));
+  }
+  if (q.out_kind != Int8OutKind::i32) {
+    e.scale.resize(N);
+    for (int64_t n = 0; n < N; ++n) e.scale[n] = q.x_scale * w_scale[n];
+  }
+  e.epi = Int8Epilogue{q.out_kind,   e.offset.data(), e.scale.empty() ? nullptr : e.scale.data(),
+                       bias,         q.clamp_min,     q.clamp_max,
+                       1.0f / q.out_scale, q.out_zero_point};
+  return e;
+}
+
+// Fused kernels apply the epilogue in registers; the others return int32 and the epilogue
+// runs as a second pass here.
+void run_gemm(const Int8GemmKernel& k, const Int8GemmArgs& args) {
+  if (k.fused_epilogue || args.epi.kind == Int8OutKind::i32) {
+    k.gemm(args);
+    return;
+  }
+  const Int8GemmShape s = args.shape;
+  AlignedBuffer raw(static_cast<size_t>(s.M * s.N) * sizeof(int32_t));
+  Int8GemmArgs raw_args = args;
+  raw_args.c = raw.data();
+  raw_args.ldc = s.N;
+  raw_args.epi.kind = Int8OutKind::i32;
+  k.gemm(raw_args);
+  Int8Epilogue epi = args.epi;
+  epi.col_offset = nullptr;  // already added by the kernel
+  const int32_t* acc = static_cast<const int32_t*>(raw.data());
+  char* c = static_cast<char*>(args.c);
+  const int64_t row_bytes = args.ldc * out_elem_size(epi.kind);
+  parallel_for(s.M, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      ref::int8_epilogue_row(acc + m * s.N, 0, s.N, epi, c + m * row_bytes);
+    }
+  });
+}
+
+void compute_col_sums(const int8_t* b, int64_t ldb, int64_t K, int64_t N, int32_t* sums) {
+  for (int64_t n = 0; n < N; ++n) sums[n] = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t n = 0; n < N; ++n) sums[n] += b[k * ldb + n];
+  }
+}
+
+void check_packed(const TensorRef& packed, const TensorRef& col_sums, Isa layout, int64_t K,
+                  int64_t N, int64_t groups) {
+  check_tensor(packed, "packed", DType::u8, 1);
+  check_contiguous(packed, "packed");
+  const int64_t expected = groups * static_cast<int64_t>(int8_packed_bytes(layout, K, N));
+  if (packed.sizes[0] != expected) {
+    fail("packed has " + to_string(packed.sizes[0]) + " bytes, expected " + to_string(expected) +
+         " for K=" + to_string(K) + ", N=" + to_string(N) + " on '" + isa_name(layout) + "'");
+  }
+  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+  detail::check_vector(col_sums, "col_sums", DType::i32, groups * N);
+}
+
+void check_quant(const QuantParams& q, DType x_dtype, const TensorRef* w_scale, int64_t N,
+                 const TensorRef* bias) {
+  check_zero_point(q.x_zero_point, x_dtype, "x_zero_point");
+  if (q.out_kind == Int8OutKind::i32) return;
+  if (!(q.x_scale > 0) || !std::isfinite(q.x_scale)) fail("x_scale must be positive and finite");
+  if (!w_scale) fail("w_scale is required for float or 8-bit output");
+  detail::check_vector(*w_scale, "w_scale", DType::f32, N);
+  if (bias) detail::check_vector(*bias, "bias", DType::f32, N);
+  if (!(q.clamp_min <= q.clamp_max)) fail("clamp_min must be <= clamp_max");
+  if (q.out_kind == Int8OutKind::s8 || q.out_kind == Int8OutKind::u8) {
+    if (!(q.out_scale > 0) || !std::isfinite(q.out_scale)) {
+      fail("out_scale must be positive and finite");
+    }
+    check_zero_point(q.out_zero_point, out_dtype(q.out_kind), "out_zero_point");
+  }
+}
+
+}  // namespace
+
+size_t int8_packed_bytes(Isa layout, int64_t K, int64_t N) {
+  if (K < 1 || N < 1) fail("K and N must be >= 1");
+  return kernel_for_layout(layout).packed_bytes(K, N);
+}
+
+void int8_pack(Isa layout, const TensorRef& b, const TensorRef& packed,
+               const TensorRef& col_sums) {
+  check_tensor(b, "weight", DType::i8, 2);
+  const int64_t K = b.sizes[0], N = b.sizes[1], ldb = detail::row_major_ld(b, "weight");
+  const Int8GemmKernel k = kernel_for_layout(layout);
+  check_packed(packed, col_sums, layout, K, N, 1);
+  const int8_t* bp = static_cast<const int8_t*>(b.data);
+  k.pack_b(bp, ldb, K, N, packed.data);
+  compute_col_sums(bp, ldb, K, N, static_cast<int32_t*>(col_sums.data));
+}
+
+void int8_gemm(const TensorRef& a, const TensorRef& b, const TensorRef& c) {
+  check_tensor(a, "a", DType::i8, 2);
+  check_tensor(b, "b", DType::i8, 2);
+  check_tensor(c, "out", DType::i32, 2);
+  const int64_t M = a.sizes[0], K = a.sizes[1], N = b.sizes[1];
+  if (b.sizes[0] != K) {
+    fail("b must have " + to_string(K) + " rows (a is " + to_string(M) + "x" + to_string(K) +
+         "), got " + to_string(b.sizes[0]));
+  }
+  if (c.sizes[0] != M || c.sizes[1] != N) fail("out must have shape [M, N]");
+  const int64_t lda = detail::row_major_ld(a, "a"), ldb = detail::row_major_ld(b, "b");
+  const int64_t ldc = detail::row_major_ld(c, "out");
+  if (M == 0 || N == 0) return;
+  int32_t* cp = static_cast<int32_t*>(c.data);
+  if (K == 0) {
+    for (int64_t m = 0; m < M; ++m) std::fill(cp + m * ldc, cp + m * ldc + N, 0);
+    return;
+  }
+  const Int8GemmKernel k = int8_gemm_kernel();
+  AlignedBuffer packed(k.packed_bytes(K, N));
+  const int8_t* bp = static_cast<const int8_t*>(b.data);
+  k.pack_b(bp, ldb, K, N, packed.data());
+  std::vector<int32_t> sums(N);
+  compute_col_sums(bp, ldb, K, N, sums.data());
+  // a as unsigned bytes (a + 128); the shift comes back out through col_offset.
+  AlignedBuffer shifted(static_cast<size_t>(M * K));
+  uint8_t* au = static_cast<uint8_t*>(shifted.data());
+  const int8_t* ap = static_cast<const int8_t*>(a.data);
+  parallel_for(M, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      for (int64_t kk = 0; kk < K; ++kk) au[m * K + kk] = static_cast<uint8_t>(ap[m * lda + kk]) ^ 0x80;
+    }
+  });
+  const QuantParams q{0, 1.0f, Int8OutKind::i32, 0.0f, 0.0f, 1.0f, 0};
+  Epilogue e = make_epilogue(sums.data(), N, 128, nullptr, nullptr, q);
+  run_gemm(k, Int8GemmArgs{au, K, packed.data(), {M, N, K}, cp, ldc, e.epi});
+}
+
+void int8_linear(const TensorRef& x, Isa layout, const TensorRef& packed,
+                 const TensorRef& col_sums, int64_t K, int64_t N, const TensorRef* w_scale,
+                 const TensorRef* bias, const QuantParams& q, const TensorRef& out) {
+  check_activation(x, "x");
+  if (x.ndim != 2) fail("x must be 2-D [M, K]");
+  check_tensor(x, "x", x.dtype, 2);
+  if (x.sizes[1] != K) fail("x must have K=" + to_string(K) + " columns, got " + to_string(x.sizes[1]));
+  const Int8GemmKernel k = kernel_for_layout(layout);
+  check_packed(packed, col_sums, layout, K, N, 1);
+  check_quant(q, x.dtype, w_scale, N, bias);
+  check_tensor(out, "out", out_dtype(q.out_kind), 2);
+  const int64_t M = x.sizes[0];
+  if (out.sizes[0] != M || out.sizes[1] != N) fail("out must have shape [M, N]");
+  const int64_t lda = detail::row_major_ld(x, "x"), ldc = detail::row_major_ld(out, "out");
+  if (M == 0) return;
+  const uint8_t* a = static_cast<const uint8_t*>(x.data);
+  AlignedBuffer shifted;
+  int64_t a_ld = lda;
+  if (x.dtype == DType::i8) {
+    shifted = AlignedBuffer(static_cast<size_t>(M * K));
+    uint8_t* au = static_cast<uint8_t*>(shifted.data());
+    parallel_for(M, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t m = begin; m < end; ++m) {
+        for (int64_t kk = 0; kk < K; ++kk) au[m * K + kk] = a[m * lda + kk] ^ 0x80;
+      }
+    });
+    a = au;
+    a_ld = K;
+  }
+  Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), N,
+                             kernel_zero_point(x.dtype, q.x_zero_point),
+                             w_scale ? static_cast<const float*>(w_scale->data) : nullptr,
+                             bias ? static_cast<const float*>(bias->data) : nullptr, q);
+  run_gemm(k, Int8GemmArgs{a, a_ld, packed.data, {M, N, K}, out.data, ldc, e.epi});
+}
+
+namespace {
+
+bool is_channels_last(const TensorRef& t) {
+  const int64_t C = t.sizes[1], H = t.sizes[2], W = t.sizes[3];
+  return (t.sizes[0] <= 1 || t.strides[0] == H * W * C) && (C <= 1 || t.strides[1] == 1) &&
+         (H <= 1 || t.strides[2] == W * C) && (W <= 1 || t.strides[3] == C);
+}
+
+// Rows [m0, m0 + rows) of the im2col matrix of group g: row m = (n, oh, ow), columns ordered
+// (kh, kw, c). Taps outside the input read pad (the zero point: real zero).
+void im2col_nhwc(const uint8_t* x, const Conv2dGeometry& g, int64_t group, int64_t m0,
+                 int64_t rows, uint8_t flip, uint8_t pad, uint8_t* dst) {
+  const int64_t cg = g.C / g.groups, K = g.KH * g.KW * cg;
+  parallel_for(rows, 32, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t m = m0 + r, n = m / (g.OH * g.OW), pix = m % (g.OH * g.OW);
+      const int64_t oh = pix / g.OW, ow = pix % g.OW;
+      uint8_t* out = dst + r * K;
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
+        for (int64_t kw = 0; kw < g.KW; ++kw, out += cg) {
+          const int64_t iw = ow * g.stride_w - g.pad_left + kw * g.dil_w;
+          if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
+            std::memset(out, pad, cg);
+            continue;
+          }
+          const uint8_t* src = x + ((n * g.H + ih) * g.W + iw) * g.C + group * cg;
+          if (flip) {
+            for (int64_t c = 0; c < cg; ++c) out[c] = src[c] ^ flip;
+          } else {
+            std::memcpy(out, src, cg);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
+                 const TensorRef& col_sums, int64_t C_per_group, int64_t KH, int64_t KW,
+                 const TensorRef& w_scale, const TensorRef* bias, const ConvParams& p,
+                 const QuantParams& q, const TensorRef& out) {
+  check_activation(x, "input");
+  check_tensor(x, "input", x.dtype, 4);
+  check_tensor(out, "out", out_dtype(q.out_kind), 4);
+  if (!is_channels_last(x)) fail("input must be channels_last contiguous (NHWC)");
+  if (!is_channels_last(out)) fail("out must be channels_last contiguous (NHWC)");
+  check_tensor(col_sums, "col_sums", DType::i32, 1);
+  const int64_t OC = col_sums.sizes[0];
+  const Conv2dGeometry g = detail::conv_geometry(x, out, OC, C_per_group, KH, KW, p);
+  const int64_t ocg = OC / g.groups, K = KH * KW * C_per_group;
+  const Int8GemmKernel k = kernel_for_layout(layout);
+  check_packed(packed, col_sums, layout, K, ocg, g.groups);
+  check_quant(q, x.dtype, &w_scale, OC, bias);
+  const int64_t M = g.N * g.OH * g.OW;
+  if (M == 0) return;
+
+  const int32_t zp = kernel_zero_point(x.dtype, q.x_zero_point);
+  Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
+                             static_cast<const float*>(w_scale.data),
+                             bias ? static_cast<const float*>(bias->data) : nullptr, q);
+  const uint8_t* xp = static_cast<const uint8_t*>(x.data);
+  const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
+  const bool direct = KH == 1 && KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+                      g.pad_top == 0 && g.pad_left == 0 && g.OH == g.H && g.OW == g.W && !flip;
+  // im2col in chunks of rows that stay in cache while the GEMM consumes them.
+  const int64_t chunk = direct ? M : std::max<int64_t>(96, (int64_t{1} << 20) / K / 96 * 96);
+  AlignedBuffer columns(direct ? 0 : static_cast<size_t>(std::min(chunk, M) * K));
+  const size_t group_bytes = k.packed_bytes(K, ocg);
+  const int64_t out_size = out_elem_size(q.out_kind);
+  for (int64_t grp = 0; grp < g.groups; ++grp) {
+    Int8Epilogue epi = e.epi;
+    epi.col_offset += grp * ocg;
+    if (epi.scale) epi.scale += grp * ocg;
+    if (epi.bias) epi.bias += grp * ocg;
+    const void* b = static_cast<const char*>(packed.data) + grp * group_bytes;
+    for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+      const int64_t rows = std::min(chunk, M - m0);
+      const uint8_t* a;
+      int64_t lda;
+      if (direct) {
+        a = xp + m0 * g.C + grp * C_per_group;
+        lda = g.C;
+      } else {
+        im2col_nhwc(xp, g, grp, m0, rows, flip, static_cast<uint8_t>(zp),
+                    static_cast<uint8_t*>(columns.data()));
+        a = static_cast<const uint8_t*>(columns.data());
+        lda = K;
+      }
+      char* c = static_cast<char*>(out.data) + (m0 * OC + grp * ocg) * out_size;
+      run_gemm(k, Int8GemmArgs{a, lda, b, {rows, ocg, K}, c, OC, epi});
+    }
+  }
+}
+
+}  // namespace pyfastcnn
