@@ -1,7 +1,10 @@
 """pyfastcnn: make CNNs smaller and faster for inference.
 
 Ops (CPU today; see README for what each guarantees):
-    int8_gemm(a, b)                          int8 x int8 -> int32, exact
+    int8_gemm(a, b)                          int8 x int8 -> int32, exact (b may be packed)
+    pack_int8_weight(b) -> PackedInt8Weight  pack a constant int8 operand once
+    quantize_weight(w) -> QuantizedWeight    symmetric int8 weight, per channel
+    quantized_linear / quantized_conv2d      INT8 layers, fused requantization epilogue
     sparse_conv2d(input, weight, ...)        conv2d with pruned weights, zeros skipped
     pack_sparse(weight) -> SparseWeight      pack a pruned weight once
     conv_bn_relu(input, weight, ...)         conv + eval BN + ReLU in one pass
@@ -17,7 +20,20 @@ from ._config import (
     show_config,
     supported_isas,
 )
-from .ops import SparseWeight, conv_bn_relu, fold_bn, int8_gemm, pack_sparse, sparse_conv2d
+from .ops import (
+    PackedInt8Weight,
+    QuantizedWeight,
+    SparseWeight,
+    conv_bn_relu,
+    fold_bn,
+    int8_gemm,
+    pack_int8_weight,
+    pack_sparse,
+    quantize_weight,
+    quantized_conv2d,
+    quantized_linear,
+    sparse_conv2d,
+)
 
 __all__ = [
     "__version__",
@@ -34,4 +50,10 @@ __all__ = [
     "conv_bn_relu",
     "fold_bn",
     "int8_gemm",
+    "pack_int8_weight",
+    "PackedInt8Weight",
+    "quantize_weight",
+    "QuantizedWeight",
+    "quantized_linear",
+    "quantized_conv2d",
 ]

@@ -149,7 +149,8 @@ void check_quant(const QuantParams& q, DType x_dtype, const TensorRef* w_scale, 
 
 size_t int8_packed_bytes(Isa layout, int64_t K, int64_t N) {
   if (K < 1 || N < 1) fail("K and N must be >= 1");
-  return kernel_for_layout(layout).packed_bytes(K, N);
+  // Rounded to 64 so that per-group blocks placed back to back all stay 64-byte aligned.
+  return (kernel_for_layout(layout).packed_bytes(K, N) + 63) / 64 * 64;
 }
 
 void int8_pack(Isa layout, const TensorRef& b, const TensorRef& packed,
@@ -307,7 +308,7 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   // im2col in chunks of rows that stay in cache while the GEMM consumes them.
   const int64_t chunk = direct ? M : std::max<int64_t>(96, (int64_t{1} << 20) / K / 96 * 96);
   AlignedBuffer columns(direct ? 0 : static_cast<size_t>(std::min(chunk, M) * K));
-  const size_t group_bytes = k.packed_bytes(K, ocg);
+  const size_t group_bytes = int8_packed_bytes(layout, K, ocg);
   const int64_t out_size = out_elem_size(q.out_kind);
   for (int64_t grp = 0; grp < g.groups; ++grp) {
     Int8Epilogue epi = e.epi;

@@ -1,6 +1,27 @@
 """The ops: validated Python entry points over torch.library custom ops over native kernels."""
 from .conv_bn_relu import conv_bn_relu, fold_bn
 from .int8_gemm import int8_gemm
+from .quantized import (
+    PackedInt8Weight,
+    QuantizedWeight,
+    pack_int8_weight,
+    quantize_weight,
+    quantized_conv2d,
+    quantized_linear,
+)
 from .sparse_conv import SparseWeight, pack_sparse, sparse_conv2d
 
-__all__ = ["conv_bn_relu", "fold_bn", "int8_gemm", "SparseWeight", "pack_sparse", "sparse_conv2d"]
+__all__ = [
+    "conv_bn_relu",
+    "fold_bn",
+    "int8_gemm",
+    "PackedInt8Weight",
+    "QuantizedWeight",
+    "pack_int8_weight",
+    "quantize_weight",
+    "quantized_conv2d",
+    "quantized_linear",
+    "SparseWeight",
+    "pack_sparse",
+    "sparse_conv2d",
+]

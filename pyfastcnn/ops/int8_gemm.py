@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import torch
 
+from typing import Union
+
 from .. import _native
 from ._checks import check_tensor
+from .quantized import PackedInt8Weight, _int8_gemm_packed
 
 
 @torch.library.custom_op("pyfastcnn::int8_gemm", mutates_args=(), device_types="cpu")
@@ -22,18 +25,27 @@ def _(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.new_empty((a.shape[0], b.shape[1]), dtype=torch.int32)
 
 
-def int8_gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def int8_gemm(a: torch.Tensor, b: Union[torch.Tensor, PackedInt8Weight]) -> torch.Tensor:
     """Exact integer matrix product ``a.int() @ b.int()``.
 
     Args:
         a: int8 [M, K], CPU, any strides.
-        b: int8 [K, N], CPU, any strides.
+        b: int8 [K, N], CPU, any strides; or a ``PackedInt8Weight`` from
+            ``pack_int8_weight(b)``: packed once, the fast path for a constant operand.
 
     Returns:
         int32 [M, N]. Sums wrap modulo 2^32 like ``torch._int_mm`` (only possible for
         K > 131072 with extreme values).
     """
     check_tensor("a", a, torch.int8, 2)
+    if isinstance(b, PackedInt8Weight):
+        if b.groups != 1 or a.shape[1] != b.K:
+            raise ValueError(f"a and b do not chain: a is {tuple(a.shape)}, b is packed "
+                             f"[{b.K}, {b.N}] (groups={b.groups})")
+        if a.shape[0] == 0:
+            return torch.empty((0, b.N), dtype=torch.int32)
+        isa, data, col_sums = b.packed()
+        return _int8_gemm_packed(a.contiguous(), data, col_sums, isa, b.N)
     check_tensor("b", b, torch.int8, 2)
     if a.shape[1] != b.shape[0]:
         raise ValueError(

@@ -18,7 +18,8 @@ struct ConvParams {
 // c[M,N] int32 = a[M,K] int8 @ b[K,N] int8, B packed per call. Row-major, unit inner stride.
 void int8_gemm(const TensorRef& a, const TensorRef& b, const TensorRef& c);
 
-// Bytes of B [K, N] packed for the INT8 kernel of level `layout` (see int8_gemm_kernel_for).
+// Bytes of B [K, N] packed for the INT8 kernel of level `layout`, a multiple of 64 (groups are
+// packed back to back).
 size_t int8_packed_bytes(Isa layout, int64_t K, int64_t N);
 // Packs b [K, N] int8 for `layout` into packed (uint8 [int8_packed_bytes]) and writes the
 // column sums of b to col_sums (int32 [N]).

@@ -1,0 +1,379 @@
+"""INT8: packed weights, symmetric weight quantization, quantized linear and conv.
+
+Exact math (``acc`` is an exact integer sum, int32):
+    acc[m, n] = sum_k (x[m, k] - x_zero_point) * w_int[n, k]
+    y[m, n]   = clamp(acc * (x_scale * w_scale[n]) + bias[n], lo, hi)   float32
+                (lo, hi) = (0, inf) with relu=True, else (-inf, inf)
+    out       = y                                          for out_dtype=float32
+              = saturate(round_half_even(y / out_scale) + out_zero_point)  for int8/uint8
+Weights are symmetric (zero point 0), per output channel or per tensor.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Union
+
+import torch
+
+from .. import _native
+from ._checks import IntPair, check_tensor, check_vector, conv_geometry
+
+_OUT_KINDS = {torch.int32: 0, torch.float32: 1, torch.int8: 2, torch.uint8: 3}
+_ZERO_POINT_RANGE = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
+
+
+def _current_isa() -> str:
+    return _native.C.kernel_isa("int8_gemm")
+
+
+def _aligned_empty(nbytes: int) -> torch.Tensor:
+    """uint8 buffer whose data is 64-byte aligned (the packed kernels load it aligned)."""
+    raw = torch.empty(nbytes + 64, dtype=torch.uint8)
+    offset = (-raw.data_ptr()) % 64
+    return raw[offset:offset + nbytes]
+
+
+class PackedInt8Weight:
+    """A constant int8 operand B, [K, N] (or [G, K, N]: one block per group), packed once.
+
+    The packed layout belongs to the ISA level that made it; on another level (``set_isa``,
+    or after loading on another machine) it is repacked once and cached. Pickling keeps only
+    the int8 values, so saved files do not depend on the ISA.
+    """
+
+    def __init__(self, weight: torch.Tensor):
+        check_tensor("weight", weight, torch.int8)
+        if weight.dim() == 2:
+            weight = weight.unsqueeze(0)
+        if weight.dim() != 3 or min(weight.shape) < 1:
+            raise ValueError(f"weight must be [K, N] or [G, K, N] and non-empty, got "
+                             f"{tuple(weight.shape)}")
+        self.weight = weight.detach().contiguous()
+        self._by_isa: Dict[str, tuple] = {}
+
+    @property
+    def groups(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def K(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def N(self) -> int:
+        return self.weight.shape[2]
+
+    def packed(self) -> tuple:
+        """(isa, data, col_sums) for the current ISA level, packing on first use."""
+        isa = _current_isa()
+        if isa not in self._by_isa:
+            block = _native.C.int8_packed_bytes(isa, self.K, self.N)
+            data = _aligned_empty(block * self.groups)
+            col_sums = torch.empty(self.groups * self.N, dtype=torch.int32)
+            for g in range(self.groups):
+                _native.C.int8_pack(
+                    isa,
+                    _native.tensor_arg(self.weight[g]),
+                    _native.tensor_arg(data[g * block:(g + 1) * block]),
+                    _native.tensor_arg(col_sums[g * self.N:(g + 1) * self.N]),
+                )
+            self._by_isa[isa] = (isa, data, col_sums)
+        return self._by_isa[isa]
+
+    def __getstate__(self):
+        return {"weight": self.weight}
+
+    def __setstate__(self, state):
+        self.__init__(state["weight"])
+
+    def __repr__(self) -> str:
+        shape = (self.K, self.N) if self.groups == 1 else (self.groups, self.K, self.N)
+        return f"PackedInt8Weight(shape={shape}, packed_for={list(self._by_isa)})"
+
+
+def pack_int8_weight(b: torch.Tensor) -> PackedInt8Weight:
+    """Pack the constant int8 operand ``b`` [K, N] of ``int8_gemm`` once, for reuse."""
+    check_tensor("b", b, torch.int8, 2)
+    return PackedInt8Weight(b)
+
+
+@dataclass
+class QuantizedWeight:
+    """A symmetric int8 weight with its scales, packed for the INT8 kernels.
+
+    Attributes:
+        int_weight: int8, the layer's layout: Linear [N, K]; Conv [OC, C/groups, KH, KW].
+        scale: float32 [OC] (per tensor: all equal).
+        groups: conv groups (1 for Linear).
+    """
+
+    int_weight: torch.Tensor
+    scale: torch.Tensor
+    groups: int = 1
+    _packed: Optional[PackedInt8Weight] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        check_tensor("int_weight", self.int_weight, torch.int8)
+        if self.int_weight.dim() not in (2, 4):
+            raise ValueError("int_weight must be 2-D (linear) or 4-D (conv)")
+        oc = self.int_weight.shape[0]
+        check_vector("scale", self.scale, oc)
+        if not bool((self.scale > 0).all()) or not bool(torch.isfinite(self.scale).all()):
+            raise ValueError("scale must be positive and finite")
+        if self.groups < 1 or oc % self.groups:
+            raise ValueError(f"groups={self.groups} must divide the {oc} output channels")
+        if self.int_weight.dim() == 2 and self.groups != 1:
+            raise ValueError("a linear weight has groups=1")
+        if self._packed is None:
+            self._packed = PackedInt8Weight(self._gemm_operand())
+
+    @property
+    def out_channels(self) -> int:
+        return self.int_weight.shape[0]
+
+    def _gemm_operand(self) -> torch.Tensor:
+        """B as the kernels want it: [G, K, N_per_group], conv rows ordered (kh, kw, c)."""
+        w = self.int_weight
+        if w.dim() == 2:
+            return w.t().contiguous().unsqueeze(0)
+        oc, cg, kh, kw = w.shape
+        g = self.groups
+        return w.reshape(g, oc // g, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(
+            g, kh * kw * cg, oc // g).contiguous()
+
+    def dequantize(self) -> torch.Tensor:
+        shape = (-1,) + (1,) * (self.int_weight.dim() - 1)
+        return self.int_weight.float() * self.scale.view(shape)
+
+    def __getstate__(self):
+        return {"int_weight": self.int_weight, "scale": self.scale, "groups": self.groups}
+
+    def __setstate__(self, state):
+        self.__init__(state["int_weight"], state["scale"], state["groups"])
+
+
+def quantize_weight(weight: torch.Tensor, per_channel: bool = True,
+                    groups: int = 1) -> QuantizedWeight:
+    """Symmetric int8 quantization of a float Linear [N, K] or Conv [OC, C/g, KH, KW] weight.
+
+    scale = max|w| / 127 per output channel (or over the whole tensor), q = round(w / scale).
+    """
+    check_tensor("weight", weight, torch.float32)
+    if weight.dim() not in (2, 4):
+        raise ValueError(f"weight must be 2-D or 4-D, got shape {tuple(weight.shape)}")
+    w = weight.detach()
+    if per_channel:
+        amax = w.abs().reshape(w.shape[0], -1).amax(dim=1)
+    else:
+        amax = w.abs().amax().expand(w.shape[0])
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax)).float().contiguous()
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.clamp(torch.round(w / scale.view(shape)), -128, 127).to(torch.int8)
+    return QuantizedWeight(q, scale, groups)
+
+
+# ---- custom ops (registered with fake implementations for torch.compile) --------------------
+
+
+@torch.library.custom_op("pyfastcnn::int8_gemm_packed", mutates_args=(), device_types="cpu")
+def _int8_gemm_packed(a: torch.Tensor, data: torch.Tensor, col_sums: torch.Tensor, isa: str,
+                      n: int) -> torch.Tensor:
+    out = torch.empty((a.shape[0], n), dtype=torch.int32)
+    _native.C.int8_linear(
+        _native.tensor_arg(a), isa, _native.tensor_arg(data), _native.tensor_arg(col_sums),
+        a.shape[1], n, None, None, 0, 1.0, 0, 0.0, 0.0, 1.0, 0, _native.tensor_arg(out))
+    return out
+
+
+@_int8_gemm_packed.register_fake
+def _(a, data, col_sums, isa, n):
+    return a.new_empty((a.shape[0], n), dtype=torch.int32)
+
+
+@torch.library.custom_op("pyfastcnn::quantized_linear", mutates_args=(), device_types="cpu")
+def _quantized_linear(x: torch.Tensor, data: torch.Tensor, col_sums: torch.Tensor, isa: str,
+                      n: int, w_scale: torch.Tensor, bias: Optional[torch.Tensor],
+                      x_scale: float, x_zero_point: int, out_kind: int, clamp_min: float,
+                      clamp_max: float, out_scale: float, out_zero_point: int) -> torch.Tensor:
+    dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
+    out = torch.empty((x.shape[0], n), dtype=dtype)
+    _native.C.int8_linear(
+        _native.tensor_arg(x), isa, _native.tensor_arg(data), _native.tensor_arg(col_sums),
+        x.shape[1], n, _native.tensor_arg(w_scale), _native.optional_arg(bias), x_zero_point,
+        x_scale, out_kind, clamp_min, clamp_max, out_scale, out_zero_point,
+        _native.tensor_arg(out))
+    return out
+
+
+@_quantized_linear.register_fake
+def _(x, data, col_sums, isa, n, w_scale, bias, x_scale, x_zero_point, out_kind, clamp_min,
+      clamp_max, out_scale, out_zero_point):
+    dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
+    return x.new_empty((x.shape[0], n), dtype=dtype)
+
+
+@torch.library.custom_op("pyfastcnn::quantized_conv2d", mutates_args=(), device_types="cpu")
+def _quantized_conv2d(x: torch.Tensor, data: torch.Tensor, col_sums: torch.Tensor, isa: str,
+                      weight_shape: List[int], w_scale: torch.Tensor,
+                      bias: Optional[torch.Tensor], stride: List[int], padding: List[int],
+                      dilation: List[int], groups: int, output_size: List[int], x_scale: float,
+                      x_zero_point: int, out_kind: int, clamp_min: float, clamp_max: float,
+                      out_scale: float, out_zero_point: int) -> torch.Tensor:
+    dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
+    out = torch.empty((x.shape[0], weight_shape[0], output_size[0], output_size[1]), dtype=dtype,
+                      memory_format=torch.channels_last)
+    _native.C.int8_conv2d(
+        _native.tensor_arg(x), isa, _native.tensor_arg(data), _native.tensor_arg(col_sums),
+        weight_shape[1], weight_shape[2], weight_shape[3], _native.tensor_arg(w_scale),
+        _native.optional_arg(bias), stride[0], stride[1], padding[0], padding[1], dilation[0],
+        dilation[1], groups, x_zero_point, x_scale, out_kind, clamp_min, clamp_max, out_scale,
+        out_zero_point, _native.tensor_arg(out))
+    return out
+
+
+@_quantized_conv2d.register_fake
+def _(x, data, col_sums, isa, weight_shape, w_scale, bias, stride, padding, dilation, groups,
+      output_size, x_scale, x_zero_point, out_kind, clamp_min, clamp_max, out_scale,
+      out_zero_point):
+    dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
+    return torch.empty((x.shape[0], weight_shape[0], output_size[0], output_size[1]),
+                       dtype=dtype, device=x.device, memory_format=torch.channels_last)
+
+
+# ---- public functions ---------------------------------------------------------------------
+
+
+def _check_activation(name: str, x: object, x_scale: float, x_zero_point: int) -> None:
+    check_tensor(name, x, (torch.uint8, torch.int8))
+    if isinstance(x_scale, bool) or not isinstance(x_scale, (int, float)):
+        raise TypeError(f"x_scale must be a float, got {type(x_scale).__name__}")
+    if not (x_scale > 0 and math.isfinite(x_scale)):
+        raise ValueError(f"x_scale must be positive and finite, got {x_scale}")
+    _check_zero_point("x_zero_point", x_zero_point, x.dtype)
+
+
+def _check_zero_point(name: str, zp: int, dtype: torch.dtype) -> None:
+    if isinstance(zp, bool) or not isinstance(zp, int):
+        raise TypeError(f"{name} must be an int, got {type(zp).__name__}")
+    lo, hi = _ZERO_POINT_RANGE[dtype]
+    if not lo <= zp <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}] for {dtype}, got {zp}")
+
+
+def _output_params(out_dtype, out_scale, out_zero_point, relu) -> tuple:
+    if out_dtype not in (torch.float32, torch.int8, torch.uint8):
+        raise TypeError(f"out_dtype must be torch.float32, torch.int8 or torch.uint8, got "
+                        f"{out_dtype}")
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
+    if out_dtype == torch.float32:
+        if out_scale is not None or out_zero_point is not None:
+            raise ValueError("out_scale/out_zero_point apply only to int8/uint8 output")
+        out_scale, out_zero_point = 1.0, 0
+    else:
+        if out_scale is None:
+            raise ValueError(f"out_scale is required for {out_dtype} output")
+        if isinstance(out_scale, bool) or not isinstance(out_scale, (int, float)):
+            raise TypeError(f"out_scale must be a float, got {type(out_scale).__name__}")
+        if not (out_scale > 0 and math.isfinite(out_scale)):
+            raise ValueError(f"out_scale must be positive and finite, got {out_scale}")
+        out_zero_point = 0 if out_zero_point is None else out_zero_point
+        _check_zero_point("out_zero_point", out_zero_point, out_dtype)
+    clamp_min = 0.0 if relu else -math.inf
+    return _OUT_KINDS[out_dtype], clamp_min, math.inf, float(out_scale), out_zero_point
+
+
+def _check_weight(weight: object, dim: int, what: str) -> QuantizedWeight:
+    if not isinstance(weight, QuantizedWeight):
+        raise TypeError(f"weight must be a pyfastcnn.QuantizedWeight (see quantize_weight), got "
+                        f"{type(weight).__name__}")
+    if weight.int_weight.dim() != dim:
+        raise ValueError(f"weight is not a {what} weight (shape {tuple(weight.int_weight.shape)})")
+    return weight
+
+
+def quantized_linear(
+    x: torch.Tensor,
+    x_scale: float,
+    x_zero_point: int,
+    weight: QuantizedWeight,
+    bias: Optional[torch.Tensor] = None,
+    *,
+    out_dtype: torch.dtype = torch.float32,
+    out_scale: Optional[float] = None,
+    out_zero_point: Optional[int] = None,
+    relu: bool = False,
+) -> torch.Tensor:
+    """INT8 linear layer with the requantization epilogue fused (see the module docstring).
+
+    Args:
+        x: uint8 or int8 [..., K], quantized with (x_scale, x_zero_point).
+        weight: ``quantize_weight(linear.weight)`` ([N, K]).
+        bias: float32 [N] or None.
+        out_dtype: float32, or int8/uint8 with out_scale (and out_zero_point, default 0), so
+            INT8 layers chain without a float round trip.
+        relu: fuse ReLU.
+
+    Returns:
+        [..., N] of out_dtype.
+    """
+    _check_activation("x", x, x_scale, x_zero_point)
+    weight = _check_weight(weight, 2, "linear")
+    n, k = weight.int_weight.shape
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(f"x must have {k} features in its last dimension, got {tuple(x.shape)}")
+    if bias is not None:
+        check_vector("bias", bias, n)
+    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu)
+    isa, data, col_sums = weight._packed.packed()
+    x2 = x.reshape(-1, k)
+    out = _quantized_linear(x2, data, col_sums, isa, n, weight.scale, bias, float(x_scale),
+                            x_zero_point, kind, lo, hi, o_scale, o_zp)
+    return out.reshape(*x.shape[:-1], n)
+
+
+def quantized_conv2d(
+    x: torch.Tensor,
+    x_scale: float,
+    x_zero_point: int,
+    weight: QuantizedWeight,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntPair = 1,
+    padding: Union[IntPair, str] = 0,
+    dilation: IntPair = 1,
+    groups: Optional[int] = None,
+    *,
+    out_dtype: torch.dtype = torch.float32,
+    out_scale: Optional[float] = None,
+    out_zero_point: Optional[int] = None,
+    relu: bool = False,
+) -> torch.Tensor:
+    """INT8 conv2d (F.conv2d geometry) with the requantization epilogue fused.
+
+    Args:
+        x: uint8 or int8 [N, C, H, W]; channels_last is the native layout (other layouts are
+            converted once per call: keep activations channels_last between layers).
+        weight: ``quantize_weight(conv.weight, groups=conv.groups)``.
+        groups: defaults to weight.groups; if given it must match.
+        Others: as ``quantized_linear``.
+
+    Returns:
+        [N, OC, OH, OW] of out_dtype, channels_last.
+    """
+    _check_activation("x", x, x_scale, x_zero_point)
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D, got shape {tuple(x.shape)}")
+    weight = _check_weight(weight, 4, "conv")
+    if groups is not None and groups != weight.groups:
+        raise ValueError(f"groups={groups} does not match the weight's groups={weight.groups}")
+    if bias is not None:
+        check_vector("bias", bias, weight.out_channels)
+    geo = conv_geometry(x.shape, weight.int_weight.shape, stride, padding, dilation, weight.groups)
+    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu)
+    isa, data, col_sums = weight._packed.packed()
+    x = x.contiguous(memory_format=torch.channels_last)
+    return _quantized_conv2d(
+        x, data, col_sums, isa, list(weight.int_weight.shape), weight.scale, bias,
+        list(geo.stride), list(geo.padding), list(geo.dilation), weight.groups,
+        list(geo.output_size), float(x_scale), x_zero_point, kind, lo, hi, o_scale, o_zp)
