@@ -246,34 +246,75 @@ bool is_channels_last(const TensorRef& t) {
          (H <= 1 || t.strides[2] == W * C) && (W <= 1 || t.strides[3] == C);
 }
 
-// Rows [m0, m0 + rows) of the im2col matrix of group g: row m = (n, oh, ow), columns ordered
-// (kh, kw, c). Taps outside the input read pad (the zero point: real zero).
-void im2col_nhwc(const uint8_t* x, const Conv2dGeometry& g, int64_t group, int64_t m0,
-                 int64_t rows, uint8_t flip, uint8_t pad, uint8_t* dst) {
-  const int64_t cg = g.C / g.groups, K = g.KH * g.KW * cg;
-  parallel_for(rows, 32, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t m = m0 + r, n = m / (g.OH * g.OW), pix = m % (g.OH * g.OW);
-      const int64_t oh = pix / g.OW, ow = pix % g.OW;
-      uint8_t* out = dst + r * K;
-      for (int64_t kh = 0; kh < g.KH; ++kh) {
-        const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
-        for (int64_t kw = 0; kw < g.KW; ++kw, out += cg) {
-          const int64_t iw = ow * g.stride_w - g.pad_left + kw * g.dil_w;
-          if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
-            std::memset(out, pad, cg);
-            continue;
-          }
-          const uint8_t* src = x + ((n * g.H + ih) * g.W + iw) * g.C + group * cg;
-          if (flip) {
-            for (int64_t c = 0; c < cg; ++c) out[c] = src[c] ^ flip;
-          } else {
-            std::memcpy(out, src, cg);
-          }
+// The conv's source image as the kernels read it: NHWC bytes, unsigned, each group's channels
+// padded to a multiple of 4 (cg4), and spatially padded with the zero point so that every tap
+// of every output pixel is inside it. The input is used in place when it already is all that.
+struct ConvSource {
+  const uint8_t* data;
+  int64_t Hs, Ws, Cs, cg4;
+  AlignedBuffer storage;
+};
+
+ConvSource conv_source(const uint8_t* x, const Conv2dGeometry& g, uint8_t flip, uint8_t zp) {
+  ConvSource s;
+  const int64_t cg = g.C / g.groups;
+  s.cg4 = (cg + 3) / 4 * 4;
+  s.Cs = g.groups * s.cg4;
+  s.Hs = (g.OH - 1) * g.stride_h + (g.KH - 1) * g.dil_h + 1;
+  s.Ws = (g.OW - 1) * g.stride_w + (g.KW - 1) * g.dil_w + 1;
+  const bool in_place = !flip && s.cg4 == cg && g.pad_top == 0 && g.pad_left == 0 &&
+                        s.Hs <= g.H && s.Ws <= g.W;
+  if (in_place) {
+    s.data = x;
+    s.Hs = g.H;
+    s.Ws = g.W;
+    return s;
+  }
+  s.storage = AlignedBuffer(static_cast<size_t>(g.N * s.Hs * s.Ws * s.Cs));
+  uint8_t* dst = static_cast<uint8_t*>(s.storage.data());
+  parallel_for(g.N * s.Hs, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / s.Hs, ih = row % s.Hs - g.pad_top;
+      uint8_t* out = dst + row * s.Ws * s.Cs;
+      if (ih < 0 || ih >= g.H) {
+        std::memset(out, zp, s.Ws * s.Cs);
+        continue;
+      }
+      for (int64_t wp = 0; wp < s.Ws; ++wp, out += s.Cs) {
+        const int64_t iw = wp - g.pad_left;
+        if (iw < 0 || iw >= g.W) {
+          std::memset(out, zp, s.Cs);
+          continue;
+        }
+        const uint8_t* in = x + ((n * g.H + ih) * g.W + iw) * g.C;
+        if (s.cg4 == cg && !flip) {
+          std::memcpy(out, in, g.C);
+          continue;
+        }
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+          for (int64_t c = 0; c < cg; ++c) out[grp * s.cg4 + c] = in[grp * cg + c] ^ flip;
+          for (int64_t c = cg; c < s.cg4; ++c) out[grp * s.cg4 + c] = zp;
         }
       }
     }
   });
+  s.data = dst;
+  return s;
+}
+
+// Byte runs of one GEMM row within the source (see Int8ConvArgs): one per kernel row when a
+// whole kernel row is contiguous (groups == 1, no horizontal dilation), else one per tap.
+std::vector<int64_t> conv_segments(const Conv2dGeometry& g, const ConvSource& s,
+                                   int64_t* segment_len) {
+  std::vector<int64_t> offsets;
+  const bool whole_rows = g.groups == 1 && g.dil_w == 1;
+  *segment_len = whole_rows ? g.KW * s.cg4 : s.cg4;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    for (int64_t kw = 0; kw < (whole_rows ? 1 : g.KW); ++kw) {
+      offsets.push_back((kh * g.dil_h * s.Ws + kw * g.dil_w) * s.Cs);
+    }
+  }
+  return offsets;
 }
 
 }  // namespace
@@ -290,7 +331,7 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   check_tensor(col_sums, "col_sums", DType::i32, 1);
   const int64_t OC = col_sums.sizes[0];
   const Conv2dGeometry g = detail::conv_geometry(x, out, OC, C_per_group, KH, KW, p);
-  const int64_t ocg = OC / g.groups, K = KH * KW * C_per_group;
+  const int64_t ocg = OC / g.groups, cg4 = (C_per_group + 3) / 4 * 4, K = KH * KW * cg4;
   const Int8GemmKernel k = kernel_for_layout(layout);
   check_packed(packed, col_sums, layout, K, ocg, g.groups);
   check_quant(q, x.dtype, &w_scale, OC, bias);
@@ -301,14 +342,22 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
                              static_cast<const float*>(w_scale.data),
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
-  const uint8_t* xp = static_cast<const uint8_t*>(x.data);
-  const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
-  const bool direct = KH == 1 && KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
-                      g.pad_top == 0 && g.pad_left == 0 && g.OH == g.H && g.OW == g.W && !flip;
-  // im2col in chunks of rows that stay in cache while the GEMM consumes them.
-  const int64_t chunk = direct ? M : std::max<int64_t>(96, (int64_t{1} << 20) / K / 96 * 96);
-  AlignedBuffer columns(direct ? 0 : static_cast<size_t>(std::min(chunk, M) * K));
-  const size_t group_bytes = int8_packed_bytes(layout, K, ocg);
+  const ConvSource src = conv_source(static_cast<const uint8_t*>(x.data), g,
+                                     x.dtype == DType::i8 ? 0x80 : 0, static_cast<uint8_t>(zp));
+  int64_t segment_len;
+  const std::vector<int64_t> segments = conv_segments(g, src, &segment_len);
+  const int64_t group_bytes = static_cast<int64_t>(int8_packed_bytes(layout, K, ocg));
+  if (k.conv) {
+    k.conv(Int8ConvArgs{src.data, src.Hs, src.Ws, src.Cs, g.N, g.OH, g.OW, g.stride_h,
+                        g.stride_w, g.groups, cg4, ocg, segments.data(),
+                        static_cast<int64_t>(segments.size()), segment_len, packed.data,
+                        group_bytes, out.data, e.epi});
+    return;
+  }
+  // No implicit-GEMM kernel at this level: gather rows (im2col) in cache-sized chunks.
+  const int64_t chunk = std::max<int64_t>(96, (int64_t{1} << 20) / K / 96 * 96);
+  AlignedBuffer columns(static_cast<size_t>(std::min(chunk, M) * K));
+  uint8_t* cols = static_cast<uint8_t*>(columns.data());
   const int64_t out_size = out_elem_size(q.out_kind);
   for (int64_t grp = 0; grp < g.groups; ++grp) {
     Int8Epilogue epi = e.epi;
@@ -318,19 +367,18 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
     const void* b = static_cast<const char*>(packed.data) + grp * group_bytes;
     for (int64_t m0 = 0; m0 < M; m0 += chunk) {
       const int64_t rows = std::min(chunk, M - m0);
-      const uint8_t* a;
-      int64_t lda;
-      if (direct) {
-        a = xp + m0 * g.C + grp * C_per_group;
-        lda = g.C;
-      } else {
-        im2col_nhwc(xp, g, grp, m0, rows, flip, static_cast<uint8_t>(zp),
-                    static_cast<uint8_t*>(columns.data()));
-        a = static_cast<const uint8_t*>(columns.data());
-        lda = K;
-      }
+      parallel_for(rows, 32, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t m = m0 + r, n = m / (g.OH * g.OW), pix = m % (g.OH * g.OW);
+          const uint8_t* base = src.data + ((n * src.Hs + pix / g.OW * g.stride_h) * src.Ws +
+                                            pix % g.OW * g.stride_w) * src.Cs + grp * cg4;
+          for (size_t s = 0; s < segments.size(); ++s) {
+            std::memcpy(cols + r * K + s * segment_len, base + segments[s], segment_len);
+          }
+        }
+      });
       char* c = static_cast<char*>(out.data) + (m0 * OC + grp * ocg) * out_size;
-      run_gemm(k, Int8GemmArgs{a, lda, b, {rows, ocg, K}, c, OC, epi});
+      run_gemm(k, Int8GemmArgs{cols, K, b, {rows, ocg, K}, c, OC, epi});
     }
   }
 }

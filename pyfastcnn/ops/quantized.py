@@ -133,14 +133,17 @@ class QuantizedWeight:
         return self.int_weight.shape[0]
 
     def _gemm_operand(self) -> torch.Tensor:
-        """B as the kernels want it: [G, K, N_per_group], conv rows ordered (kh, kw, c)."""
+        """B as the kernels want it: [G, K, N_per_group]. Conv rows are ordered (kh, kw, c),
+        with the channels of each tap padded with zeros to a multiple of 4 (the kernels read
+        activations four bytes at a time)."""
         w = self.int_weight
         if w.dim() == 2:
             return w.t().contiguous().unsqueeze(0)
         oc, cg, kh, kw = w.shape
-        g = self.groups
-        return w.reshape(g, oc // g, cg, kh, kw).permute(0, 3, 4, 2, 1).reshape(
-            g, kh * kw * cg, oc // g).contiguous()
+        g, cg4 = self.groups, (cg + 3) // 4 * 4
+        w = torch.nn.functional.pad(w, (0, 0, 0, 0, 0, cg4 - cg))
+        return w.reshape(g, oc // g, cg4, kh, kw).permute(0, 3, 4, 2, 1).reshape(
+            g, kh * kw * cg4, oc // g).contiguous()
 
     def dequantize(self) -> torch.Tensor:
         shape = (-1,) + (1,) * (self.int_weight.dim() - 1)

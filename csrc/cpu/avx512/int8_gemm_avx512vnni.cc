@@ -6,6 +6,8 @@
 // int32 accumulators (12 zmm) that start at col_offset, and applies the epilogue (scale, bias,
 // clamp, requantize) before storing. Blocking: a task owns MC rows x NCP panels, so its A block
 // stays in L2 while each panel is reused by every row tile.
+// GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstring>
@@ -70,26 +72,35 @@ constexpr int64_t out_bytes(Int8OutKind kind) {
   return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
 }
 
-// The k-loop of one MR x 32 tile. Accumulators are named variables, not an array: with an
-// array GCC shuffles or spills the whole tile on every k-step.
-#define PYFASTCNN_DOT_ROW(r)                                                               \
-  if constexpr (MR > r) {                                                                  \
-    const __m512i av = _mm512_set1_epi32(quad(a + r * lda));                               \
-    c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                                        \
-    c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                                        \
+// Adds one K-run of an MR x 32 tile: acc[r] += rows[r][0 .. K) . panel. Accumulators are named
+// variables inside the loop, not an array: with an array GCC shuffles or spills the whole tile
+// on every k-step.
+#define PYFASTCNN_DOT_ROW(r)                                        \
+  if constexpr (MR > r) {                                           \
+    const __m512i av = _mm512_set1_epi32(quad(a##r + 4 * kq));      \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                 \
+    c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                 \
   }
-#define PYFASTCNN_DOT_ROWS \
-  PYFASTCNN_DOT_ROW(0) PYFASTCNN_DOT_ROW(1) PYFASTCNN_DOT_ROW(2) PYFASTCNN_DOT_ROW(3)       \
+#define PYFASTCNN_DOT_ROWS                                                             \
+  PYFASTCNN_DOT_ROW(0) PYFASTCNN_DOT_ROW(1) PYFASTCNN_DOT_ROW(2) PYFASTCNN_DOT_ROW(3) \
   PYFASTCNN_DOT_ROW(4) PYFASTCNN_DOT_ROW(5)
+#define PYFASTCNN_ROW_INIT(r)                                              \
+  const uint8_t* a##r = rows[MR > r ? r : 0];                              \
+  __m512i c##r##0 = acc[MR > r ? r : 0][0], c##r##1 = acc[MR > r ? r : 0][1];
 
 template <int MR>
-void dot_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, __m512i acc[][2]) {
+void dot_tile(const uint8_t* const* rows, const int8_t* panel, int64_t K, __m512i acc[][2]) {
   static_assert(MR >= 1 && MR <= 6, "tile rows");
-  __m512i c00 = acc[0][0], c01 = acc[0][1], c10 = c00, c11 = c01, c20 = c00, c21 = c01,
-          c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
+  PYFASTCNN_ROW_INIT(0)
+  PYFASTCNN_ROW_INIT(1)
+  PYFASTCNN_ROW_INIT(2)
+  PYFASTCNN_ROW_INIT(3)
+  PYFASTCNN_ROW_INIT(4)
+  PYFASTCNN_ROW_INIT(5)
   const int64_t full = K / 4;
   const int8_t* bp = panel;
-  for (int64_t kq = 0; kq < full; ++kq, a += 4, bp += 128) {
+  int64_t kq = 0;
+  for (; kq < full; ++kq, bp += 128) {
     const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
     const auto quad = [](const uint8_t* p) { return load_quad(p); };
     PYFASTCNN_DOT_ROWS
@@ -107,24 +118,30 @@ void dot_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, __m
     acc[r][1] = all[r][1];
   }
 }
+#undef PYFASTCNN_ROW_INIT
 #undef PYFASTCNN_DOT_ROWS
 #undef PYFASTCNN_DOT_ROW
 
-// One MR x 32 tile: rows a[0..MR), columns n0 .. n0 + cols of one packed panel; accumulators
-// start at col_offset and go through the epilogue on the way out.
+// Accumulators of a tile start at col_offset (zero-point and sign-shift corrections).
+template <int MR>
+void init_tile(const Int8Epilogue& epi, int64_t n0, int cols, __m512i acc[][2]) {
+  const __m512i v0 = epi.col_offset ? _mm512_maskz_loadu_epi32(lane_mask(cols), epi.col_offset + n0)
+                                    : _mm512_setzero_si512();
+  const __m512i v1 = epi.col_offset
+                         ? _mm512_maskz_loadu_epi32(lane_mask(cols - 16), epi.col_offset + n0 + 16)
+                         : _mm512_setzero_si512();
+  for (int r = 0; r < MR; ++r) {
+    acc[r][0] = v0;
+    acc[r][1] = v1;
+  }
+}
+
+// Epilogue of a tile, rows c_rows[r], columns n0 .. n0 + cols.
 template <int MR, Int8OutKind KIND>
-void micro(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, int64_t n0, int cols,
-           const Int8Epilogue& epi, char* c, int64_t ldc) {
-  const __mmask16 mask0 = lane_mask(cols), mask1 = lane_mask(cols - 16);
-  __m512i acc[MR][2];
-  acc[0][0] = epi.col_offset ? _mm512_maskz_loadu_epi32(mask0, epi.col_offset + n0)
-                             : _mm512_setzero_si512();
-  acc[0][1] = epi.col_offset ? _mm512_maskz_loadu_epi32(mask1, epi.col_offset + n0 + 16)
-                             : _mm512_setzero_si512();
-  dot_tile<MR>(a, lda, panel, K, acc);
-  const int64_t row_bytes = ldc * out_bytes(KIND);
+void store_tile(__m512i acc[][2], const Int8Epilogue& epi, int64_t n0, int cols,
+                char* const* c_rows) {
   for (int v = 0; v < 2; ++v) {
-    const __mmask16 mask = v == 0 ? mask0 : mask1;
+    const __mmask16 mask = lane_mask(cols - 16 * v);
     const int64_t n = n0 + 16 * v;
     __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
     if constexpr (KIND != Int8OutKind::i32) {
@@ -132,46 +149,115 @@ void micro(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, int64_
       if (epi.bias) bias = _mm512_maskz_loadu_ps(mask, epi.bias + n);
     }
     for (int r = 0; r < MR; ++r) {
-      store_tile_vector<KIND>(acc[r][v], mask, scale, bias, epi, c + r * row_bytes, n);
+      store_tile_vector<KIND>(acc[r][v], mask, scale, bias, epi, c_rows[r], n);
     }
   }
 }
 
-using MicroFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int,
-                         const Int8Epilogue&, char*, int64_t);
+// One MR x 32 GEMM tile: rows a + r * lda, columns n0 .. n0 + cols of one packed panel.
+template <int MR, Int8OutKind KIND>
+void gemm_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, int64_t n0,
+               int cols, const Int8Epilogue& epi, char* c, int64_t row_bytes) {
+  const uint8_t* rows[MR];
+  char* c_rows[MR];
+  for (int r = 0; r < MR; ++r) {
+    rows[r] = a + r * lda;
+    c_rows[r] = c + r * row_bytes;
+  }
+  __m512i acc[MR][2];
+  init_tile<MR>(epi, n0, cols, acc);
+  dot_tile<MR>(rows, panel, K, acc);
+  store_tile<MR, KIND>(acc, epi, n0, cols, c_rows);
+}
+
+// One MR x 32 conv tile: output pixels m .. m + MR (flattened n, oh, ow) of group grp.
+template <int MR, Int8OutKind KIND>
+void conv_tile(const Int8ConvArgs& g, int64_t grp, int64_t m, const int8_t* panel, int64_t n0,
+               int cols, char* out, int64_t out_pixel_bytes) {
+  const uint8_t* base[MR];
+  char* c_rows[MR];
+  for (int r = 0; r < MR; ++r) {
+    const int64_t n = (m + r) / (g.OH * g.OW), pix = (m + r) % (g.OH * g.OW);
+    const int64_t oh = pix / g.OW, ow = pix % g.OW;
+    base[r] = g.src + ((n * g.Hs + oh * g.stride_h) * g.Ws + ow * g.stride_w) * g.Cs +
+              grp * g.cg4;
+    c_rows[r] = out + (m + r) * out_pixel_bytes;
+  }
+  __m512i acc[MR][2];
+  init_tile<MR>(g.epi, grp * g.ocg + n0, cols, acc);
+  const int64_t quads_per_segment = g.segment_len / 4;
+  for (int64_t s = 0; s < g.num_segments; ++s) {
+    const uint8_t* rows[MR];
+    for (int r = 0; r < MR; ++r) rows[r] = base[r] + g.segment_offset[s];
+    dot_tile<MR>(rows, panel + s * quads_per_segment * 128, g.segment_len, acc);
+  }
+  store_tile<MR, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows);
+}
 
 template <Int8OutKind KIND>
-struct MicroTable {
-  static constexpr MicroFn by_rows[kMR + 1] = {nullptr,           micro<1, KIND>, micro<2, KIND>,
-                                               micro<3, KIND>,    micro<4, KIND>, micro<5, KIND>,
-                                               micro<6, KIND>};
+struct Tiles {
+  using GemmFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int,
+                          const Int8Epilogue&, char*, int64_t);
+  using ConvFn = void (*)(const Int8ConvArgs&, int64_t, int64_t, const int8_t*, int64_t, int,
+                          char*, int64_t);
+  static constexpr GemmFn gemm[kMR + 1] = {nullptr,
+                                           gemm_tile<1, KIND>, gemm_tile<2, KIND>,
+                                           gemm_tile<3, KIND>, gemm_tile<4, KIND>,
+                                           gemm_tile<5, KIND>, gemm_tile<6, KIND>};
+  static constexpr ConvFn conv[kMR + 1] = {nullptr,
+                                           conv_tile<1, KIND>, conv_tile<2, KIND>,
+                                           conv_tile<3, KIND>, conv_tile<4, KIND>,
+                                           conv_tile<5, KIND>, conv_tile<6, KIND>};
 };
 
-template <Int8OutKind KIND>
-void gemm(const Int8GemmArgs& args) {
-  const Int8GemmShape s = args.shape;
-  const int64_t panels = num_panels(s.N), stride = panel_bytes(s.K);
-  const int64_t row_blocks = (s.M + kMC - 1) / kMC, col_blocks = (panels + kNCP - 1) / kNCP;
-  const int8_t* packed = static_cast<const int8_t*>(args.packed_b);
-  char* c = static_cast<char*>(args.c);
-  const int64_t row_bytes = args.ldc * out_bytes(KIND);
+// Runs tile(m, rows, p, n0, cols) over an M x N problem split into tasks of kMC rows x kNCP
+// panels: a task's rows stay in L2 while each of its panels is reused by every row tile.
+template <class Tile>
+void for_each_tile(int64_t M, int64_t N, const Tile& tile) {
+  const int64_t panels = num_panels(N);
+  const int64_t row_blocks = (M + kMC - 1) / kMC, col_blocks = (panels + kNCP - 1) / kNCP;
   parallel_for(row_blocks * col_blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t m_begin = (t / col_blocks) * kMC;
-      const int64_t m_end = s.M < m_begin + kMC ? s.M : m_begin + kMC;
+      const int64_t m_end = M < m_begin + kMC ? M : m_begin + kMC;
       const int64_t p_begin = (t % col_blocks) * kNCP;
       const int64_t p_end = panels < p_begin + kNCP ? panels : p_begin + kNCP;
       for (int64_t p = p_begin; p < p_end; ++p) {
         const int64_t n0 = p * kPanelCols;
-        const int cols = static_cast<int>(s.N - n0 < kPanelCols ? s.N - n0 : kPanelCols);
+        const int cols = static_cast<int>(N - n0 < kPanelCols ? N - n0 : kPanelCols);
         for (int64_t m = m_begin; m < m_end; m += kMR) {
-          const int rows = static_cast<int>(m_end - m < kMR ? m_end - m : kMR);
-          MicroTable<KIND>::by_rows[rows](args.a + m * args.lda, args.lda, packed + p * stride,
-                                          s.K, n0, cols, args.epi, c + m * row_bytes, args.ldc);
+          tile(m, static_cast<int>(m_end - m < kMR ? m_end - m : kMR), p, n0, cols);
         }
       }
     }
   });
+}
+
+template <Int8OutKind KIND>
+void gemm(const Int8GemmArgs& args) {
+  const Int8GemmShape s = args.shape;
+  const int64_t stride = panel_bytes(s.K);
+  const int8_t* packed = static_cast<const int8_t*>(args.packed_b);
+  char* c = static_cast<char*>(args.c);
+  const int64_t row_bytes = args.ldc * out_bytes(KIND);
+  for_each_tile(s.M, s.N, [&](int64_t m, int rows, int64_t p, int64_t n0, int cols) {
+    Tiles<KIND>::gemm[rows](args.a + m * args.lda, args.lda, packed + p * stride, s.K, n0, cols,
+                            args.epi, c + m * row_bytes, row_bytes);
+  });
+}
+
+template <Int8OutKind KIND>
+void conv(const Int8ConvArgs& args) {
+  const int64_t K = args.num_segments * args.segment_len, stride = panel_bytes(K);
+  const int64_t M = args.N * args.OH * args.OW;
+  const int64_t out_pixel_bytes = args.groups * args.ocg * out_bytes(KIND);
+  for (int64_t grp = 0; grp < args.groups; ++grp) {
+    const int8_t* packed = static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes;
+    char* out = static_cast<char*>(args.out);  // store_tile indexes channels globally
+    for_each_tile(M, args.ocg, [&](int64_t m, int rows, int64_t p, int64_t n0, int cols) {
+      Tiles<KIND>::conv[rows](args, grp, m, packed + p * stride, n0, cols, out, out_pixel_bytes);
+    });
+  }
 }
 
 }  // namespace
@@ -195,6 +281,15 @@ void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packe
         }
       }
     }
+  }
+}
+
+void int8_conv(const Int8ConvArgs& args) {
+  switch (args.epi.kind) {
+    case Int8OutKind::i32: return conv<Int8OutKind::i32>(args);
+    case Int8OutKind::f32: return conv<Int8OutKind::f32>(args);
+    case Int8OutKind::s8: return conv<Int8OutKind::s8>(args);
+    case Int8OutKind::u8: return conv<Int8OutKind::u8>(args);
   }
 }
 

@@ -12,6 +12,7 @@ struct Int8GemmKernel {
   Int8PackBFn pack_b;
   Int8GemmFn gemm;
   bool fused_epilogue;  // false: gemm handles Int8OutKind::i32 only
+  Int8ConvFn conv;      // implicit-GEMM conv with fused epilogue, or null (im2col + gemm)
 };
 Int8GemmKernel int8_gemm_kernel();
 Int8GemmKernel int8_gemm_kernel_for(Isa isa);

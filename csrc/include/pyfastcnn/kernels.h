@@ -37,6 +37,26 @@ struct Int8GemmArgs {
   int64_t ldc;
   Int8Epilogue epi;
 };
+// ---- INT8 convolution as an implicit GEMM (no im2col) ---------------------------------------
+// The source is an NHWC uint8 image padded so that every tap of every output pixel is inside
+// it (padding holds the zero point). For output pixel (n, oh, ow) of group grp, the GEMM row is
+// the concatenation of `num_segments` byte runs, run s starting at
+//   src + ((n * Hs + oh * stride_h) * Ws + ow * stride_w) * Cs + grp * cg4 + segment_offset[s]
+// each segment_len bytes long (a multiple of 4); B rows follow the same order.
+struct Int8ConvArgs {
+  const uint8_t* src;
+  int64_t Hs, Ws, Cs;      // padded source image
+  int64_t N, OH, OW, stride_h, stride_w;
+  int64_t groups, cg4, ocg;  // channels per group as packed (multiple of 4); outputs per group
+  const int64_t* segment_offset;
+  int64_t num_segments, segment_len;
+  const void* packed_b;  // groups blocks, `group_bytes` apart
+  int64_t group_bytes;
+  void* out;  // NHWC [N, OH, OW, groups * ocg], typed by epi.kind
+  Int8Epilogue epi;  // arrays over all groups * ocg channels
+};
+using Int8ConvFn = void (*)(const Int8ConvArgs& args);
+
 using Int8PackedBytesFn = size_t (*)(int64_t K, int64_t N);
 using Int8PackBFn = void (*)(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed);
 // A kernel either applies every epilogue kind itself (fused) or only i32 (then ops.cc runs
@@ -101,6 +121,7 @@ PYFASTCNN_DECLARE_INT8_GEMM
 }
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM
+void int8_conv(const Int8ConvArgs& args);
 }
 
 }  // namespace pyfastcnn
