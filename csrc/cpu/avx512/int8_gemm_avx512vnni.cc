@@ -84,32 +84,39 @@ constexpr int64_t out_bytes(Int8OutKind kind) {
 #define PYFASTCNN_DOT_ROWS                                                             \
   PYFASTCNN_DOT_ROW(0) PYFASTCNN_DOT_ROW(1) PYFASTCNN_DOT_ROW(2) PYFASTCNN_DOT_ROW(3) \
   PYFASTCNN_DOT_ROW(4) PYFASTCNN_DOT_ROW(5)
-#define PYFASTCNN_ROW_INIT(r)                                              \
-  const uint8_t* a##r = rows[MR > r ? r : 0];                              \
+#define PYFASTCNN_ROW_BASE(r) const uint8_t* base##r = rows[MR > r ? r : 0];
+#define PYFASTCNN_ROW_SEGMENT(r) const uint8_t* a##r = base##r + offset;
+#define PYFASTCNN_ROW_ACC(r) \
   __m512i c##r##0 = acc[MR > r ? r : 0][0], c##r##1 = acc[MR > r ? r : 0][1];
+#define PYFASTCNN_FOR_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
+// Adds an MR x 32 tile: acc[r] += row r . panel, where row r is the concatenation of the byte
+// runs rows[r] + segments[s] (s < num_segments), each segment_len bytes; a partial group of four
+// is only allowed at the end of a single segment (plain GEMM).
 template <int MR>
-void dot_tile(const uint8_t* const* rows, const int8_t* panel, int64_t K, __m512i acc[][2]) {
+void dot_tile(const uint8_t* const* rows, const int64_t* segments, int64_t num_segments,
+              int64_t segment_len, const int8_t* panel, __m512i acc[][2]) {
   static_assert(MR >= 1 && MR <= 6, "tile rows");
-  PYFASTCNN_ROW_INIT(0)
-  PYFASTCNN_ROW_INIT(1)
-  PYFASTCNN_ROW_INIT(2)
-  PYFASTCNN_ROW_INIT(3)
-  PYFASTCNN_ROW_INIT(4)
-  PYFASTCNN_ROW_INIT(5)
-  const int64_t full = K / 4;
+  PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_BASE)
+  PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_ACC)
+  const int64_t full = segment_len / 4;
   const int8_t* bp = panel;
-  int64_t kq = 0;
-  for (; kq < full; ++kq, bp += 128) {
-    const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
-    const auto quad = [](const uint8_t* p) { return load_quad(p); };
-    PYFASTCNN_DOT_ROWS
-  }
-  if (full * 4 < K) {  // last, partial group of four
-    const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
-    const int64_t left = K - full * 4;
-    const auto quad = [left](const uint8_t* p) { return load_tail_quad(p, left); };
-    PYFASTCNN_DOT_ROWS
+  for (int64_t s = 0; s < num_segments; ++s) {
+    const int64_t offset = segments[s];
+    PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_SEGMENT)
+    for (int64_t kq = 0; kq < full; ++kq, bp += 128) {
+      const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
+      const auto quad = [](const uint8_t* p) { return load_quad(p); };
+      PYFASTCNN_DOT_ROWS
+    }
+    if (full * 4 < segment_len) {  // last, partial group of four
+      const int64_t kq = full;
+      const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
+      const int64_t left = segment_len - full * 4;
+      const auto quad = [left](const uint8_t* p) { return load_tail_quad(p, left); };
+      PYFASTCNN_DOT_ROWS
+      bp += 128;
+    }
   }
   const __m512i all[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                              {c30, c31}, {c40, c41}, {c50, c51}};
@@ -118,7 +125,10 @@ void dot_tile(const uint8_t* const* rows, const int8_t* panel, int64_t K, __m512
     acc[r][1] = all[r][1];
   }
 }
-#undef PYFASTCNN_ROW_INIT
+#undef PYFASTCNN_FOR_ROWS
+#undef PYFASTCNN_ROW_ACC
+#undef PYFASTCNN_ROW_SEGMENT
+#undef PYFASTCNN_ROW_BASE
 #undef PYFASTCNN_DOT_ROWS
 #undef PYFASTCNN_DOT_ROW
 
@@ -166,31 +176,19 @@ void gemm_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, in
   }
   __m512i acc[MR][2];
   init_tile<MR>(epi, n0, cols, acc);
-  dot_tile<MR>(rows, panel, K, acc);
+  const int64_t whole_row = 0;
+  dot_tile<MR>(rows, &whole_row, 1, K, panel, acc);
   store_tile<MR, KIND>(acc, epi, n0, cols, c_rows);
 }
 
-// One MR x 32 conv tile: output pixels m .. m + MR (flattened n, oh, ow) of group grp.
+// One MR x 32 conv tile: output pixels with source rows base[0..MR) and output rows
+// c_rows[0..MR), channels n0 .. n0 + cols of group grp.
 template <int MR, Int8OutKind KIND>
-void conv_tile(const Int8ConvArgs& g, int64_t grp, int64_t m, const int8_t* panel, int64_t n0,
-               int cols, char* out, int64_t out_pixel_bytes) {
-  const uint8_t* base[MR];
-  char* c_rows[MR];
-  for (int r = 0; r < MR; ++r) {
-    const int64_t n = (m + r) / (g.OH * g.OW), pix = (m + r) % (g.OH * g.OW);
-    const int64_t oh = pix / g.OW, ow = pix % g.OW;
-    base[r] = g.src + ((n * g.Hs + oh * g.stride_h) * g.Ws + ow * g.stride_w) * g.Cs +
-              grp * g.cg4;
-    c_rows[r] = out + (m + r) * out_pixel_bytes;
-  }
+void conv_tile(const Int8ConvArgs& g, int64_t grp, const uint8_t* const* base,
+               char* const* c_rows, const int8_t* panel, int64_t n0, int cols) {
   __m512i acc[MR][2];
   init_tile<MR>(g.epi, grp * g.ocg + n0, cols, acc);
-  const int64_t quads_per_segment = g.segment_len / 4;
-  for (int64_t s = 0; s < g.num_segments; ++s) {
-    const uint8_t* rows[MR];
-    for (int r = 0; r < MR; ++r) rows[r] = base[r] + g.segment_offset[s];
-    dot_tile<MR>(rows, panel + s * quads_per_segment * 128, g.segment_len, acc);
-  }
+  dot_tile<MR>(base, g.segment_offset, g.num_segments, g.segment_len, panel, acc);
   store_tile<MR, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows);
 }
 
@@ -198,8 +196,8 @@ template <Int8OutKind KIND>
 struct Tiles {
   using GemmFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int,
                           const Int8Epilogue&, char*, int64_t);
-  using ConvFn = void (*)(const Int8ConvArgs&, int64_t, int64_t, const int8_t*, int64_t, int,
-                          char*, int64_t);
+  using ConvFn = void (*)(const Int8ConvArgs&, int64_t, const uint8_t* const*, char* const*,
+                          const int8_t*, int64_t, int);
   static constexpr GemmFn gemm[kMR + 1] = {nullptr,
                                            gemm_tile<1, KIND>, gemm_tile<2, KIND>,
                                            gemm_tile<3, KIND>, gemm_tile<4, KIND>,
@@ -212,8 +210,9 @@ struct Tiles {
 
 // Runs tile(m, rows, p, n0, cols) over an M x N problem split into tasks of kMC rows x kNCP
 // panels: a task's rows stay in L2 while each of its panels is reused by every row tile.
-template <class Tile>
-void for_each_tile(int64_t M, int64_t N, const Tile& tile) {
+// setup(m_begin, m_end) runs once per task and returns the task's state, passed to its tiles.
+template <class Setup, class Tile>
+void for_each_tile(int64_t M, int64_t N, const Setup& setup, const Tile& tile) {
   const int64_t panels = num_panels(N);
   const int64_t row_blocks = (M + kMC - 1) / kMC, col_blocks = (panels + kNCP - 1) / kNCP;
   parallel_for(row_blocks * col_blocks, 1, [&](int64_t begin, int64_t end) {
@@ -222,11 +221,12 @@ void for_each_tile(int64_t M, int64_t N, const Tile& tile) {
       const int64_t m_end = M < m_begin + kMC ? M : m_begin + kMC;
       const int64_t p_begin = (t % col_blocks) * kNCP;
       const int64_t p_end = panels < p_begin + kNCP ? panels : p_begin + kNCP;
+      const auto state = setup(m_begin, m_end);
       for (int64_t p = p_begin; p < p_end; ++p) {
         const int64_t n0 = p * kPanelCols;
         const int cols = static_cast<int>(N - n0 < kPanelCols ? N - n0 : kPanelCols);
         for (int64_t m = m_begin; m < m_end; m += kMR) {
-          tile(m, static_cast<int>(m_end - m < kMR ? m_end - m : kMR), p, n0, cols);
+          tile(state, m, static_cast<int>(m_end - m < kMR ? m_end - m : kMR), p, n0, cols);
         }
       }
     }
@@ -240,7 +240,9 @@ void gemm(const Int8GemmArgs& args) {
   const int8_t* packed = static_cast<const int8_t*>(args.packed_b);
   char* c = static_cast<char*>(args.c);
   const int64_t row_bytes = args.ldc * out_bytes(KIND);
-  for_each_tile(s.M, s.N, [&](int64_t m, int rows, int64_t p, int64_t n0, int cols) {
+  const auto no_setup = [](int64_t, int64_t) { return 0; };
+  for_each_tile(s.M, s.N, no_setup, [&](int, int64_t m, int rows, int64_t p, int64_t n0,
+                                        int cols) {
     Tiles<KIND>::gemm[rows](args.a + m * args.lda, args.lda, packed + p * stride, s.K, n0, cols,
                             args.epi, c + m * row_bytes, row_bytes);
   });
@@ -253,9 +255,36 @@ void conv(const Int8ConvArgs& args) {
   const int64_t out_pixel_bytes = args.groups * args.ocg * out_bytes(KIND);
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     const int8_t* packed = static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes;
-    char* out = static_cast<char*>(args.out);  // store_tile indexes channels globally
-    for_each_tile(M, args.ocg, [&](int64_t m, int rows, int64_t p, int64_t n0, int cols) {
-      Tiles<KIND>::conv[rows](args, grp, m, packed + p * stride, n0, cols, out, out_pixel_bytes);
+    // Source and output rows of a task's pixels, found once per task.
+    struct TaskRows {
+      const uint8_t* base[kMC];
+      char* c_rows[kMC];
+      int64_t first;
+    };
+    const auto setup = [&](int64_t m_begin, int64_t m_end) {
+      TaskRows t;
+      t.first = m_begin;
+      int64_t n = m_begin / (args.OH * args.OW), pix = m_begin % (args.OH * args.OW);
+      int64_t oh = pix / args.OW, ow = pix % args.OW;
+      for (int64_t m = m_begin; m < m_end; ++m) {
+        t.base[m - m_begin] = args.src + grp * args.cg4 +
+                            ((n * args.Hs + oh * args.stride_h) * args.Ws + ow * args.stride_w) *
+                                args.Cs;
+        t.c_rows[m - m_begin] = static_cast<char*>(args.out) + m * out_pixel_bytes;
+        if (++ow == args.OW) {
+          ow = 0;
+          if (++oh == args.OH) {
+            oh = 0;
+            ++n;
+          }
+        }
+      }
+      return t;
+    };
+    for_each_tile(M, args.ocg, setup, [&](const TaskRows& t, int64_t m, int rows, int64_t p,
+                                          int64_t n0, int cols) {
+      Tiles<KIND>::conv[rows](args, grp, t.base + (m - t.first), t.c_rows + (m - t.first),
+                              packed + p * stride, n0, cols);
     });
   }
 }
