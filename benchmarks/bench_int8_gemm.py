@@ -2,13 +2,14 @@
 
 Run: pytest benchmarks/bench_int8_gemm.py --benchmark-json=benchmarks/results/cpu.json
 """
+
 import pytest
 import torch
+from conftest import QUICK, run
+from shapes import GEMM_SKINNY, GEMM_SQUARE
 
 import pyfastcnn
-from conftest import QUICK, run
 from pyfastcnn.ops import reference
-from shapes import GEMM_SKINNY, GEMM_SQUARE
 
 SHAPES = [(n, n, n) for n in GEMM_SQUARE] + GEMM_SKINNY
 if QUICK:
@@ -31,5 +32,12 @@ def test_int8_gemm(benchmark, threads, shape, impl):
     fn = IMPLS[impl]
     if impl == "pyfastcnn":  # a benchmark that computes the wrong thing measures nothing
         assert torch.equal(fn(a, b, af, bf), reference.int8_gemm(a, b))
-    run(benchmark, lambda: fn(a, b, af, bf), group=f"int8_gemm m{m}-n{n}-k{k} t{threads}",
-        impl=impl, ops=2 * m * n * k, threads=threads, baseline="torch._int_mm")
+    run(
+        benchmark,
+        lambda: fn(a, b, af, bf),
+        group=f"int8_gemm m{m}-n{n}-k{k} t{threads}",
+        impl=impl,
+        ops=2 * m * n * k,
+        threads=threads,
+        baseline="torch._int_mm",
+    )

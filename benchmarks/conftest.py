@@ -1,4 +1,5 @@
 """Benchmark settings. PYFASTCNN_BENCH_QUICK=1 trims shapes and rounds (for CI-sized runs)."""
+
 import os
 
 import pytest

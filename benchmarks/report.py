@@ -5,6 +5,7 @@
 Per group (one shape, one thread count): median time of each implementation, its GOP/s, and
 speed-up = baseline median / median (> 1: faster than the baseline).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,10 @@ def load(path: Path):
 
 
 def table(groups) -> str:
-    rows = ["| group | impl | median (ms) | GOP/s | speed-up vs baseline |", "|---|---|---|---|---|"]
+    rows = [
+        "| group | impl | median (ms) | GOP/s | speed-up vs baseline |",
+        "|---|---|---|---|---|",
+    ]
     for group in sorted(groups):
         impls = groups[group]
         baseline = next(iter(impls.values()))[1].get("baseline")

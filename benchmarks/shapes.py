@@ -1,4 +1,5 @@
 """Benchmark shapes, in one place. Layer set from shared/PEAKS.md (ResNet-50)."""
+
 from dataclasses import dataclass
 from typing import List, Tuple
 

@@ -10,6 +10,7 @@ Ops (CPU today; see README for what each guarantees):
     conv_bn_relu(input, weight, ...)         conv + eval BN + ReLU in one pass
 Settings: set_isa / get_isa / supported_isas, set_num_threads / get_num_threads, show_config.
 """
+
 from ._config import (
     __version__,
     config,

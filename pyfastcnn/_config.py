@@ -1,4 +1,5 @@
 """Run-time settings (ISA level, threads) and the build/runtime report."""
+
 from __future__ import annotations
 
 import platform
@@ -106,9 +107,7 @@ def show_config() -> None:
     if cuda["built"]:
         devices = cuda["devices"]
         names = ", ".join(devices) if devices else "none visible"
-        lines.append(
-            f"CUDA: built (nvcc {cuda['nvcc']}, archs {cuda['archs']}); devices: {names}"
-        )
+        lines.append(f"CUDA: built (nvcc {cuda['nvcc']}, archs {cuda['archs']}); devices: {names}")
     else:
         lines.append(f"CUDA: not built ({cuda['reason']})")
     print("\n".join(lines))

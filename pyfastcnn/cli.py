@@ -1,4 +1,5 @@
 """The pyfastcnn command line (`pyfastcnn ...` or `python -m pyfastcnn ...`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     config = sub.add_parser("config", help="show version, CPU ISA, threads, CUDA build")
-    config.add_argument("--isa", help="select an ISA level first (scalar, avx2, avx512, "
-                        "avx512_vnni)")
+    config.add_argument(
+        "--isa", help="select an ISA level first (scalar, avx2, avx512, avx512_vnni)"
+    )
     config.set_defaults(run=_config)
     return parser
 

@@ -1,4 +1,5 @@
 """Conv geometries shared by the conv op tests: odd sizes, every kind of geometry."""
+
 from dataclasses import dataclass
 from typing import Tuple, Union
 
@@ -27,8 +28,9 @@ class ConvCase:
         return torch.randn(self.oc, self.c // self.groups, *self.k)
 
     def kwargs(self) -> dict:
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
+        return dict(
+            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups
+        )
 
 
 CASES = [

@@ -1,4 +1,5 @@
 """ISA selection, threads, show_config, and the native layer's robustness (fork, threads)."""
+
 import multiprocessing
 import os
 import subprocess
@@ -12,7 +13,6 @@ import torch
 import pyfastcnn
 from pyfastcnn.ops import reference
 
-
 # Subprocesses import the same pyfastcnn as this process (installed or built in place), and
 # run outside the source tree so that its unbuilt copy cannot shadow it.
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(pyfastcnn.__file__)))
@@ -22,8 +22,14 @@ def run_python(*args: str, **env) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYFASTCNN_")}
     full_env["PYTHONPATH"] = PACKAGE_PARENT
     full_env.update(env)
-    return subprocess.run([sys.executable, *args], env=full_env, capture_output=True,
-                          text=True, timeout=120, cwd=tempfile.gettempdir())
+    return subprocess.run(
+        [sys.executable, *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 def run_code(code: str, **env) -> subprocess.CompletedProcess:
@@ -86,17 +92,23 @@ def test_simulated_cpu_runs_and_refuses_in_process():
     assert "refused: ISA 'avx512' is not supported by this CPU" in result.stdout
 
 
-@pytest.mark.parametrize("var,value", [("PYFASTCNN_ISA", "fast"),
-                                       ("PYFASTCNN_NUM_THREADS", "zero"),
-                                       ("PYFASTCNN_SIMULATE_CPU", "486")])
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("PYFASTCNN_ISA", "fast"),
+        ("PYFASTCNN_NUM_THREADS", "zero"),
+        ("PYFASTCNN_SIMULATE_CPU", "486"),
+    ],
+)
 def test_bad_environment_values_fail_clearly(var, value):
     result = run_code("import pyfastcnn", **{var: value})
     assert result.returncode != 0 and f"{var}={value!r}" in result.stderr
 
 
 def test_env_sets_threads():
-    result = run_code("import pyfastcnn; print(pyfastcnn.get_num_threads())",
-                        PYFASTCNN_NUM_THREADS="3")
+    result = run_code(
+        "import pyfastcnn; print(pyfastcnn.get_num_threads())", PYFASTCNN_NUM_THREADS="3"
+    )
     assert result.stdout.strip() == "3", result.stderr
 
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import rel_error
+from conv_cases import ConvCase, conv_cases, layouts, to_layout
 
 import pyfastcnn
 from pyfastcnn.ops import reference
-from conftest import rel_error
-from conv_cases import ConvCase, conv_cases, layouts, to_layout
 
 TOL = 1e-5
 
@@ -20,9 +20,18 @@ def bn_params(oc: int):
 
 def check(case: ConvCase, x, w, bias, bn, eps=1e-5, relu=True):
     out = pyfastcnn.conv_bn_relu(x, w, bias, eps=eps, relu=relu, **bn, **case.kwargs())
-    ref = reference.conv_bn_relu(x, w, bias, bn["running_mean"], bn["running_var"],
-                                 bn.get("bn_weight"), bn.get("bn_bias"), eps=eps, relu=relu,
-                                 **case.kwargs())
+    ref = reference.conv_bn_relu(
+        x,
+        w,
+        bias,
+        bn["running_mean"],
+        bn["running_var"],
+        bn.get("bn_weight"),
+        bn.get("bn_bias"),
+        eps=eps,
+        relu=relu,
+        **case.kwargs(),
+    )
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert rel_error(out, ref) <= TOL
     return out
@@ -58,9 +67,18 @@ def test_matches_torch_modules_in_eval_mode():
         bn.bias.normal_()
     model = torch.nn.Sequential(conv, bn, torch.nn.ReLU()).eval()
     x = torch.randn(2, 8, 15, 15)
-    out = pyfastcnn.conv_bn_relu(x, conv.weight, None, running_mean=bn.running_mean,
-                                 running_var=bn.running_var, bn_weight=bn.weight,
-                                 bn_bias=bn.bias, eps=bn.eps, stride=2, padding=1)
+    out = pyfastcnn.conv_bn_relu(
+        x,
+        conv.weight,
+        None,
+        running_mean=bn.running_mean,
+        running_var=bn.running_var,
+        bn_weight=bn.weight,
+        bn_bias=bn.bias,
+        eps=bn.eps,
+        stride=2,
+        padding=1,
+    )
     with torch.no_grad():
         assert rel_error(out, model.double()(x.double())) <= TOL
 
@@ -75,8 +93,9 @@ def test_nan_propagates():
 
 
 def test_empty_batch():
-    out = pyfastcnn.conv_bn_relu(torch.randn(0, 3, 8, 8), torch.randn(5, 3, 3, 3), padding=1,
-                                 **bn_params(5))
+    out = pyfastcnn.conv_bn_relu(
+        torch.randn(0, 3, 8, 8), torch.randn(5, 3, 3, 3), padding=1, **bn_params(5)
+    )
     assert out.shape == (0, 5, 8, 8)
 
 
@@ -87,8 +106,7 @@ def test_channels_last_in_gives_channels_last_out():
 
 
 def _args(**overrides):
-    args = dict(input=torch.randn(2, 4, 8, 8), weight=torch.randn(6, 4, 3, 3),
-                **bn_params(6))
+    args = dict(input=torch.randn(2, 4, 8, 8), weight=torch.randn(6, 4, 3, 3), **bn_params(6))
     args.update(overrides)
     return args
 
@@ -97,8 +115,12 @@ BAD_INPUTS = [
     ("input-half", _args(input=torch.randn(2, 4, 8, 8).half()), TypeError, "input must have"),
     ("weight-3d", _args(weight=torch.randn(6, 4, 3)), ValueError, "weight must be 4-D"),
     ("bias-length", _args(bias=torch.randn(7)), ValueError, "bias must have 6 elements"),
-    ("mean-length", _args(running_mean=torch.randn(5)), ValueError,
-     "running_mean must have 6 elements"),
+    (
+        "mean-length",
+        _args(running_mean=torch.randn(5)),
+        ValueError,
+        "running_mean must have 6 elements",
+    ),
     ("var-dtype", _args(running_var=torch.rand(6).double()), TypeError, "running_var must have"),
     ("gamma-length", _args(bn_weight=torch.randn(3)), ValueError, "bn_weight must have 6"),
     ("beta-2d", _args(bn_bias=torch.randn(6, 1)), ValueError, "bn_bias must be 1-D"),
@@ -113,8 +135,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("args,error,match", [b[1:] for b in BAD_INPUTS],
-                         ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "args,error,match", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS]
+)
 def test_bad_input(args, error, match):
     with pytest.raises(error, match=match):
         pyfastcnn.conv_bn_relu(**args)
@@ -122,6 +145,16 @@ def test_bad_input(args, error, match):
 
 def test_opcheck():
     x = torch.randn(2, 4, 7, 7)
-    args = (x, torch.randn(6, 2, 3, 3), torch.randn(6), [1, 2], [1, 0], [1, 1], 2, [7, 3], 0.0,
-            float("inf"))
+    args = (
+        x,
+        torch.randn(6, 2, 3, 3),
+        torch.randn(6),
+        [1, 2],
+        [1, 0],
+        [1, 1],
+        2,
+        [7, 3],
+        0.0,
+        float("inf"),
+    )
     torch.library.opcheck(torch.ops.pyfastcnn.conv2d_bias_act.default, args)

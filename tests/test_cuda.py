@@ -1,4 +1,5 @@
 """The CUDA module: built where nvcc exists; its kernels run only where a GPU is present."""
+
 import shutil
 
 import pytest
@@ -8,12 +9,17 @@ import pyfastcnn
 from pyfastcnn import _native
 
 HAVE_GPU = _native.cuda is not None and torch.cuda.is_available() and bool(_native.cuda.devices())
-needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU on this machine (or torch "
-                               "without CUDA): CUDA kernels are only compiled here")
+needs_gpu = pytest.mark.skipif(
+    not HAVE_GPU,
+    reason="no CUDA GPU on this machine (or torch "
+    "without CUDA): CUDA kernels are only compiled here",
+)
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None and not __import__("os").path.exists(
-    "/usr/local/cuda/bin/nvcc"), reason="no nvcc on this machine: the CUDA module is not built")
+@pytest.mark.skipif(
+    shutil.which("nvcc") is None and not __import__("os").path.exists("/usr/local/cuda/bin/nvcc"),
+    reason="no nvcc on this machine: the CUDA module is not built",
+)
 def test_cuda_module_was_built_where_nvcc_exists():
     info = pyfastcnn.config()["cuda"]
     assert info["built"], info.get("reason")

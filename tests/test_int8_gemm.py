@@ -33,13 +33,15 @@ def test_matches_reference(isa, m, n, k):
     assert torch.equal(out, reference.int8_gemm(a, b))
 
 
-@pytest.mark.parametrize("fill", [(-128, -128), (-128, 127), (127, 127), (127, -128)],
-                         ids=lambda f: f"a={f[0]},b={f[1]}")
+@pytest.mark.parametrize(
+    "fill", [(-128, -128), (-128, 127), (127, 127), (127, -128)], ids=lambda f: f"a={f[0]},b={f[1]}"
+)
 def test_extreme_values_are_exact(isa, fill):
     a = torch.full((7, 37), fill[0], dtype=torch.int8)
     b = torch.full((37, 19), fill[1], dtype=torch.int8)
-    assert torch.equal(pyfastcnn.int8_gemm(a, b), torch.full((7, 19), fill[0] * fill[1] * 37,
-                                                             dtype=torch.int32))
+    assert torch.equal(
+        pyfastcnn.int8_gemm(a, b), torch.full((7, 19), fill[0] * fill[1] * 37, dtype=torch.int32)
+    )
 
 
 def test_matches_torch_int_mm(isa):
@@ -77,25 +79,35 @@ def test_thread_counts_agree():
 def test_empty_dims():
     assert pyfastcnn.int8_gemm(rand_int8(0, 5), rand_int8(5, 3)).shape == (0, 3)
     assert pyfastcnn.int8_gemm(rand_int8(4, 5), rand_int8(5, 0)).shape == (4, 0)
-    assert torch.equal(pyfastcnn.int8_gemm(rand_int8(4, 0), rand_int8(0, 3)),
-                       torch.zeros(4, 3, dtype=torch.int32))
+    assert torch.equal(
+        pyfastcnn.int8_gemm(rand_int8(4, 0), rand_int8(0, 3)), torch.zeros(4, 3, dtype=torch.int32)
+    )
 
 
 BAD_INPUTS = [
     ("a-float", lambda: (torch.randn(3, 4), rand_int8(4, 5)), TypeError, "a must have dtype"),
-    ("b-uint8", lambda: (rand_int8(3, 4), torch.zeros(4, 5, dtype=torch.uint8)), TypeError,
-     "b must have dtype"),
+    (
+        "b-uint8",
+        lambda: (rand_int8(3, 4), torch.zeros(4, 5, dtype=torch.uint8)),
+        TypeError,
+        "b must have dtype",
+    ),
     ("a-not-tensor", lambda: ([[1]], rand_int8(1, 1)), TypeError, "a must be a torch.Tensor"),
     ("a-3d", lambda: (rand_int8(2, 3, 4), rand_int8(4, 5)), ValueError, "a must be 2-D"),
     ("b-1d", lambda: (rand_int8(3, 4), rand_int8(4)), ValueError, "b must be 2-D"),
     ("k-mismatch", lambda: (rand_int8(3, 4), rand_int8(5, 6)), ValueError, "K=4"),
-    ("a-meta", lambda: (torch.empty(3, 4, dtype=torch.int8, device="meta"), rand_int8(4, 5)),
-     ValueError, "a must be a CPU tensor"),
+    (
+        "a-meta",
+        lambda: (torch.empty(3, 4, dtype=torch.int8, device="meta"), rand_int8(4, 5)),
+        ValueError,
+        "a must be a CPU tensor",
+    ),
 ]
 
 
-@pytest.mark.parametrize("make,error,match", [b[1:] for b in BAD_INPUTS],
-                         ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "make,error,match", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS]
+)
 def test_bad_input(make, error, match):
     with pytest.raises(error, match=match):
         pyfastcnn.int8_gemm(*make())
@@ -108,11 +120,17 @@ def test_native_rechecks_shapes():
     with pytest.raises(ValueError, match="b must have 4 rows"):
         _native.C.int8_gemm(_native.tensor_arg(a), _native.tensor_arg(b), _native.tensor_arg(out))
     with pytest.raises(ValueError, match="out must have shape"):
-        _native.C.int8_gemm(_native.tensor_arg(a), _native.tensor_arg(rand_int8(4, 6)),
-                            _native.tensor_arg(torch.empty(2, 6, dtype=torch.int32)))
+        _native.C.int8_gemm(
+            _native.tensor_arg(a),
+            _native.tensor_arg(rand_int8(4, 6)),
+            _native.tensor_arg(torch.empty(2, 6, dtype=torch.int32)),
+        )
     with pytest.raises(ValueError, match="a must be int8"):
-        _native.C.int8_gemm(_native.tensor_arg(a.float()), _native.tensor_arg(rand_int8(4, 6)),
-                            _native.tensor_arg(out))
+        _native.C.int8_gemm(
+            _native.tensor_arg(a.float()),
+            _native.tensor_arg(rand_int8(4, 6)),
+            _native.tensor_arg(out),
+        )
 
 
 def test_opcheck():

@@ -2,11 +2,11 @@ import pickle
 
 import pytest
 import torch
+from conftest import rel_error
+from conv_cases import CASES, ConvCase
 
 import pyfastcnn
 from pyfastcnn.ops import reference
-from conftest import rel_error
-from conv_cases import CASES, ConvCase
 
 X_DTYPES = {"u8": (torch.uint8, 0, 256, 131), "s8": (torch.int8, -128, 128, -7)}
 OUTS = [(torch.float32, None, None), (torch.uint8, 0.05, 128), (torch.int8, 0.05, -3)]
@@ -26,8 +26,11 @@ def check(out, ref, out_dtype):
         assert (out.double() - ref).abs().max().item() <= 1
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 13, 5), (6, 32, 4), (33, 65, 130), (100, 17, 3),
-                                   (5, 40, 4001)], ids=str)
+@pytest.mark.parametrize(
+    "m,n,k",
+    [(1, 1, 1), (7, 13, 5), (6, 32, 4), (33, 65, 130), (100, 17, 3), (5, 40, 4001)],
+    ids=str,
+)
 @pytest.mark.parametrize("xk", X_DTYPES)
 @pytest.mark.parametrize("out", OUTS, ids=out_ids)
 def test_linear_matches_reference(isa, m, n, k, xk, out):
@@ -36,10 +39,12 @@ def test_linear_matches_reference(isa, m, n, k, xk, out):
     bias = torch.randn(n)
     out_dtype, os_, ozp = out
     for relu in (False, True):
-        y = pyfastcnn.quantized_linear(x, xs, xzp, qw, bias, out_dtype=out_dtype, out_scale=os_,
-                                       out_zero_point=ozp, relu=relu)
-        ref = reference.quantized_linear(x, xs, xzp, qw.int_weight, qw.scale, bias, out_dtype,
-                                         os_, ozp, relu)
+        y = pyfastcnn.quantized_linear(
+            x, xs, xzp, qw, bias, out_dtype=out_dtype, out_scale=os_, out_zero_point=ozp, relu=relu
+        )
+        ref = reference.quantized_linear(
+            x, xs, xzp, qw.int_weight, qw.scale, bias, out_dtype, os_, ozp, relu
+        )
         check(y, ref, out_dtype)
 
 
@@ -47,8 +52,7 @@ def test_linear_extremes_are_exact(isa):
     # 255 * -128 * 4096 stays far from int32 limits but far beyond float32's 24-bit mantissa
     # if the zero-point correction were done in float.
     x = torch.full((3, 4096), 255, dtype=torch.uint8)
-    qw = pyfastcnn.QuantizedWeight(torch.full((5, 4096), -128, dtype=torch.int8),
-                                   torch.ones(5))
+    qw = pyfastcnn.QuantizedWeight(torch.full((5, 4096), -128, dtype=torch.int8), torch.ones(5))
     y = pyfastcnn.quantized_linear(x, 1.0, 254, qw)
     assert torch.equal(y, torch.full((3, 5), -128.0 * 4096))
 
@@ -70,12 +74,33 @@ def test_conv_matches_reference(isa, case: ConvCase, xk):
     bias = torch.randn(case.oc)
     geo = dict(stride=case.stride, padding=case.padding, dilation=case.dilation)
     for out_dtype, os_, ozp in OUTS:
-        y = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, bias, **geo, out_dtype=out_dtype,
-                                       out_scale=os_, out_zero_point=ozp, relu=True)
+        y = pyfastcnn.quantized_conv2d(
+            x,
+            xs,
+            xzp,
+            qw,
+            bias,
+            **geo,
+            out_dtype=out_dtype,
+            out_scale=os_,
+            out_zero_point=ozp,
+            relu=True,
+        )
         assert y.is_contiguous(memory_format=torch.channels_last)
-        ref = reference.quantized_conv2d(x, xs, xzp, qw.int_weight, qw.scale, bias, **geo,
-                                         groups=case.groups, out_dtype=out_dtype, out_scale=os_,
-                                         out_zero_point=ozp, relu=True)
+        ref = reference.quantized_conv2d(
+            x,
+            xs,
+            xzp,
+            qw.int_weight,
+            qw.scale,
+            bias,
+            **geo,
+            groups=case.groups,
+            out_dtype=out_dtype,
+            out_scale=os_,
+            out_zero_point=ozp,
+            relu=True,
+        )
         check(y, ref, out_dtype)
 
 
@@ -93,8 +118,9 @@ def test_int8_layers_chain():
     x, xs, xzp = quant_x((1, 8, 10, 10), "u8")
     w1 = pyfastcnn.quantize_weight(torch.randn(16, 8, 3, 3))
     w2 = pyfastcnn.quantize_weight(torch.randn(4, 16, 3, 3))
-    h = pyfastcnn.quantized_conv2d(x, xs, xzp, w1, padding=1, out_dtype=torch.uint8,
-                                   out_scale=0.1, out_zero_point=0, relu=True)
+    h = pyfastcnn.quantized_conv2d(
+        x, xs, xzp, w1, padding=1, out_dtype=torch.uint8, out_scale=0.1, out_zero_point=0, relu=True
+    )
     y = pyfastcnn.quantized_conv2d(h, 0.1, 0, w2, padding=1)
     ref = reference.quantized_conv2d(h, 0.1, 0, w2.int_weight, w2.scale, padding=1)
     check(y, ref, torch.float32)
@@ -105,7 +131,10 @@ def test_empty_batch():
     x = torch.zeros(0, 3, 8, 8, dtype=torch.uint8)
     assert pyfastcnn.quantized_conv2d(x, 0.1, 0, qw).shape == (0, 4, 6, 6)
     lw = pyfastcnn.quantize_weight(torch.randn(4, 6))
-    assert pyfastcnn.quantized_linear(torch.zeros(0, 6, dtype=torch.uint8), 0.1, 0, lw).shape == (0, 4)
+    assert pyfastcnn.quantized_linear(torch.zeros(0, 6, dtype=torch.uint8), 0.1, 0, lw).shape == (
+        0,
+        4,
+    )
 
 
 def test_quantize_weight_round_trip_and_pickle():
@@ -117,8 +146,9 @@ def test_quantize_weight_round_trip_and_pickle():
     restored = pickle.loads(pickle.dumps(qw))
     assert torch.equal(restored.int_weight, qw.int_weight) and torch.equal(restored.scale, qw.scale)
     x, xs, xzp = quant_x((1, 3, 6, 6), "u8")
-    assert torch.equal(pyfastcnn.quantized_conv2d(x, xs, xzp, restored),
-                       pyfastcnn.quantized_conv2d(x, xs, xzp, qw))
+    assert torch.equal(
+        pyfastcnn.quantized_conv2d(x, xs, xzp, restored), pyfastcnn.quantized_conv2d(x, xs, xzp, qw)
+    )
 
 
 def test_packed_weight_repacks_for_another_isa():
@@ -141,39 +171,101 @@ def _lin():
 
 
 BAD = [
-    ("x-float", lambda: pyfastcnn.quantized_linear(torch.randn(2, 6), 0.1, 0, _lin()), TypeError,
-     "x must have dtype"),
-    ("x-features", lambda: pyfastcnn.quantized_linear(torch.zeros(2, 5, dtype=torch.uint8), 0.1,
-                                                      0, _lin()), ValueError, "6 features"),
-    ("x-scale-zero", lambda: pyfastcnn.quantized_linear(torch.zeros(2, 6, dtype=torch.uint8), 0.0,
-                                                        0, _lin()), ValueError, "x_scale"),
-    ("x-zp-range", lambda: pyfastcnn.quantized_linear(torch.zeros(2, 6, dtype=torch.int8), 0.1,
-                                                      200, _lin()), ValueError, "x_zero_point"),
-    ("weight-float", lambda: pyfastcnn.quantized_linear(torch.zeros(2, 6, dtype=torch.uint8), 0.1,
-                                                        0, torch.randn(4, 6)), TypeError,
-     "QuantizedWeight"),
-    ("out-scale-missing", lambda: pyfastcnn.quantized_linear(
-        torch.zeros(2, 6, dtype=torch.uint8), 0.1, 0, _lin(), out_dtype=torch.int8), ValueError,
-     "out_scale is required"),
-    ("out-dtype", lambda: pyfastcnn.quantized_linear(torch.zeros(2, 6, dtype=torch.uint8), 0.1, 0,
-                                                     _lin(), out_dtype=torch.float16), TypeError,
-     "out_dtype"),
-    ("bias-length", lambda: pyfastcnn.quantized_linear(torch.zeros(2, 6, dtype=torch.uint8), 0.1,
-                                                       0, _lin(), torch.randn(3)), ValueError,
-     "bias must have 4"),
-    ("conv-groups", lambda: pyfastcnn.quantized_conv2d(
-        torch.zeros(1, 4, 5, 5, dtype=torch.uint8), 0.1, 0,
-        pyfastcnn.quantize_weight(torch.randn(4, 2, 3, 3), groups=2), groups=1), ValueError,
-     "groups=1 does not match"),
-    ("conv-channels", lambda: pyfastcnn.quantized_conv2d(
-        torch.zeros(1, 3, 5, 5, dtype=torch.uint8), 0.1, 0,
-        pyfastcnn.quantize_weight(torch.randn(4, 2, 3, 3))), ValueError, "input channels"),
-    ("conv-with-linear-weight", lambda: pyfastcnn.quantized_conv2d(
-        torch.zeros(1, 6, 5, 5, dtype=torch.uint8), 0.1, 0, _lin()), ValueError,
-     "not a conv weight"),
-    ("weight-bad-scale", lambda: pyfastcnn.QuantizedWeight(torch.zeros(2, 3, dtype=torch.int8),
-                                                           torch.tensor([1.0, 0.0])), ValueError,
-     "scale must be positive"),
+    (
+        "x-float",
+        lambda: pyfastcnn.quantized_linear(torch.randn(2, 6), 0.1, 0, _lin()),
+        TypeError,
+        "x must have dtype",
+    ),
+    (
+        "x-features",
+        lambda: pyfastcnn.quantized_linear(torch.zeros(2, 5, dtype=torch.uint8), 0.1, 0, _lin()),
+        ValueError,
+        "6 features",
+    ),
+    (
+        "x-scale-zero",
+        lambda: pyfastcnn.quantized_linear(torch.zeros(2, 6, dtype=torch.uint8), 0.0, 0, _lin()),
+        ValueError,
+        "x_scale",
+    ),
+    (
+        "x-zp-range",
+        lambda: pyfastcnn.quantized_linear(torch.zeros(2, 6, dtype=torch.int8), 0.1, 200, _lin()),
+        ValueError,
+        "x_zero_point",
+    ),
+    (
+        "weight-float",
+        lambda: pyfastcnn.quantized_linear(
+            torch.zeros(2, 6, dtype=torch.uint8), 0.1, 0, torch.randn(4, 6)
+        ),
+        TypeError,
+        "QuantizedWeight",
+    ),
+    (
+        "out-scale-missing",
+        lambda: pyfastcnn.quantized_linear(
+            torch.zeros(2, 6, dtype=torch.uint8), 0.1, 0, _lin(), out_dtype=torch.int8
+        ),
+        ValueError,
+        "out_scale is required",
+    ),
+    (
+        "out-dtype",
+        lambda: pyfastcnn.quantized_linear(
+            torch.zeros(2, 6, dtype=torch.uint8), 0.1, 0, _lin(), out_dtype=torch.float16
+        ),
+        TypeError,
+        "out_dtype",
+    ),
+    (
+        "bias-length",
+        lambda: pyfastcnn.quantized_linear(
+            torch.zeros(2, 6, dtype=torch.uint8), 0.1, 0, _lin(), torch.randn(3)
+        ),
+        ValueError,
+        "bias must have 4",
+    ),
+    (
+        "conv-groups",
+        lambda: pyfastcnn.quantized_conv2d(
+            torch.zeros(1, 4, 5, 5, dtype=torch.uint8),
+            0.1,
+            0,
+            pyfastcnn.quantize_weight(torch.randn(4, 2, 3, 3), groups=2),
+            groups=1,
+        ),
+        ValueError,
+        "groups=1 does not match",
+    ),
+    (
+        "conv-channels",
+        lambda: pyfastcnn.quantized_conv2d(
+            torch.zeros(1, 3, 5, 5, dtype=torch.uint8),
+            0.1,
+            0,
+            pyfastcnn.quantize_weight(torch.randn(4, 2, 3, 3)),
+        ),
+        ValueError,
+        "input channels",
+    ),
+    (
+        "conv-with-linear-weight",
+        lambda: pyfastcnn.quantized_conv2d(
+            torch.zeros(1, 6, 5, 5, dtype=torch.uint8), 0.1, 0, _lin()
+        ),
+        ValueError,
+        "not a conv weight",
+    ),
+    (
+        "weight-bad-scale",
+        lambda: pyfastcnn.QuantizedWeight(
+            torch.zeros(2, 3, dtype=torch.int8), torch.tensor([1.0, 0.0])
+        ),
+        ValueError,
+        "scale must be positive",
+    ),
 ]
 
 
@@ -187,12 +279,63 @@ def test_opcheck():
     qw = pyfastcnn.quantize_weight(torch.randn(6, 2, 3, 3), groups=2)
     isa, data, col_sums = qw._packed.packed()
     x = torch.randint(0, 256, (2, 4, 7, 7), dtype=torch.uint8).contiguous(
-        memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.pyfastcnn.quantized_conv2d.default, (
-        x, data, col_sums, isa, [6, 2, 3, 3], qw.scale, torch.randn(6), [1, 1], [1, 1], [1, 1],
-        2, [7, 7], 0.1, 3, 2, 0.0, float("inf"), 0.05, 1))
+        memory_format=torch.channels_last
+    )
+    torch.library.opcheck(
+        torch.ops.pyfastcnn.quantized_conv2d.default,
+        (
+            x,
+            data,
+            col_sums,
+            isa,
+            [6, 2, 3, 3],
+            qw.scale,
+            torch.randn(6),
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            2,
+            [7, 7],
+            0.1,
+            3,
+            2,
+            0.0,
+            float("inf"),
+            0.05,
+            1,
+        ),
+    )
     lw = pyfastcnn.quantize_weight(torch.randn(5, 12))
     isa, data, col_sums = lw._packed.packed()
-    torch.library.opcheck(torch.ops.pyfastcnn.quantized_linear.default, (
-        torch.randint(-128, 128, (3, 12), dtype=torch.int8), data, col_sums, isa, 5, lw.scale,
-        None, 0.1, 4, 1, float("-inf"), float("inf"), 1.0, 0))
+    torch.library.opcheck(
+        torch.ops.pyfastcnn.quantized_linear.default,
+        (
+            torch.randint(-128, 128, (3, 12), dtype=torch.int8),
+            data,
+            col_sums,
+            isa,
+            5,
+            lw.scale,
+            None,
+            0.1,
+            4,
+            1,
+            float("-inf"),
+            float("inf"),
+            1.0,
+            0,
+        ),
+    )
+
+
+def test_torch_compile_matches_eager():
+    """Eager calls skip the dispatcher; compiled code goes through the registered op."""
+    qw = pyfastcnn.quantize_weight(torch.randn(8, 4, 3, 3))
+    x, xs, xzp = quant_x((2, 4, 9, 9), "u8")
+
+    def layer(t):
+        return pyfastcnn.quantized_conv2d(t, xs, xzp, qw, padding=1, out_dtype=torch.uint8,
+                                          out_scale=0.1, out_zero_point=3, relu=True)
+
+    compiled = torch.compile(layer, fullgraph=True)
+    assert torch.equal(compiled(x), layer(x))

@@ -2,12 +2,12 @@ import pickle
 
 import pytest
 import torch
+from conftest import rel_error
+from conv_cases import ConvCase, conv_cases, layouts, to_layout
 
 import pyfastcnn
 from pyfastcnn import _native
 from pyfastcnn.ops import reference
-from conftest import rel_error
-from conv_cases import ConvCase, conv_cases, layouts, to_layout
 
 TOL = 1e-5
 
@@ -23,8 +23,9 @@ def test_matches_reference(isa, case: ConvCase, layout):
     x = case.input()
     w = prune(case.weight(), 0.3)
     bias = torch.randn(case.oc)
-    out = pyfastcnn.sparse_conv2d(to_layout(x, layout), pyfastcnn.pack_sparse(w), bias,
-                                  **case.kwargs())
+    out = pyfastcnn.sparse_conv2d(
+        to_layout(x, layout), pyfastcnn.pack_sparse(w), bias, **case.kwargs()
+    )
     ref = reference.conv2d(x, w, bias, **case.kwargs())
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert rel_error(out, ref) <= TOL
@@ -44,8 +45,10 @@ def test_densities_and_relu(isa, density):
 
 def test_dense_tensor_and_packed_weight_agree():
     x, w = torch.randn(2, 6, 8, 8), prune(torch.randn(4, 6, 3, 3), 0.4)
-    assert torch.equal(pyfastcnn.sparse_conv2d(x, w, padding=1),
-                       pyfastcnn.sparse_conv2d(x, pyfastcnn.pack_sparse(w), padding=1))
+    assert torch.equal(
+        pyfastcnn.sparse_conv2d(x, w, padding=1),
+        pyfastcnn.sparse_conv2d(x, pyfastcnn.pack_sparse(w), padding=1),
+    )
 
 
 def test_channels_last_in_gives_channels_last_out():
@@ -105,42 +108,95 @@ def _w():
 
 
 BAD_INPUTS = [
-    ("input-float64", lambda: dict(input=_x().double(), weight=_w()), TypeError,
-     "input must have dtype"),
-    ("input-3d", lambda: dict(input=torch.randn(4, 8, 8), weight=_w()), ValueError,
-     "input must be 4-D"),
-    ("input-meta", lambda: dict(input=torch.empty(2, 4, 8, 8, device="meta"), weight=_w()),
-     ValueError, "input must be a CPU tensor"),
+    (
+        "input-float64",
+        lambda: dict(input=_x().double(), weight=_w()),
+        TypeError,
+        "input must have dtype",
+    ),
+    (
+        "input-3d",
+        lambda: dict(input=torch.randn(4, 8, 8), weight=_w()),
+        ValueError,
+        "input must be 4-D",
+    ),
+    (
+        "input-meta",
+        lambda: dict(input=torch.empty(2, 4, 8, 8, device="meta"), weight=_w()),
+        ValueError,
+        "input must be a CPU tensor",
+    ),
     ("weight-int", lambda: dict(input=_x(), weight=_w().int()), TypeError, "weight must have"),
     ("weight-list", lambda: dict(input=_x(), weight=[1.0]), TypeError, "weight must be"),
-    ("channel-mismatch", lambda: dict(input=_x(), weight=torch.randn(6, 3, 3, 3)), ValueError,
-     "input channels"),
-    ("bias-length", lambda: dict(input=_x(), weight=_w(), bias=torch.randn(5)), ValueError,
-     "bias must have 6 elements"),
-    ("bias-dtype", lambda: dict(input=_x(), weight=_w(), bias=torch.randn(6).double()),
-     TypeError, "bias must have dtype"),
-    ("stride-0", lambda: dict(input=_x(), weight=_w(), stride=0), ValueError,
-     "stride must be positive"),
+    (
+        "channel-mismatch",
+        lambda: dict(input=_x(), weight=torch.randn(6, 3, 3, 3)),
+        ValueError,
+        "input channels",
+    ),
+    (
+        "bias-length",
+        lambda: dict(input=_x(), weight=_w(), bias=torch.randn(5)),
+        ValueError,
+        "bias must have 6 elements",
+    ),
+    (
+        "bias-dtype",
+        lambda: dict(input=_x(), weight=_w(), bias=torch.randn(6).double()),
+        TypeError,
+        "bias must have dtype",
+    ),
+    (
+        "stride-0",
+        lambda: dict(input=_x(), weight=_w(), stride=0),
+        ValueError,
+        "stride must be positive",
+    ),
     ("stride-float", lambda: dict(input=_x(), weight=_w(), stride=1.5), TypeError, "stride"),
-    ("padding-negative", lambda: dict(input=_x(), weight=_w(), padding=-1), ValueError,
-     "padding must be non-negative"),
-    ("padding-word", lambda: dict(input=_x(), weight=_w(), padding="full"), ValueError,
-     "padding must be"),
-    ("same-strided", lambda: dict(input=_x(), weight=_w(), padding="same", stride=2),
-     ValueError, "padding='same'"),
-    ("dilation-0", lambda: dict(input=_x(), weight=_w(), dilation=0), ValueError,
-     "dilation must be positive"),
-    ("kernel-too-big", lambda: dict(input=torch.randn(1, 4, 2, 2), weight=_w()), ValueError,
-     "larger than the padded input"),
-    ("groups-not-dividing", lambda: dict(input=_x(), weight=torch.randn(6, 4, 3, 3), groups=3),
-     ValueError, "groups=3"),
+    (
+        "padding-negative",
+        lambda: dict(input=_x(), weight=_w(), padding=-1),
+        ValueError,
+        "padding must be non-negative",
+    ),
+    (
+        "padding-word",
+        lambda: dict(input=_x(), weight=_w(), padding="full"),
+        ValueError,
+        "padding must be",
+    ),
+    (
+        "same-strided",
+        lambda: dict(input=_x(), weight=_w(), padding="same", stride=2),
+        ValueError,
+        "padding='same'",
+    ),
+    (
+        "dilation-0",
+        lambda: dict(input=_x(), weight=_w(), dilation=0),
+        ValueError,
+        "dilation must be positive",
+    ),
+    (
+        "kernel-too-big",
+        lambda: dict(input=torch.randn(1, 4, 2, 2), weight=_w()),
+        ValueError,
+        "larger than the padded input",
+    ),
+    (
+        "groups-not-dividing",
+        lambda: dict(input=_x(), weight=torch.randn(6, 4, 3, 3), groups=3),
+        ValueError,
+        "groups=3",
+    ),
     ("groups-zero", lambda: dict(input=_x(), weight=_w(), groups=0), ValueError, "groups=0"),
     ("relu-not-bool", lambda: dict(input=_x(), weight=_w(), relu=1), TypeError, "relu"),
 ]
 
 
-@pytest.mark.parametrize("make,error,match", [b[1:] for b in BAD_INPUTS],
-                         ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "make,error,match", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS]
+)
 def test_bad_input(make, error, match):
     with pytest.raises(error, match=match):
         pyfastcnn.sparse_conv2d(**make())
@@ -159,9 +215,25 @@ def _native_call(row_ptr, col_idx, values, c_per_group=4):
     x = _x()
     out = torch.empty(2, row_ptr.numel() - 1, 6, 6)
     _native.C.sparse_conv2d_csr(
-        _native.tensor_arg(x), _native.tensor_arg(row_ptr), _native.tensor_arg(col_idx),
-        _native.tensor_arg(values), None, c_per_group, 3, 3, 1, 1, 0, 0, 1, 1, 1,
-        float("-inf"), float("inf"), _native.tensor_arg(out))
+        _native.tensor_arg(x),
+        _native.tensor_arg(row_ptr),
+        _native.tensor_arg(col_idx),
+        _native.tensor_arg(values),
+        None,
+        c_per_group,
+        3,
+        3,
+        1,
+        1,
+        0,
+        0,
+        1,
+        1,
+        1,
+        float("-inf"),
+        float("inf"),
+        _native.tensor_arg(out),
+    )
 
 
 def test_native_refuses_corrupt_sparse_weight():
@@ -185,6 +257,18 @@ def test_native_refuses_corrupt_sparse_weight():
 def test_opcheck():
     w = pyfastcnn.pack_sparse(prune(torch.randn(6, 2, 3, 3), 0.5))
     x = torch.randn(2, 4, 7, 7).contiguous(memory_format=torch.channels_last)
-    args = (x, w.row_ptr, w.col_idx, w.values, torch.randn(6), list(w.shape), [2, 1], [1, 1],
-            [1, 1], 2, [4, 7], True)
+    args = (
+        x,
+        w.row_ptr,
+        w.col_idx,
+        w.values,
+        torch.randn(6),
+        list(w.shape),
+        [2, 1],
+        [1, 1],
+        [1, 1],
+        2,
+        [4, 7],
+        True,
+    )
     torch.library.opcheck(torch.ops.pyfastcnn.sparse_conv2d_csr.default, args)

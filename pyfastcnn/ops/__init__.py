@@ -1,4 +1,5 @@
 """The ops: validated Python entry points over torch.library custom ops over native kernels."""
+
 from .conv_bn_relu import conv_bn_relu, fold_bn
 from .int8_gemm import int8_gemm
 from .quantized import (

@@ -1,4 +1,5 @@
 """Argument checks shared by the ops: every message names the argument."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,10 @@ def pair(name: str, value: IntPair) -> Tuple[int, int]:
         raise TypeError(f"{name} must be an int or a pair of ints, got bool")
     if isinstance(value, int):
         return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         return (value[0], value[1])
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")

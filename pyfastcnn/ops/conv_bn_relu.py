@@ -1,4 +1,5 @@
 """pyfastcnn.conv_bn_relu: conv2d + eval-mode BatchNorm + ReLU as one conv pass."""
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple, Union
@@ -40,8 +41,7 @@ def fold_bn(
     return folded_weight.float().contiguous(), folded_bias.float().contiguous()
 
 
-@torch.library.custom_op("pyfastcnn::conv2d_bias_act", mutates_args=(), device_types="cpu")
-def _conv2d_bias_act(
+def _conv2d_bias_act_impl(
     input: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
@@ -74,6 +74,11 @@ def _conv2d_bias_act(
         _native.tensor_arg(out),
     )
     return out
+
+
+_conv2d_bias_act = torch.library.custom_op(
+    "pyfastcnn::conv2d_bias_act", mutates_args=(), device_types="cpu"
+)(_conv2d_bias_act_impl)
 
 
 @_conv2d_bias_act.register_fake
@@ -135,11 +140,17 @@ def conv_bn_relu(
         raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
     geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     folded_weight, folded_bias = fold_bn(
-        weight.detach(), None if bias is None else bias.detach(), running_mean.detach(),
-        running_var.detach(), None if bn_weight is None else bn_weight.detach(),
-        None if bn_bias is None else bn_bias.detach(), float(eps),
+        weight.detach(),
+        None if bias is None else bias.detach(),
+        running_mean.detach(),
+        running_var.detach(),
+        None if bn_weight is None else bn_weight.detach(),
+        None if bn_bias is None else bn_bias.detach(),
+        float(eps),
     )
-    return _conv2d_bias_act(
+    return _native.run(
+        _conv2d_bias_act,
+        _conv2d_bias_act_impl,
         input,
         folded_weight,
         folded_bias,

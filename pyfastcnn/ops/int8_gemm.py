@@ -1,23 +1,28 @@
 """pyfastcnn.int8_gemm: int8 x int8 -> int32 matrix product (the semantics of torch._int_mm)."""
-from __future__ import annotations
 
-import torch
+from __future__ import annotations
 
 from typing import Union
 
+import torch
+
 from .. import _native
 from ._checks import check_tensor
-from .quantized import PackedInt8Weight, _int8_gemm_packed
+from .quantized import PackedInt8Weight, _int8_gemm_packed, _int8_gemm_packed_impl
 
 
-@torch.library.custom_op("pyfastcnn::int8_gemm", mutates_args=(), device_types="cpu")
-def _int8_gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _int8_gemm_impl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # The kernel wants unit inner stride; other views are copied once here.
     a = a.contiguous()
     b = b.contiguous()
     out = torch.empty((a.shape[0], b.shape[1]), dtype=torch.int32)
     _native.C.int8_gemm(_native.tensor_arg(a), _native.tensor_arg(b), _native.tensor_arg(out))
     return out
+
+
+_int8_gemm = torch.library.custom_op("pyfastcnn::int8_gemm", mutates_args=(), device_types="cpu")(
+    _int8_gemm_impl
+)
 
 
 @_int8_gemm.register_fake
@@ -40,16 +45,20 @@ def int8_gemm(a: torch.Tensor, b: Union[torch.Tensor, PackedInt8Weight]) -> torc
     check_tensor("a", a, torch.int8, 2)
     if isinstance(b, PackedInt8Weight):
         if b.groups != 1 or a.shape[1] != b.K:
-            raise ValueError(f"a and b do not chain: a is {tuple(a.shape)}, b is packed "
-                             f"[{b.K}, {b.N}] (groups={b.groups})")
+            raise ValueError(
+                f"a and b do not chain: a is {tuple(a.shape)}, b is packed "
+                f"[{b.K}, {b.N}] (groups={b.groups})"
+            )
         if a.shape[0] == 0:
             return torch.empty((0, b.N), dtype=torch.int32)
         isa, data, col_sums = b.packed()
-        return _int8_gemm_packed(a.contiguous(), data, col_sums, isa, b.N)
+        return _native.run(
+            _int8_gemm_packed, _int8_gemm_packed_impl, a.contiguous(), data, col_sums, isa, b.N
+        )
     check_tensor("b", b, torch.int8, 2)
     if a.shape[1] != b.shape[0]:
         raise ValueError(
             f"a and b do not chain: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
             f"(b must have K={a.shape[1]} rows)"
         )
-    return _int8_gemm(a, b)
+    return _native.run(_int8_gemm, _int8_gemm_impl, a, b)

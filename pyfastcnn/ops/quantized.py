@@ -8,6 +8,7 @@ Exact math (``acc`` is an exact integer sum, int32):
               = saturate(round_half_even(y / out_scale) + out_zero_point)  for int8/uint8
 Weights are symmetric (zero point 0), per output channel or per tensor.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ def _aligned_empty(nbytes: int) -> torch.Tensor:
     """uint8 buffer whose data is 64-byte aligned (the packed kernels load it aligned)."""
     raw = torch.empty(nbytes + 64, dtype=torch.uint8)
     offset = (-raw.data_ptr()) % 64
-    return raw[offset:offset + nbytes]
+    return raw[offset : offset + nbytes]
 
 
 class PackedInt8Weight:
@@ -47,8 +48,9 @@ class PackedInt8Weight:
         if weight.dim() == 2:
             weight = weight.unsqueeze(0)
         if weight.dim() != 3 or min(weight.shape) < 1:
-            raise ValueError(f"weight must be [K, N] or [G, K, N] and non-empty, got "
-                             f"{tuple(weight.shape)}")
+            raise ValueError(
+                f"weight must be [K, N] or [G, K, N] and non-empty, got {tuple(weight.shape)}"
+            )
         self.weight = weight.detach().contiguous()
         self._by_isa: Dict[str, tuple] = {}
 
@@ -75,8 +77,8 @@ class PackedInt8Weight:
                 _native.C.int8_pack(
                     isa,
                     _native.tensor_arg(self.weight[g]),
-                    _native.tensor_arg(data[g * block:(g + 1) * block]),
-                    _native.tensor_arg(col_sums[g * self.N:(g + 1) * self.N]),
+                    _native.tensor_arg(data[g * block : (g + 1) * block]),
+                    _native.tensor_arg(col_sums[g * self.N : (g + 1) * self.N]),
                 )
             self._by_isa[isa] = (isa, data, col_sums)
         return self._by_isa[isa]
@@ -142,8 +144,12 @@ class QuantizedWeight:
         oc, cg, kh, kw = w.shape
         g, cg4 = self.groups, (cg + 3) // 4 * 4
         w = torch.nn.functional.pad(w, (0, 0, 0, 0, 0, cg4 - cg))
-        return w.reshape(g, oc // g, cg4, kh, kw).permute(0, 3, 4, 2, 1).reshape(
-            g, kh * kw * cg4, oc // g).contiguous()
+        return (
+            w.reshape(g, oc // g, cg4, kh, kw)
+            .permute(0, 3, 4, 2, 1)
+            .reshape(g, kh * kw * cg4, oc // g)
+            .contiguous()
+        )
 
     def dequantize(self) -> torch.Tensor:
         shape = (-1,) + (1,) * (self.int_weight.dim() - 1)
@@ -156,8 +162,9 @@ class QuantizedWeight:
         self.__init__(state["int_weight"], state["scale"], state["groups"])
 
 
-def quantize_weight(weight: torch.Tensor, per_channel: bool = True,
-                    groups: int = 1) -> QuantizedWeight:
+def quantize_weight(
+    weight: torch.Tensor, per_channel: bool = True, groups: int = 1
+) -> QuantizedWeight:
     """Symmetric int8 quantization of a float Linear [N, K] or Conv [OC, C/g, KH, KW] weight.
 
     scale = max|w| / 127 per output channel (or over the whole tensor), q = round(w / scale).
@@ -179,14 +186,34 @@ def quantize_weight(weight: torch.Tensor, per_channel: bool = True,
 # ---- custom ops (registered with fake implementations for torch.compile) --------------------
 
 
-@torch.library.custom_op("pyfastcnn::int8_gemm_packed", mutates_args=(), device_types="cpu")
-def _int8_gemm_packed(a: torch.Tensor, data: torch.Tensor, col_sums: torch.Tensor, isa: str,
-                      n: int) -> torch.Tensor:
+def _int8_gemm_packed_impl(
+    a: torch.Tensor, data: torch.Tensor, col_sums: torch.Tensor, isa: str, n: int
+) -> torch.Tensor:
     out = torch.empty((a.shape[0], n), dtype=torch.int32)
     _native.C.int8_linear(
-        _native.tensor_arg(a), isa, _native.tensor_arg(data), _native.tensor_arg(col_sums),
-        a.shape[1], n, None, None, 0, 1.0, 0, 0.0, 0.0, 1.0, 0, _native.tensor_arg(out))
+        _native.tensor_arg(a),
+        isa,
+        _native.tensor_arg(data),
+        _native.tensor_arg(col_sums),
+        a.shape[1],
+        n,
+        None,
+        None,
+        0,
+        1.0,
+        0,
+        0.0,
+        0.0,
+        1.0,
+        0,
+        _native.tensor_arg(out),
+    )
     return out
+
+
+_int8_gemm_packed = torch.library.custom_op(
+    "pyfastcnn::int8_gemm_packed", mutates_args=(), device_types="cpu"
+)(_int8_gemm_packed_impl)
 
 
 @_int8_gemm_packed.register_fake
@@ -194,54 +221,161 @@ def _(a, data, col_sums, isa, n):
     return a.new_empty((a.shape[0], n), dtype=torch.int32)
 
 
-@torch.library.custom_op("pyfastcnn::quantized_linear", mutates_args=(), device_types="cpu")
-def _quantized_linear(x: torch.Tensor, data: torch.Tensor, col_sums: torch.Tensor, isa: str,
-                      n: int, w_scale: torch.Tensor, bias: Optional[torch.Tensor],
-                      x_scale: float, x_zero_point: int, out_kind: int, clamp_min: float,
-                      clamp_max: float, out_scale: float, out_zero_point: int) -> torch.Tensor:
+def _quantized_linear_impl(
+    x: torch.Tensor,
+    data: torch.Tensor,
+    col_sums: torch.Tensor,
+    isa: str,
+    n: int,
+    w_scale: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    x_scale: float,
+    x_zero_point: int,
+    out_kind: int,
+    clamp_min: float,
+    clamp_max: float,
+    out_scale: float,
+    out_zero_point: int,
+) -> torch.Tensor:
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
     out = torch.empty((x.shape[0], n), dtype=dtype)
     _native.C.int8_linear(
-        _native.tensor_arg(x), isa, _native.tensor_arg(data), _native.tensor_arg(col_sums),
-        x.shape[1], n, _native.tensor_arg(w_scale), _native.optional_arg(bias), x_zero_point,
-        x_scale, out_kind, clamp_min, clamp_max, out_scale, out_zero_point,
-        _native.tensor_arg(out))
+        _native.tensor_arg(x),
+        isa,
+        _native.tensor_arg(data),
+        _native.tensor_arg(col_sums),
+        x.shape[1],
+        n,
+        _native.tensor_arg(w_scale),
+        _native.optional_arg(bias),
+        x_zero_point,
+        x_scale,
+        out_kind,
+        clamp_min,
+        clamp_max,
+        out_scale,
+        out_zero_point,
+        _native.tensor_arg(out),
+    )
     return out
 
 
+_quantized_linear = torch.library.custom_op(
+    "pyfastcnn::quantized_linear", mutates_args=(), device_types="cpu"
+)(_quantized_linear_impl)
+
+
 @_quantized_linear.register_fake
-def _(x, data, col_sums, isa, n, w_scale, bias, x_scale, x_zero_point, out_kind, clamp_min,
-      clamp_max, out_scale, out_zero_point):
+def _(
+    x,
+    data,
+    col_sums,
+    isa,
+    n,
+    w_scale,
+    bias,
+    x_scale,
+    x_zero_point,
+    out_kind,
+    clamp_min,
+    clamp_max,
+    out_scale,
+    out_zero_point,
+):
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
     return x.new_empty((x.shape[0], n), dtype=dtype)
 
 
-@torch.library.custom_op("pyfastcnn::quantized_conv2d", mutates_args=(), device_types="cpu")
-def _quantized_conv2d(x: torch.Tensor, data: torch.Tensor, col_sums: torch.Tensor, isa: str,
-                      weight_shape: List[int], w_scale: torch.Tensor,
-                      bias: Optional[torch.Tensor], stride: List[int], padding: List[int],
-                      dilation: List[int], groups: int, output_size: List[int], x_scale: float,
-                      x_zero_point: int, out_kind: int, clamp_min: float, clamp_max: float,
-                      out_scale: float, out_zero_point: int) -> torch.Tensor:
+def _quantized_conv2d_impl(
+    x: torch.Tensor,
+    data: torch.Tensor,
+    col_sums: torch.Tensor,
+    isa: str,
+    weight_shape: List[int],
+    w_scale: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    output_size: List[int],
+    x_scale: float,
+    x_zero_point: int,
+    out_kind: int,
+    clamp_min: float,
+    clamp_max: float,
+    out_scale: float,
+    out_zero_point: int,
+) -> torch.Tensor:
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
-    out = torch.empty((x.shape[0], weight_shape[0], output_size[0], output_size[1]), dtype=dtype,
-                      memory_format=torch.channels_last)
+    out = torch.empty(
+        (x.shape[0], weight_shape[0], output_size[0], output_size[1]),
+        dtype=dtype,
+        memory_format=torch.channels_last,
+    )
     _native.C.int8_conv2d(
-        _native.tensor_arg(x), isa, _native.tensor_arg(data), _native.tensor_arg(col_sums),
-        weight_shape[1], weight_shape[2], weight_shape[3], _native.tensor_arg(w_scale),
-        _native.optional_arg(bias), stride[0], stride[1], padding[0], padding[1], dilation[0],
-        dilation[1], groups, x_zero_point, x_scale, out_kind, clamp_min, clamp_max, out_scale,
-        out_zero_point, _native.tensor_arg(out))
+        _native.tensor_arg(x),
+        isa,
+        _native.tensor_arg(data),
+        _native.tensor_arg(col_sums),
+        weight_shape[1],
+        weight_shape[2],
+        weight_shape[3],
+        _native.tensor_arg(w_scale),
+        _native.optional_arg(bias),
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        dilation[0],
+        dilation[1],
+        groups,
+        x_zero_point,
+        x_scale,
+        out_kind,
+        clamp_min,
+        clamp_max,
+        out_scale,
+        out_zero_point,
+        _native.tensor_arg(out),
+    )
     return out
 
 
+_quantized_conv2d = torch.library.custom_op(
+    "pyfastcnn::quantized_conv2d", mutates_args=(), device_types="cpu"
+)(_quantized_conv2d_impl)
+
+
 @_quantized_conv2d.register_fake
-def _(x, data, col_sums, isa, weight_shape, w_scale, bias, stride, padding, dilation, groups,
-      output_size, x_scale, x_zero_point, out_kind, clamp_min, clamp_max, out_scale,
-      out_zero_point):
+def _(
+    x,
+    data,
+    col_sums,
+    isa,
+    weight_shape,
+    w_scale,
+    bias,
+    stride,
+    padding,
+    dilation,
+    groups,
+    output_size,
+    x_scale,
+    x_zero_point,
+    out_kind,
+    clamp_min,
+    clamp_max,
+    out_scale,
+    out_zero_point,
+):
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
-    return torch.empty((x.shape[0], weight_shape[0], output_size[0], output_size[1]),
-                       dtype=dtype, device=x.device, memory_format=torch.channels_last)
+    return torch.empty(
+        (x.shape[0], weight_shape[0], output_size[0], output_size[1]),
+        dtype=dtype,
+        device=x.device,
+        memory_format=torch.channels_last,
+    )
 
 
 # ---- public functions ---------------------------------------------------------------------
@@ -266,8 +400,9 @@ def _check_zero_point(name: str, zp: int, dtype: torch.dtype) -> None:
 
 def _output_params(out_dtype, out_scale, out_zero_point, relu) -> tuple:
     if out_dtype not in (torch.float32, torch.int8, torch.uint8):
-        raise TypeError(f"out_dtype must be torch.float32, torch.int8 or torch.uint8, got "
-                        f"{out_dtype}")
+        raise TypeError(
+            f"out_dtype must be torch.float32, torch.int8 or torch.uint8, got {out_dtype}"
+        )
     if not isinstance(relu, bool):
         raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
     if out_dtype == torch.float32:
@@ -289,8 +424,10 @@ def _output_params(out_dtype, out_scale, out_zero_point, relu) -> tuple:
 
 def _check_weight(weight: object, dim: int, what: str) -> QuantizedWeight:
     if not isinstance(weight, QuantizedWeight):
-        raise TypeError(f"weight must be a pyfastcnn.QuantizedWeight (see quantize_weight), got "
-                        f"{type(weight).__name__}")
+        raise TypeError(
+            f"weight must be a pyfastcnn.QuantizedWeight (see quantize_weight), got "
+            f"{type(weight).__name__}"
+        )
     if weight.int_weight.dim() != dim:
         raise ValueError(f"weight is not a {what} weight (shape {tuple(weight.int_weight.shape)})")
     return weight
@@ -331,8 +468,24 @@ def quantized_linear(
     kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu)
     isa, data, col_sums = weight._packed.packed()
     x2 = x.reshape(-1, k)
-    out = _quantized_linear(x2, data, col_sums, isa, n, weight.scale, bias, float(x_scale),
-                            x_zero_point, kind, lo, hi, o_scale, o_zp)
+    out = _native.run(
+        _quantized_linear,
+        _quantized_linear_impl,
+        x2,
+        data,
+        col_sums,
+        isa,
+        n,
+        weight.scale,
+        bias,
+        float(x_scale),
+        x_zero_point,
+        kind,
+        lo,
+        hi,
+        o_scale,
+        o_zp,
+    )
     return out.reshape(*x.shape[:-1], n)
 
 
@@ -376,7 +529,26 @@ def quantized_conv2d(
     kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu)
     isa, data, col_sums = weight._packed.packed()
     x = x.contiguous(memory_format=torch.channels_last)
-    return _quantized_conv2d(
-        x, data, col_sums, isa, list(weight.int_weight.shape), weight.scale, bias,
-        list(geo.stride), list(geo.padding), list(geo.dilation), weight.groups,
-        list(geo.output_size), float(x_scale), x_zero_point, kind, lo, hi, o_scale, o_zp)
+    return _native.run(
+        _quantized_conv2d,
+        _quantized_conv2d_impl,
+        x,
+        data,
+        col_sums,
+        isa,
+        list(weight.int_weight.shape),
+        weight.scale,
+        bias,
+        list(geo.stride),
+        list(geo.padding),
+        list(geo.dilation),
+        weight.groups,
+        list(geo.output_size),
+        float(x_scale),
+        x_zero_point,
+        kind,
+        lo,
+        hi,
+        o_scale,
+        o_zp,
+    )

@@ -1,4 +1,5 @@
 """Pure-torch references: the oracle the tests compare against (float64 for float ops)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -63,8 +64,9 @@ def conv_bn_relu(
     return torch.relu(out) if relu else out
 
 
-def _requantize(acc: torch.Tensor, scale: torch.Tensor, bias, out_dtype, out_scale, out_zero_point,
-                relu: bool) -> torch.Tensor:
+def _requantize(
+    acc: torch.Tensor, scale: torch.Tensor, bias, out_dtype, out_scale, out_zero_point, relu: bool
+) -> torch.Tensor:
     """The INT8 epilogue in float64: y = acc * scale + bias, ReLU, then quantize if asked."""
     y = acc * scale
     if bias is not None:
@@ -78,20 +80,57 @@ def _requantize(acc: torch.Tensor, scale: torch.Tensor, bias, out_dtype, out_sca
     return torch.clamp(torch.round(y / out_scale) + (out_zero_point or 0), lo, hi)
 
 
-def quantized_linear(x, x_scale, x_zero_point, int_weight, w_scale, bias=None,
-                     out_dtype=torch.float32, out_scale=None, out_zero_point=None,
-                     relu=False) -> torch.Tensor:
+def quantized_linear(
+    x,
+    x_scale,
+    x_zero_point,
+    int_weight,
+    w_scale,
+    bias=None,
+    out_dtype=torch.float32,
+    out_scale=None,
+    out_zero_point=None,
+    relu=False,
+) -> torch.Tensor:
     """Float64 (exact integer accumulation) reference of pyfastcnn.quantized_linear."""
     acc = ((x.long() - x_zero_point) @ int_weight.long().t()).double()
-    return _requantize(acc, x_scale * w_scale.double(), bias, out_dtype, out_scale,
-                       out_zero_point, relu)
+    return _requantize(
+        acc, x_scale * w_scale.double(), bias, out_dtype, out_scale, out_zero_point, relu
+    )
 
 
-def quantized_conv2d(x, x_scale, x_zero_point, int_weight, w_scale, bias=None, stride=1,
-                     padding=0, dilation=1, groups=1, out_dtype=torch.float32, out_scale=None,
-                     out_zero_point=None, relu=False) -> torch.Tensor:
+def quantized_conv2d(
+    x,
+    x_scale,
+    x_zero_point,
+    int_weight,
+    w_scale,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    out_dtype=torch.float32,
+    out_scale=None,
+    out_zero_point=None,
+    relu=False,
+) -> torch.Tensor:
     """Float64 reference of pyfastcnn.quantized_conv2d: integer sums are exact in float64."""
-    acc = F.conv2d((x.long() - x_zero_point).double(), int_weight.double(), None, stride,
-                   padding, dilation, groups)
-    return _requantize(acc, x_scale * w_scale.double().view(-1, 1, 1), bias, out_dtype,
-                       out_scale, out_zero_point, relu)
+    acc = F.conv2d(
+        (x.long() - x_zero_point).double(),
+        int_weight.double(),
+        None,
+        stride,
+        padding,
+        dilation,
+        groups,
+    )
+    return _requantize(
+        acc,
+        x_scale * w_scale.double().view(-1, 1, 1),
+        bias,
+        out_dtype,
+        out_scale,
+        out_zero_point,
+        relu,
+    )

@@ -1,4 +1,5 @@
 """pyfastcnn.sparse_conv2d and pack_sparse: convolution with pruned weights, skipping zeros."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,9 +55,7 @@ class SparseWeight:
         """The dense float32 weight this was packed from."""
         oc, cg, kh, kw = self.shape
         dense = torch.zeros(oc, cg * kh * kw, dtype=torch.float32)
-        rows = torch.repeat_interleave(
-            torch.arange(oc), self.row_ptr[1:] - self.row_ptr[:-1]
-        )
+        rows = torch.repeat_interleave(torch.arange(oc), self.row_ptr[1:] - self.row_ptr[:-1])
         dense[rows, self.col_idx.long()] = self.values
         return dense.view(self.shape)
 
@@ -94,8 +93,7 @@ def pack_sparse(weight: torch.Tensor, format: str = "auto") -> SparseWeight:
     )
 
 
-@torch.library.custom_op("pyfastcnn::sparse_conv2d_csr", mutates_args=(), device_types="cpu")
-def _sparse_conv2d_csr(
+def _sparse_conv2d_csr_impl(
     input: torch.Tensor,
     row_ptr: torch.Tensor,
     col_idx: torch.Tensor,
@@ -137,9 +135,26 @@ def _sparse_conv2d_csr(
     return out
 
 
+_sparse_conv2d_csr = torch.library.custom_op(
+    "pyfastcnn::sparse_conv2d_csr", mutates_args=(), device_types="cpu"
+)(_sparse_conv2d_csr_impl)
+
+
 @_sparse_conv2d_csr.register_fake
-def _(input, row_ptr, col_idx, values, bias, weight_shape, stride, padding, dilation, groups,
-      output_size, relu):
+def _(
+    input,
+    row_ptr,
+    col_idx,
+    values,
+    bias,
+    weight_shape,
+    stride,
+    padding,
+    dilation,
+    groups,
+    output_size,
+    relu,
+):
     return torch.empty(
         (input.shape[0], weight_shape[0], output_size[0], output_size[1]),
         dtype=torch.float32,
@@ -188,7 +203,9 @@ def sparse_conv2d(
     if not isinstance(relu, bool):
         raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
     geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    return _sparse_conv2d_csr(
+    return _native.run(
+        _sparse_conv2d_csr,
+        _sparse_conv2d_csr_impl,
         input,
         weight.row_ptr,
         weight.col_idx,
