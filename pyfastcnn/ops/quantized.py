@@ -24,7 +24,9 @@ _OUT_KINDS = {torch.int32: 0, torch.float32: 1, torch.int8: 2, torch.uint8: 3}
 _ZERO_POINT_RANGE = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
 
 
+@torch.compiler.assume_constant_result
 def _current_isa() -> str:
+    """The INT8 kernel level. Compiled graphs keep the level they were traced with."""
     return _native.C.kernel_isa("int8_gemm")
 
 
@@ -53,6 +55,7 @@ class PackedInt8Weight:
             )
         self.weight = weight.detach().contiguous()
         self._by_isa: Dict[str, tuple] = {}
+        self.packed()  # now, not inside a later traced call (torch.compile cannot trace it)
 
     @property
     def groups(self) -> int:
