@@ -80,23 +80,31 @@ constexpr int64_t out_bytes(Int8OutKind kind) {
     const __m512i av = _mm512_set1_epi32(quad(a##r + 4 * kq));      \
     c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                 \
     c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                 \
+    if constexpr (NP == 2) {                                        \
+      c##r##2 = _mm512_dpbusd_epi32(c##r##2, av, b2);               \
+      c##r##3 = _mm512_dpbusd_epi32(c##r##3, av, b3);               \
+    }                                                               \
   }
 #define PYFASTCNN_DOT_ROWS                                                             \
   PYFASTCNN_DOT_ROW(0) PYFASTCNN_DOT_ROW(1) PYFASTCNN_DOT_ROW(2) PYFASTCNN_DOT_ROW(3) \
   PYFASTCNN_DOT_ROW(4) PYFASTCNN_DOT_ROW(5)
 #define PYFASTCNN_ROW_BASE(r) const uint8_t* base##r = rows[MR > r ? r : 0];
 #define PYFASTCNN_ROW_SEGMENT(r) const uint8_t* a##r = base##r + offset;
-#define PYFASTCNN_ROW_ACC(r) \
-  __m512i c##r##0 = acc[MR > r ? r : 0][0], c##r##1 = acc[MR > r ? r : 0][1];
+#define PYFASTCNN_ROW_ACC(r)                                                  \
+  __m512i c##r##0 = acc[MR > r ? r : 0][0], c##r##1 = acc[MR > r ? r : 0][1], \
+          c##r##2 = acc[MR > r ? r : 0][NP == 2 ? 2 : 0],                     \
+          c##r##3 = acc[MR > r ? r : 0][NP == 2 ? 3 : 1];
 #define PYFASTCNN_FOR_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
-// Adds an MR x 32 tile: acc[r] += row r . panel, where row r is the concatenation of the byte
-// runs rows[r] + segments[s] (s < num_segments), each segment_len bytes; a partial group of four
-// is only allowed at the end of a single segment (plain GEMM).
-template <int MR>
+// Adds an MR x (32 * NP) tile: acc[r] += row r . panels, where row r is the concatenation of
+// the byte runs rows[r] + segments[s] (s < num_segments), each segment_len bytes; a partial
+// group of four is only allowed at the end of a single segment (plain GEMM). With NP = 2 the
+// second panel is panel + panel_stride.
+template <int MR, int NP>
 void dot_tile(const uint8_t* const* rows, const int64_t* segments, int64_t num_segments,
-              int64_t segment_len, const int8_t* panel, __m512i acc[][2]) {
-  static_assert(MR >= 1 && MR <= 6, "tile rows");
+              int64_t segment_len, const int8_t* panel, int64_t panel_stride,
+              __m512i acc[][4]) {
+  static_assert(MR >= 1 && MR <= 6 && (NP == 1 || NP == 2), "tile shape");
   PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_BASE)
   PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_ACC)
   const int64_t full = segment_len / 4;
@@ -106,23 +114,33 @@ void dot_tile(const uint8_t* const* rows, const int64_t* segments, int64_t num_s
     PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_SEGMENT)
     for (int64_t kq = 0; kq < full; ++kq, bp += 128) {
       const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
+      __m512i b2 = b0, b3 = b1;
+      if constexpr (NP == 2) {
+        b2 = _mm512_load_si512(bp + panel_stride);
+        b3 = _mm512_load_si512(bp + panel_stride + 64);
+      }
       const auto quad = [](const uint8_t* p) { return load_quad(p); };
       PYFASTCNN_DOT_ROWS
     }
     if (full * 4 < segment_len) {  // last, partial group of four
       const int64_t kq = full;
       const __m512i b0 = _mm512_load_si512(bp), b1 = _mm512_load_si512(bp + 64);
+      __m512i b2 = b0, b3 = b1;
+      if constexpr (NP == 2) {
+        b2 = _mm512_load_si512(bp + panel_stride);
+        b3 = _mm512_load_si512(bp + panel_stride + 64);
+      }
       const int64_t left = segment_len - full * 4;
       const auto quad = [left](const uint8_t* p) { return load_tail_quad(p, left); };
       PYFASTCNN_DOT_ROWS
       bp += 128;
     }
   }
-  const __m512i all[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
-                             {c30, c31}, {c40, c41}, {c50, c51}};
+  const __m512i all[6][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
+                             {c20, c21, c22, c23}, {c30, c31, c32, c33},
+                             {c40, c41, c42, c43}, {c50, c51, c52, c53}};
   for (int r = 0; r < MR; ++r) {
-    acc[r][0] = all[r][0];
-    acc[r][1] = all[r][1];
+    for (int v = 0; v < 2 * NP; ++v) acc[r][v] = all[r][v];
   }
 }
 #undef PYFASTCNN_FOR_ROWS
@@ -133,24 +151,21 @@ void dot_tile(const uint8_t* const* rows, const int64_t* segments, int64_t num_s
 #undef PYFASTCNN_DOT_ROW
 
 // Accumulators of a tile start at col_offset (zero-point and sign-shift corrections).
-template <int MR>
-void init_tile(const Int8Epilogue& epi, int64_t n0, int cols, __m512i acc[][2]) {
-  const __m512i v0 = epi.col_offset ? _mm512_maskz_loadu_epi32(lane_mask(cols), epi.col_offset + n0)
-                                    : _mm512_setzero_si512();
-  const __m512i v1 = epi.col_offset
-                         ? _mm512_maskz_loadu_epi32(lane_mask(cols - 16), epi.col_offset + n0 + 16)
-                         : _mm512_setzero_si512();
-  for (int r = 0; r < MR; ++r) {
-    acc[r][0] = v0;
-    acc[r][1] = v1;
+template <int MR, int NP>
+void init_tile(const Int8Epilogue& epi, int64_t n0, int cols, __m512i acc[][4]) {
+  for (int v = 0; v < 2 * NP; ++v) {
+    const __m512i init =
+        epi.col_offset ? _mm512_maskz_loadu_epi32(lane_mask(cols - 16 * v), epi.col_offset + n0 + 16 * v)
+                       : _mm512_setzero_si512();
+    for (int r = 0; r < MR; ++r) acc[r][v] = init;
   }
 }
 
 // Epilogue of a tile, rows c_rows[r], columns n0 .. n0 + cols.
-template <int MR, Int8OutKind KIND>
-void store_tile(__m512i acc[][2], const Int8Epilogue& epi, int64_t n0, int cols,
+template <int MR, int NP, Int8OutKind KIND>
+void store_tile(__m512i acc[][4], const Int8Epilogue& epi, int64_t n0, int cols,
                 char* const* c_rows) {
-  for (int v = 0; v < 2; ++v) {
+  for (int v = 0; v < 2 * NP; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
     const int64_t n = n0 + 16 * v;
     __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
@@ -164,52 +179,56 @@ void store_tile(__m512i acc[][2], const Int8Epilogue& epi, int64_t n0, int cols,
   }
 }
 
-// One MR x 32 GEMM tile: rows a + r * lda, columns n0 .. n0 + cols of one packed panel.
-template <int MR, Int8OutKind KIND>
-void gemm_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t K, int64_t n0,
-               int cols, const Int8Epilogue& epi, char* c, int64_t row_bytes) {
+// One MR x (32 * NP) GEMM tile: rows a + r * lda, columns n0 .. n0 + cols of NP packed panels.
+template <int MR, int NP, Int8OutKind KIND>
+void gemm_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t panel_stride,
+               int64_t K, int64_t n0, int cols, const Int8Epilogue& epi, char* c,
+               int64_t row_bytes) {
   const uint8_t* rows[MR];
   char* c_rows[MR];
   for (int r = 0; r < MR; ++r) {
     rows[r] = a + r * lda;
     c_rows[r] = c + r * row_bytes;
   }
-  __m512i acc[MR][2];
-  init_tile<MR>(epi, n0, cols, acc);
+  __m512i acc[MR][4];
+  init_tile<MR, NP>(epi, n0, cols, acc);
   const int64_t whole_row = 0;
-  dot_tile<MR>(rows, &whole_row, 1, K, panel, acc);
-  store_tile<MR, KIND>(acc, epi, n0, cols, c_rows);
+  dot_tile<MR, NP>(rows, &whole_row, 1, K, panel, panel_stride, acc);
+  store_tile<MR, NP, KIND>(acc, epi, n0, cols, c_rows);
 }
 
-// One MR x 32 conv tile: output pixels with source rows base[0..MR) and output rows
+// One MR x (32 * NP) conv tile: output pixels with source rows base[0..MR) and output rows
 // c_rows[0..MR), channels n0 .. n0 + cols of group grp.
-template <int MR, Int8OutKind KIND>
+template <int MR, int NP, Int8OutKind KIND>
 void conv_tile(const Int8ConvArgs& g, int64_t grp, const uint8_t* const* base,
-               char* const* c_rows, const int8_t* panel, int64_t n0, int cols) {
-  __m512i acc[MR][2];
-  init_tile<MR>(g.epi, grp * g.ocg + n0, cols, acc);
-  dot_tile<MR>(base, g.segment_offset, g.num_segments, g.segment_len, panel, acc);
-  store_tile<MR, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows);
+               char* const* c_rows, const int8_t* panel, int64_t panel_stride, int64_t n0,
+               int cols) {
+  __m512i acc[MR][4];
+  init_tile<MR, NP>(g.epi, grp * g.ocg + n0, cols, acc);
+  dot_tile<MR, NP>(base, g.segment_offset, g.num_segments, g.segment_len, panel, panel_stride,
+                   acc);
+  store_tile<MR, NP, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows);
 }
 
-template <Int8OutKind KIND>
+template <Int8OutKind KIND, int NP>
 struct Tiles {
-  using GemmFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int,
+  using GemmFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int64_t, int,
                           const Int8Epilogue&, char*, int64_t);
   using ConvFn = void (*)(const Int8ConvArgs&, int64_t, const uint8_t* const*, char* const*,
-                          const int8_t*, int64_t, int);
-  static constexpr GemmFn gemm[kMR + 1] = {nullptr,
-                                           gemm_tile<1, KIND>, gemm_tile<2, KIND>,
-                                           gemm_tile<3, KIND>, gemm_tile<4, KIND>,
-                                           gemm_tile<5, KIND>, gemm_tile<6, KIND>};
-  static constexpr ConvFn conv[kMR + 1] = {nullptr,
-                                           conv_tile<1, KIND>, conv_tile<2, KIND>,
-                                           conv_tile<3, KIND>, conv_tile<4, KIND>,
-                                           conv_tile<5, KIND>, conv_tile<6, KIND>};
+                          const int8_t*, int64_t, int64_t, int);
+  static constexpr GemmFn gemm[kMR + 1] = {
+      nullptr,                  gemm_tile<1, NP, KIND>, gemm_tile<2, NP, KIND>,
+      gemm_tile<3, NP, KIND>,   gemm_tile<4, NP, KIND>, gemm_tile<5, NP, KIND>,
+      gemm_tile<6, NP, KIND>};
+  static constexpr ConvFn conv[kMR + 1] = {
+      nullptr,                  conv_tile<1, NP, KIND>, conv_tile<2, NP, KIND>,
+      conv_tile<3, NP, KIND>,   conv_tile<4, NP, KIND>, conv_tile<5, NP, KIND>,
+      conv_tile<6, NP, KIND>};
 };
 
-// Runs tile(m, rows, p, n0, cols) over an M x N problem split into tasks of kMC rows x kNCP
-// panels: a task's rows stay in L2 while each of its panels is reused by every row tile.
+// Runs tile(state, m, rows, p, np, n0, cols) over an M x N problem split into tasks of kMC rows
+// x kNCP panels: a task's rows stay in L2 while its panels are reused by every row tile. Tiles
+// span two panels (np = 2) where the task has a pair, one otherwise.
 // setup(m_begin, m_end) runs once per task and returns the task's state, passed to its tiles.
 template <class Setup, class Tile>
 void for_each_tile(int64_t M, int64_t N, const Setup& setup, const Tile& tile) {
@@ -222,12 +241,14 @@ void for_each_tile(int64_t M, int64_t N, const Setup& setup, const Tile& tile) {
       const int64_t p_begin = (t % col_blocks) * kNCP;
       const int64_t p_end = panels < p_begin + kNCP ? panels : p_begin + kNCP;
       const auto state = setup(m_begin, m_end);
-      for (int64_t p = p_begin; p < p_end; ++p) {
-        const int64_t n0 = p * kPanelCols;
-        const int cols = static_cast<int>(N - n0 < kPanelCols ? N - n0 : kPanelCols);
+      for (int64_t p = p_begin; p < p_end;) {
+        const int np = p + 1 < p_end ? 2 : 1;
+        const int64_t n0 = p * kPanelCols, span = np * kPanelCols;
+        const int cols = static_cast<int>(N - n0 < span ? N - n0 : span);
         for (int64_t m = m_begin; m < m_end; m += kMR) {
-          tile(state, m, static_cast<int>(m_end - m < kMR ? m_end - m : kMR), p, n0, cols);
+          tile(state, m, static_cast<int>(m_end - m < kMR ? m_end - m : kMR), p, np, n0, cols);
         }
+        p += np;
       }
     }
   });
@@ -241,10 +262,11 @@ void gemm(const Int8GemmArgs& args) {
   char* c = static_cast<char*>(args.c);
   const int64_t row_bytes = args.ldc * out_bytes(KIND);
   const auto no_setup = [](int64_t, int64_t) { return 0; };
-  for_each_tile(s.M, s.N, no_setup, [&](int, int64_t m, int rows, int64_t p, int64_t n0,
-                                        int cols) {
-    Tiles<KIND>::gemm[rows](args.a + m * args.lda, args.lda, packed + p * stride, s.K, n0, cols,
-                            args.epi, c + m * row_bytes, row_bytes);
+  for_each_tile(s.M, s.N, no_setup, [&](int, int64_t m, int rows, int64_t p, int np,
+                                        int64_t n0, int cols) {
+    const auto fn = np == 2 ? Tiles<KIND, 2>::gemm[rows] : Tiles<KIND, 1>::gemm[rows];
+    fn(args.a + m * args.lda, args.lda, packed + p * stride, stride, s.K, n0, cols, args.epi,
+       c + m * row_bytes, row_bytes);
   });
 }
 
@@ -282,9 +304,10 @@ void conv(const Int8ConvArgs& args) {
       return t;
     };
     for_each_tile(M, args.ocg, setup, [&](const TaskRows& t, int64_t m, int rows, int64_t p,
-                                          int64_t n0, int cols) {
-      Tiles<KIND>::conv[rows](args, grp, t.base + (m - t.first), t.c_rows + (m - t.first),
-                              packed + p * stride, n0, cols);
+                                          int np, int64_t n0, int cols) {
+      const auto fn = np == 2 ? Tiles<KIND, 2>::conv[rows] : Tiles<KIND, 1>::conv[rows];
+      fn(args, grp, t.base + (m - t.first), t.c_rows + (m - t.first), packed + p * stride,
+         stride, n0, cols);
     });
   }
 }
