@@ -90,20 +90,32 @@ void run_gemm(const Int8GemmKernel& k, const Int8GemmArgs& args) {
     return;
   }
   const Int8GemmShape s = args.shape;
-  AlignedBuffer raw(static_cast<size_t>(s.M * s.N) * sizeof(int32_t));
+  void* raw_sums = scratch(ScratchSlot::int32_sums, static_cast<size_t>(s.M * s.N) * 4);
   Int8GemmArgs raw_args = args;
-  raw_args.c = raw.data();
+  raw_args.c = raw_sums;
   raw_args.ldc = s.N;
   raw_args.epi.kind = Int8OutKind::i32;
   k.gemm(raw_args);
   Int8Epilogue epi = args.epi;
   epi.col_offset = nullptr;  // already added by the kernel
-  const int32_t* acc = static_cast<const int32_t*>(raw.data());
+  const int32_t* acc = static_cast<const int32_t*>(raw_sums);
   char* c = static_cast<char*>(args.c);
   const int64_t row_bytes = args.ldc * out_elem_size(epi.kind);
   parallel_for(s.M, 16, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
       ref::int8_epilogue_row(acc + m * s.N, 0, s.N, epi, c + m * row_bytes);
+    }
+  });
+}
+
+// dst[m][k] = src[m][k] ^ 0x80 (int8 to uint8 + 128). Locals with __restrict: byte stores may
+// alias anything, so through captured references GCC would reload every pointer per byte.
+void shift_to_unsigned(const int8_t* src, int64_t ld, int64_t rows, int64_t cols, uint8_t* dst) {
+  parallel_for(rows, 64, [=](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      const uint8_t* __restrict in = reinterpret_cast<const uint8_t*>(src + m * ld);
+      uint8_t* __restrict out = dst + m * cols;
+      for (int64_t k = 0; k < cols; ++k) out[k] = in[k] ^ 0x80;
     }
   });
 }
@@ -189,17 +201,17 @@ void int8_gemm(const TensorRef& a, const TensorRef& b, const TensorRef& c) {
   std::vector<int32_t> sums(N);
   compute_col_sums(bp, ldb, K, N, sums.data());
   // a as unsigned bytes (a + 128); the shift comes back out through col_offset.
-  AlignedBuffer shifted(static_cast<size_t>(M * K));
-  uint8_t* au = static_cast<uint8_t*>(shifted.data());
-  const int8_t* ap = static_cast<const int8_t*>(a.data);
-  parallel_for(M, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; ++m) {
-      for (int64_t kk = 0; kk < K; ++kk) au[m * K + kk] = static_cast<uint8_t>(ap[m * lda + kk]) ^ 0x80;
-    }
-  });
+  const uint8_t* au = static_cast<const uint8_t*>(a.data);
+  int64_t a_ld = lda;
+  if (!k.signed_a) {
+    uint8_t* shifted = static_cast<uint8_t*>(scratch(ScratchSlot::activations, M * K));
+    shift_to_unsigned(static_cast<const int8_t*>(a.data), lda, M, K, shifted);
+    au = shifted;
+    a_ld = K;
+  }
   const QuantParams q{0, 1.0f, Int8OutKind::i32, 0.0f, 0.0f, 1.0f, 0};
   Epilogue e = make_epilogue(sums.data(), N, 128, nullptr, nullptr, q);
-  run_gemm(k, Int8GemmArgs{au, K, packed.data(), {M, N, K}, cp, ldc, e.epi});
+  run_gemm(k, Int8GemmArgs{au, a_ld, packed.data(), {M, N, K}, cp, ldc, e.epi, k.signed_a});
 }
 
 void int8_linear(const TensorRef& x, Isa layout, const TensorRef& packed,
@@ -218,16 +230,11 @@ void int8_linear(const TensorRef& x, Isa layout, const TensorRef& packed,
   const int64_t lda = detail::row_major_ld(x, "x"), ldc = detail::row_major_ld(out, "out");
   if (M == 0) return;
   const uint8_t* a = static_cast<const uint8_t*>(x.data);
-  AlignedBuffer shifted;
   int64_t a_ld = lda;
-  if (x.dtype == DType::i8) {
-    shifted = AlignedBuffer(static_cast<size_t>(M * K));
-    uint8_t* au = static_cast<uint8_t*>(shifted.data());
-    parallel_for(M, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t m = begin; m < end; ++m) {
-        for (int64_t kk = 0; kk < K; ++kk) au[m * K + kk] = a[m * lda + kk] ^ 0x80;
-      }
-    });
+  const bool in_kernel_shift = x.dtype == DType::i8 && k.signed_a;
+  if (x.dtype == DType::i8 && !k.signed_a) {
+    uint8_t* au = static_cast<uint8_t*>(scratch(ScratchSlot::activations, M * K));
+    shift_to_unsigned(reinterpret_cast<const int8_t*>(a), lda, M, K, au);
     a = au;
     a_ld = K;
   }
@@ -235,7 +242,8 @@ void int8_linear(const TensorRef& x, Isa layout, const TensorRef& packed,
                              kernel_zero_point(x.dtype, q.x_zero_point),
                              w_scale ? static_cast<const float*>(w_scale->data) : nullptr,
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
-  run_gemm(k, Int8GemmArgs{a, a_ld, packed.data, {M, N, K}, out.data, ldc, e.epi});
+  run_gemm(k, Int8GemmArgs{a, a_ld, packed.data, {M, N, K}, out.data, ldc, e.epi,
+                           in_kernel_shift});
 }
 
 namespace {
@@ -252,7 +260,6 @@ bool is_channels_last(const TensorRef& t) {
 struct ConvSource {
   const uint8_t* data;
   int64_t Hs, Ws, Cs, cg4;
-  AlignedBuffer storage;
 };
 
 ConvSource conv_source(const uint8_t* x, const Conv2dGeometry& g, uint8_t flip, uint8_t zp) {
@@ -270,8 +277,9 @@ ConvSource conv_source(const uint8_t* x, const Conv2dGeometry& g, uint8_t flip, 
     s.Ws = g.W;
     return s;
   }
-  s.storage = AlignedBuffer(static_cast<size_t>(g.N * s.Hs * s.Ws * s.Cs));
-  uint8_t* dst = static_cast<uint8_t*>(s.storage.data());
+  uint8_t* dst = static_cast<uint8_t*>(
+      scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * s.Hs * s.Ws * s.Cs)));
+  const int64_t cg4 = s.cg4, C = g.C, groups = g.groups;
   parallel_for(g.N * s.Hs, 4, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / s.Hs, ih = row % s.Hs - g.pad_top;
@@ -286,14 +294,15 @@ ConvSource conv_source(const uint8_t* x, const Conv2dGeometry& g, uint8_t flip, 
           std::memset(out, zp, s.Cs);
           continue;
         }
-        const uint8_t* in = x + ((n * g.H + ih) * g.W + iw) * g.C;
-        if (s.cg4 == cg && !flip) {
-          std::memcpy(out, in, g.C);
+        const uint8_t* __restrict in = x + ((n * g.H + ih) * g.W + iw) * g.C;
+        if (cg4 == cg && !flip) {
+          std::memcpy(out, in, C);
           continue;
         }
-        for (int64_t grp = 0; grp < g.groups; ++grp) {
-          for (int64_t c = 0; c < cg; ++c) out[grp * s.cg4 + c] = in[grp * cg + c] ^ flip;
-          for (int64_t c = cg; c < s.cg4; ++c) out[grp * s.cg4 + c] = zp;
+        uint8_t* __restrict o = out;
+        for (int64_t grp = 0; grp < groups; ++grp) {
+          for (int64_t c = 0; c < cg; ++c) o[grp * cg4 + c] = in[grp * cg + c] ^ flip;
+          for (int64_t c = cg; c < cg4; ++c) o[grp * cg4 + c] = zp;
         }
       }
     }
@@ -356,8 +365,8 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   }
   // No implicit-GEMM kernel at this level: gather rows (im2col) in cache-sized chunks.
   const int64_t chunk = std::max<int64_t>(96, (int64_t{1} << 20) / K / 96 * 96);
-  AlignedBuffer columns(static_cast<size_t>(std::min(chunk, M) * K));
-  uint8_t* cols = static_cast<uint8_t*>(columns.data());
+  uint8_t* cols = static_cast<uint8_t*>(
+      scratch(ScratchSlot::columns, static_cast<size_t>(std::min(chunk, M) * K)));
   const int64_t out_size = out_elem_size(q.out_kind);
   for (int64_t grp = 0; grp < g.groups; ++grp) {
     Int8Epilogue epi = e.epi;
@@ -378,7 +387,7 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
         }
       });
       char* c = static_cast<char*>(out.data) + (m0 * OC + grp * ocg) * out_size;
-      run_gemm(k, Int8GemmArgs{cols, K, b, {rows, ocg, K}, c, OC, epi});
+      run_gemm(k, Int8GemmArgs{cols, K, b, {rows, ocg, K}, c, OC, epi, false});
     }
   }
 }

@@ -29,6 +29,13 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
 }
 
 void* AlignedBuffer::data() const { return data_; }
+
+void* scratch(ScratchSlot slot, size_t bytes) {
+  thread_local AlignedBuffer buffers[4];
+  AlignedBuffer& buffer = buffers[static_cast<int>(slot)];
+  if (buffer.size() < bytes) buffer = AlignedBuffer(bytes + bytes / 4);  // headroom
+  return buffer.data();
+}
 size_t AlignedBuffer::size() const { return size_; }
 
 }  // namespace pyfastcnn

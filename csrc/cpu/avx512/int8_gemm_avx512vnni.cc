@@ -77,7 +77,7 @@ constexpr int64_t out_bytes(Int8OutKind kind) {
 // on every k-step.
 #define PYFASTCNN_DOT_ROW(r)                                        \
   if constexpr (MR > r) {                                           \
-    const __m512i av = _mm512_set1_epi32(quad(a##r + 4 * kq));      \
+    const __m512i av = flip(_mm512_set1_epi32(quad(a##r + 4 * kq))); \
     c##r##0 = _mm512_dpbusd_epi32(c##r##0, av, b0);                 \
     c##r##1 = _mm512_dpbusd_epi32(c##r##1, av, b1);                 \
     if constexpr (NP == 2) {                                        \
@@ -100,10 +100,16 @@ constexpr int64_t out_bytes(Int8OutKind kind) {
 // the byte runs rows[r] + segments[s] (s < num_segments), each segment_len bytes; a partial
 // group of four is only allowed at the end of a single segment (plain GEMM). With NP = 2 the
 // second panel is panel + panel_stride.
-template <int MR, int NP>
+// SIGNED_A: the rows hold int8; flipping the sign bit after the broadcast adds 128.
+template <int MR, int NP, bool SIGNED_A = false>
 void dot_tile(const uint8_t* const* rows, const int64_t* segments, int64_t num_segments,
               int64_t segment_len, const int8_t* panel, int64_t panel_stride,
               __m512i acc[][4]) {
+  const __m512i sign_bits = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
+  const auto flip = [&](__m512i v) {
+    if constexpr (SIGNED_A) return _mm512_xor_si512(v, sign_bits);
+    return v;
+  };
   static_assert(MR >= 1 && MR <= 6 && (NP == 1 || NP == 2), "tile shape");
   PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_BASE)
   PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_ACC)
@@ -180,7 +186,7 @@ void store_tile(__m512i acc[][4], const Int8Epilogue& epi, int64_t n0, int cols,
 }
 
 // One MR x (32 * NP) GEMM tile: rows a + r * lda, columns n0 .. n0 + cols of NP packed panels.
-template <int MR, int NP, Int8OutKind KIND>
+template <int MR, int NP, Int8OutKind KIND, bool SIGNED_A>
 void gemm_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t panel_stride,
                int64_t K, int64_t n0, int cols, const Int8Epilogue& epi, char* c,
                int64_t row_bytes) {
@@ -193,7 +199,7 @@ void gemm_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t panel
   __m512i acc[MR][4];
   init_tile<MR, NP>(epi, n0, cols, acc);
   const int64_t whole_row = 0;
-  dot_tile<MR, NP>(rows, &whole_row, 1, K, panel, panel_stride, acc);
+  dot_tile<MR, NP, SIGNED_A>(rows, &whole_row, 1, K, panel, panel_stride, acc);
   store_tile<MR, NP, KIND>(acc, epi, n0, cols, c_rows);
 }
 
@@ -210,16 +216,20 @@ void conv_tile(const Int8ConvArgs& g, int64_t grp, const uint8_t* const* base,
   store_tile<MR, NP, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows);
 }
 
-template <Int8OutKind KIND, int NP>
+template <Int8OutKind KIND, int NP, bool SIGNED_A = false>
 struct Tiles {
   using GemmFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int64_t, int,
                           const Int8Epilogue&, char*, int64_t);
   using ConvFn = void (*)(const Int8ConvArgs&, int64_t, const uint8_t* const*, char* const*,
                           const int8_t*, int64_t, int64_t, int);
   static constexpr GemmFn gemm[kMR + 1] = {
-      nullptr,                  gemm_tile<1, NP, KIND>, gemm_tile<2, NP, KIND>,
-      gemm_tile<3, NP, KIND>,   gemm_tile<4, NP, KIND>, gemm_tile<5, NP, KIND>,
-      gemm_tile<6, NP, KIND>};
+      nullptr,
+      gemm_tile<1, NP, KIND, SIGNED_A>,
+      gemm_tile<2, NP, KIND, SIGNED_A>,
+      gemm_tile<3, NP, KIND, SIGNED_A>,
+      gemm_tile<4, NP, KIND, SIGNED_A>,
+      gemm_tile<5, NP, KIND, SIGNED_A>,
+      gemm_tile<6, NP, KIND, SIGNED_A>};
   static constexpr ConvFn conv[kMR + 1] = {
       nullptr,                  conv_tile<1, NP, KIND>, conv_tile<2, NP, KIND>,
       conv_tile<3, NP, KIND>,   conv_tile<4, NP, KIND>, conv_tile<5, NP, KIND>,
@@ -254,7 +264,7 @@ void for_each_tile(int64_t M, int64_t N, const Setup& setup, const Tile& tile) {
   });
 }
 
-template <Int8OutKind KIND>
+template <Int8OutKind KIND, bool SIGNED_A>
 void gemm(const Int8GemmArgs& args) {
   const Int8GemmShape s = args.shape;
   const int64_t stride = panel_bytes(s.K);
@@ -264,7 +274,8 @@ void gemm(const Int8GemmArgs& args) {
   const auto no_setup = [](int64_t, int64_t) { return 0; };
   for_each_tile(s.M, s.N, no_setup, [&](int, int64_t m, int rows, int64_t p, int np,
                                         int64_t n0, int cols) {
-    const auto fn = np == 2 ? Tiles<KIND, 2>::gemm[rows] : Tiles<KIND, 1>::gemm[rows];
+    const auto fn = np == 2 ? Tiles<KIND, 2, SIGNED_A>::gemm[rows]
+                            : Tiles<KIND, 1, SIGNED_A>::gemm[rows];
     fn(args.a + m * args.lda, args.lda, packed + p * stride, stride, s.K, n0, cols, args.epi,
        c + m * row_bytes, row_bytes);
   });
@@ -312,6 +323,16 @@ void conv(const Int8ConvArgs& args) {
   }
 }
 
+template <bool SIGNED_A>
+void gemm_any_kind(const Int8GemmArgs& args) {
+  switch (args.epi.kind) {
+    case Int8OutKind::i32: return gemm<Int8OutKind::i32, SIGNED_A>(args);
+    case Int8OutKind::f32: return gemm<Int8OutKind::f32, SIGNED_A>(args);
+    case Int8OutKind::s8: return gemm<Int8OutKind::s8, SIGNED_A>(args);
+    case Int8OutKind::u8: return gemm<Int8OutKind::u8, SIGNED_A>(args);
+  }
+}
+
 }  // namespace
 
 size_t int8_packed_b_bytes(int64_t K, int64_t N) {
@@ -336,21 +357,17 @@ void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packe
   }
 }
 
+void int8_gemm(const Int8GemmArgs& args) {
+  if (args.a_signed) return gemm_any_kind<true>(args);
+  gemm_any_kind<false>(args);
+}
+
 void int8_conv(const Int8ConvArgs& args) {
   switch (args.epi.kind) {
     case Int8OutKind::i32: return conv<Int8OutKind::i32>(args);
     case Int8OutKind::f32: return conv<Int8OutKind::f32>(args);
     case Int8OutKind::s8: return conv<Int8OutKind::s8>(args);
     case Int8OutKind::u8: return conv<Int8OutKind::u8>(args);
-  }
-}
-
-void int8_gemm(const Int8GemmArgs& args) {
-  switch (args.epi.kind) {
-    case Int8OutKind::i32: return gemm<Int8OutKind::i32>(args);
-    case Int8OutKind::f32: return gemm<Int8OutKind::f32>(args);
-    case Int8OutKind::s8: return gemm<Int8OutKind::s8>(args);
-    case Int8OutKind::u8: return gemm<Int8OutKind::u8>(args);
   }
 }
 

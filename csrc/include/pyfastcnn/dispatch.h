@@ -13,6 +13,7 @@ struct Int8GemmKernel {
   Int8GemmFn gemm;
   bool fused_epilogue;  // false: gemm handles Int8OutKind::i32 only
   Int8ConvFn conv;      // implicit-GEMM conv with fused epilogue, or null (im2col + gemm)
+  bool signed_a;        // gemm reads int8 A directly (Int8GemmArgs::a_signed)
 };
 Int8GemmKernel int8_gemm_kernel();
 Int8GemmKernel int8_gemm_kernel_for(Isa isa);

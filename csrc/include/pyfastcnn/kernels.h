@@ -29,13 +29,14 @@ struct Int8Epilogue {
   int32_t out_zero_point;
 };
 struct Int8GemmArgs {
-  const uint8_t* a;
+  const uint8_t* a;  // unsigned bytes, or int8 when a_signed (kernels with signed_a only)
   int64_t lda;
   const void* packed_b;
   Int8GemmShape shape;
   void* c;  // element type given by epi.kind
   int64_t ldc;
   Int8Epilogue epi;
+  bool a_signed;  // A holds int8: the kernel adds 128 itself (col_offset accounts for it)
 };
 // ---- INT8 convolution as an implicit GEMM (no im2col) ---------------------------------------
 // The source is an NHWC uint8 image padded so that every tap of every output pixel is inside
