@@ -27,3 +27,13 @@ def run(benchmark, fn, *, group: str, impl: str, ops: int, **extra):
     benchmark.extra_info.update(impl=impl, ops=ops, **extra)
     rounds = 3 if QUICK else 10
     return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+
+
+def pytest_collection_modifyitems(items):
+    """All 1-thread benchmarks first, then 2-thread ones: switching thread counts between
+    every benchmark (both pools re-created) disturbed the 2-thread timings here."""
+    items.sort(
+        key=lambda item: (
+            getattr(item, "callspec", None) and item.callspec.params.get("threads", 0) or 0
+        )
+    )
