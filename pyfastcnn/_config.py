@@ -76,6 +76,7 @@ def config() -> Dict[str, Any]:
             supported_isas=supported_isas(),
             kernels={op: _native.C.kernel_isa(op) for op in OPS},
             num_threads=_native.C.get_num_threads(),
+            threading=_native.C.threading_backend(),
             torch_num_threads=torch.get_num_threads(),
             build=dict(_native.C.build_info()),
         )
@@ -98,7 +99,8 @@ def show_config() -> None:
             f"CPU ISA: detected {info['detected_isa']}, selected {info['selected_isa']} "
             f"(supported: {', '.join(info['supported_isas'])})",
             "kernels: " + ", ".join(f"{op}={isa}" for op, isa in info["kernels"].items()),
-            f"threads: {info['num_threads']} (torch: {info['torch_num_threads']})",
+            f"threads: {info['num_threads']} on {info['threading']} "
+            f"(torch: {info['torch_num_threads']})",
             f"compiler: {build['compiler']} ({build['build_type']}, {build['flags']})",
         ]
         for isa, flags in build["isa_flags"].items():

@@ -195,6 +195,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("kernel_isa", [](const std::string& op) { return std::string(kernel_isa(op.c_str())); },
         "ISA level of the kernel an op runs now", py::arg("op"));
   m.def("get_num_threads", &get_num_threads);
+  m.def("threading_backend", &threading_backend);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("build_info", [] {
     py::dict info;

@@ -1,10 +1,16 @@
 #include "pyfastcnn/parallel.h"
 
+#include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -135,6 +141,84 @@ void after_fork_child() {
 [[maybe_unused]] const int g_atfork_registered =
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 
+// ---- running on the process's OpenMP runtime -----------------------------------------------
+// PyTorch runs its CPU ops on GNU OpenMP, whose idle workers spin for milliseconds after each
+// op. A second pool (ours) then fights them for the cores: on 2 cores our 2-thread kernels ran
+// 3x slower right after a torch op. So when a libgomp is already loaded (PyTorch's), parallel
+// regions run on its threads, found at run time: nothing links against it at build time.
+// PYFASTCNN_THREADING=own forces pyfastcnn's pool. Forked children use their own pool.
+using GompParallelFn = void (*)(void (*)(void*), void*, unsigned, unsigned);
+
+struct OpenMpRuntime {
+  GompParallelFn parallel = nullptr;
+  std::string library;
+  pid_t pid = 0;
+};
+
+int find_gomp(struct dl_phdr_info* info, size_t, void* data) {
+  auto* rt = static_cast<OpenMpRuntime*>(data);
+  const char* name = info->dlpi_name;
+  if (!name || !std::strstr(name, "libgomp")) return 0;
+  void* handle = dlopen(name, RTLD_NOLOAD | RTLD_LAZY);  // already loaded: adds a reference
+  if (!handle) return 0;
+  rt->parallel = reinterpret_cast<GompParallelFn>(dlsym(handle, "GOMP_parallel"));
+  if (!rt->parallel) return 0;
+  rt->library = name;
+  return 1;
+}
+
+const OpenMpRuntime& openmp_runtime() {
+  static const OpenMpRuntime rt = [] {
+    OpenMpRuntime found;
+    const char* mode = std::getenv("PYFASTCNN_THREADING");
+    if (mode && std::strcmp(mode, "own") == 0) return found;
+    dl_iterate_phdr(find_gomp, &found);
+    found.pid = getpid();
+    return found;
+  }();
+  return rt;
+}
+
+struct OpenMpJob {
+  RangeFn fn;
+  void* ctx;
+  int64_t n, chunk, num_chunks;
+  std::atomic<int64_t> next{0};
+};
+
+void openmp_body(void* data) {
+  auto* job = static_cast<OpenMpJob*>(data);
+  const bool was_inside = t_inside_job;
+  t_inside_job = true;
+  for (;;) {
+    const int64_t c = job->next.fetch_add(1, std::memory_order_relaxed);
+    if (c >= job->num_chunks) break;
+    const int64_t begin = c * job->chunk;
+    job->fn(job->ctx, begin, std::min(job->n, begin + job->chunk));
+  }
+  t_inside_job = was_inside;
+}
+
+std::atomic<bool> g_openmp_busy{false};
+
+// True when the job ran on the OpenMP runtime.
+bool try_run_openmp(int64_t n, int64_t grain, RangeFn fn, void* ctx, int threads) {
+  const OpenMpRuntime& rt = openmp_runtime();
+  if (!rt.parallel || rt.pid != getpid()) return false;
+  bool expected = false;  // a concurrent caller runs inline rather than add a second team
+  if (!g_openmp_busy.compare_exchange_strong(expected, true)) return false;
+  OpenMpJob job;
+  job.fn = fn;
+  job.ctx = ctx;
+  job.n = n;
+  job.chunk = std::max<int64_t>(grain, 1);
+  job.num_chunks = (n + job.chunk - 1) / job.chunk;
+  rt.parallel(openmp_body, &job,
+              static_cast<unsigned>(std::min<int64_t>(threads, job.num_chunks)), 0);
+  g_openmp_busy.store(false);
+  return true;
+}
+
 std::shared_ptr<Pool> current_pool() {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_num_threads == 0) g_num_threads = default_num_threads();
@@ -165,10 +249,18 @@ void set_num_threads(int n) {
 void parallel_for(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
   if (n <= 0) return;
   if (n > std::max<int64_t>(grain, 1) && !t_inside_job) {
+    const int threads = get_num_threads();
+    if (threads > 1 && try_run_openmp(n, grain, fn, ctx, threads)) return;
     std::shared_ptr<Pool> pool = current_pool();
     if (pool && pool->try_run(n, grain, fn, ctx)) return;
   }
   fn(ctx, 0, n);
+}
+
+std::string threading_backend() {
+  const OpenMpRuntime& rt = openmp_runtime();
+  if (rt.parallel && rt.pid == getpid()) return "openmp (" + rt.library + ")";
+  return "own pool";
 }
 
 }  // namespace pyfastcnn

@@ -1,12 +1,17 @@
-// pyfastcnn's own thread pool: no OpenMP, so no second OpenMP runtime beside PyTorch's.
-// Workers spin briefly after a job, then sleep; a call made while the pool is busy (another
-// thread, or nested) runs inline instead of waiting, so nothing deadlocks or oversubscribes.
+// Parallel loops. They run on the process's GNU OpenMP runtime when one is loaded (PyTorch's:
+// sharing its threads instead of competing with them, see parallel.cc), else on pyfastcnn's own
+// pool, whose workers spin briefly after a job and then sleep. A call made while a job is in
+// flight (another thread, or nested) runs inline instead of waiting: nothing deadlocks or
+// oversubscribes.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace pyfastcnn {
 
 int get_num_threads();
+// "openmp (<library>)" or "own pool".
+std::string threading_backend();
 void set_num_threads(int n);  // n >= 1
 
 using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
