@@ -21,6 +21,16 @@ const Int8GemmKernel kInt8Gemm[kNumIsas] = {
 #endif
 };
 
+#define F32_CONV_ENTRY(isa, ns) \
+  { isa, ns::f32_packed_floats, ns::f32_pack_b, ns::conv2d_f32 }
+const F32ConvKernel kF32Conv[kNumIsas] = {
+    {Isa::scalar, nullptr, nullptr, nullptr},
+#ifdef PYFASTCNN_X86
+    {Isa::avx2, nullptr, nullptr, nullptr},
+    F32_CONV_ENTRY(Isa::avx512, avx512),
+#endif
+};
+
 const SparseConv2dCsrFn kSparseConv2dCsr[kNumIsas] = {ref::sparse_conv2d_csr};
 const Conv2dDenseFn kConv2dDense[kNumIsas] = {ref::conv2d_dense};
 
@@ -41,7 +51,13 @@ int fn_level(const Fn (&table)[kNumIsas], Isa isa) {
   return level_for(table, isa, [](Fn f) { return f != nullptr; });
 }
 
+int f32_conv_level(Isa isa) {
+  return level_for(kF32Conv, isa, [](const F32ConvKernel& k) { return k.conv != nullptr; });
+}
+
 }  // namespace
+
+F32ConvKernel f32_conv_kernel() { return kF32Conv[f32_conv_level(selected_isa())]; }
 
 Int8GemmKernel int8_gemm_kernel_for(Isa isa) { return kInt8Gemm[int8_level(isa)]; }
 Int8GemmKernel int8_gemm_kernel() { return int8_gemm_kernel_for(selected_isa()); }
@@ -58,7 +74,7 @@ const char* kernel_isa(const char* op) {
   } else if (std::strcmp(op, "sparse_conv2d") == 0) {
     level = fn_level(kSparseConv2dCsr, isa);
   } else if (std::strcmp(op, "conv2d_dense") == 0) {
-    level = fn_level(kConv2dDense, isa);
+    level = f32_conv_level(isa);
   } else {
     throw std::invalid_argument(std::string("unknown op '") + op + "'");
   }

@@ -31,7 +31,7 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
 void* AlignedBuffer::data() const { return data_; }
 
 void* scratch(ScratchSlot slot, size_t bytes) {
-  thread_local AlignedBuffer buffers[4];
+  thread_local AlignedBuffer buffers[kNumScratchSlots];
   AlignedBuffer& buffer = buffers[static_cast<int>(slot)];
   if (buffer.size() < bytes) buffer = AlignedBuffer(bytes + bytes / 4);  // headroom
   return buffer.data();

@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "pyfastcnn/dispatch.h"
 #include "pyfastcnn/memory.h"
+#include "pyfastcnn/parallel.h"
 #include "op_checks.h"
 
 namespace pyfastcnn {
@@ -112,6 +114,100 @@ void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const T
   sparse_conv2d_csr_kernel()(conv_io(input, output), g, w, epi);
 }
 
+namespace {
+
+bool nhwc_contiguous(const TensorRef& t) {
+  const int64_t C = t.sizes[1], H = t.sizes[2], W = t.sizes[3];
+  return (t.sizes[0] <= 1 || t.strides[0] == H * W * C) && (C <= 1 || t.strides[1] == 1) &&
+         (H <= 1 || t.strides[2] == W * C) && (W <= 1 || t.strides[3] == C);
+}
+
+// Implicit-GEMM FP32 conv (see F32ConvArgs): zero-padded NHWC source (the input itself when it
+// already is one), weights packed per call, output NHWC (or staged, then scattered to `output`).
+void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const TensorRef& weight,
+                         const Conv2dGeometry& g, const Conv2dEpilogue& epi,
+                         const TensorRef& output) {
+  const int64_t cg = g.C / g.groups, ocg = g.OC / g.groups, K = g.KH * g.KW * cg;
+  const int64_t Hs = (g.OH - 1) * g.stride_h + (g.KH - 1) * g.dil_h + 1;
+  const int64_t Ws = (g.OW - 1) * g.stride_w + (g.KW - 1) * g.dil_w + 1;
+  const float* x = static_cast<const float*>(input.data);
+  const float* src = x;
+  int64_t src_h = g.H, src_w = g.W;
+  if (!(nhwc_contiguous(input) && g.pad_top == 0 && g.pad_left == 0 && Hs <= g.H && Ws <= g.W)) {
+    float* dst = static_cast<float*>(
+        scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * Hs * Ws * g.C) * 4));
+    const int64_t sN = input.strides[0], sC = input.strides[1], sH = input.strides[2],
+                  sW = input.strides[3], C = g.C, H = g.H, W = g.W, pt = g.pad_top,
+                  pl = g.pad_left;
+    parallel_for(g.N * Hs, 2, [=](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t n = row / Hs, ih = row % Hs - pt;
+        float* __restrict out = dst + row * Ws * C;
+        for (int64_t wp = 0; wp < Ws; ++wp, out += C) {
+          const int64_t iw = wp - pl;
+          if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
+            for (int64_t c = 0; c < C; ++c) out[c] = 0.0f;
+            continue;
+          }
+          const float* __restrict in = x + n * sN + ih * sH + iw * sW;
+          for (int64_t c = 0; c < C; ++c) out[c] = in[c * sC];
+        }
+      }
+    });
+    src = dst;
+    src_h = Hs;
+    src_w = Ws;
+  }
+  // Rows of the implicit GEMM: one run per kernel row when a whole kernel row is contiguous.
+  std::vector<int64_t> segments;
+  const bool whole_rows = g.groups == 1 && g.dil_w == 1;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    for (int64_t kw = 0; kw < (whole_rows ? 1 : g.KW); ++kw) {
+      segments.push_back((kh * g.dil_h * src_w + kw * g.dil_w) * g.C);
+    }
+  }
+  // B_g[k][n] = weight[g * ocg + n][c][kh][kw], k = (kh * KW + kw) * cg + c; then packed.
+  const float* w = static_cast<const float*>(weight.data);
+  float* b = static_cast<float*>(scratch(ScratchSlot::weights, static_cast<size_t>(K * ocg) * 4));
+  const int64_t group_floats = static_cast<int64_t>((k.packed_floats(K, ocg) + 15) / 16 * 16);
+  float* packed = static_cast<float*>(
+      scratch(ScratchSlot::packed_weights, static_cast<size_t>(g.groups * group_floats) * 4));
+  for (int64_t grp = 0; grp < g.groups; ++grp) {
+    for (int64_t n = 0; n < ocg; ++n) {
+      const float* wn = w + (grp * ocg + n) * cg * g.KH * g.KW;
+      for (int64_t c = 0; c < cg; ++c) {
+        for (int64_t t = 0; t < g.KH * g.KW; ++t) b[(t * cg + c) * ocg + n] = wn[c * g.KH * g.KW + t];
+      }
+    }
+    k.pack_b(b, ocg, K, ocg, packed + grp * group_floats);
+  }
+  const bool direct_out = nhwc_contiguous(output);
+  float* out = direct_out ? static_cast<float*>(output.data)
+                          : static_cast<float*>(scratch(
+                                ScratchSlot::output,
+                                static_cast<size_t>(g.N * g.OH * g.OW * g.OC) * 4));
+  k.conv(F32ConvArgs{src, src_h, src_w, g.C, g.N, g.OH, g.OW, g.stride_h, g.stride_w, g.groups,
+                     cg, ocg, segments.data(), static_cast<int64_t>(segments.size()),
+                     whole_rows ? g.KW * cg : cg, packed, group_floats, out, epi.bias,
+                     epi.clamp_min, epi.clamp_max});
+  if (!direct_out) {
+    float* dst = static_cast<float*>(output.data);
+    const int64_t* os = output.strides;
+    const int64_t OC = g.OC, OH = g.OH, OW = g.OW;
+    parallel_for(g.N * OC, 4, [=](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / OC, oc = t % OC;
+        for (int64_t pix = 0; pix < OH * OW; ++pix) {
+          dst[n * os[0] + oc * os[1] + (pix / OW) * os[2] + (pix % OW) * os[3]] =
+              out[(n * OH * OW + pix) * OC + oc];
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
 void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorRef* bias,
                   const ConvParams& p, const TensorRef& output) {
   check_tensor(weight, "weight", DType::f32, 4);
@@ -123,6 +219,11 @@ void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorR
                                                  weight.sizes[3], p);
   const Conv2dEpilogue epi = conv_epilogue(bias, g.OC, p);
   if (output.numel() == 0) return;
+  const F32ConvKernel k = f32_conv_kernel();
+  if (k.conv) {
+    conv2d_f32_implicit(k, input, weight, g, epi, output);
+    return;
+  }
   conv2d_dense_kernel()(conv_io(input, output), g, static_cast<const float*>(weight.data), epi);
 }
 

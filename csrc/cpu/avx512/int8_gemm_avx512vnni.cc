@@ -14,6 +14,7 @@
 
 #include "pyfastcnn/kernels.h"
 #include "pyfastcnn/parallel.h"
+#include "../tile_loop.h"
 
 namespace pyfastcnn {
 namespace avx512_vnni {
@@ -236,34 +237,6 @@ struct Tiles {
       conv_tile<6, NP, KIND>};
 };
 
-// Runs tile(state, m, rows, p, np, n0, cols) over an M x N problem split into tasks of kMC rows
-// x kNCP panels: a task's rows stay in L2 while its panels are reused by every row tile. Tiles
-// span two panels (np = 2) where the task has a pair, one otherwise.
-// setup(m_begin, m_end) runs once per task and returns the task's state, passed to its tiles.
-template <class Setup, class Tile>
-void for_each_tile(int64_t M, int64_t N, const Setup& setup, const Tile& tile) {
-  const int64_t panels = num_panels(N);
-  const int64_t row_blocks = (M + kMC - 1) / kMC, col_blocks = (panels + kNCP - 1) / kNCP;
-  parallel_for(row_blocks * col_blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t m_begin = (t / col_blocks) * kMC;
-      const int64_t m_end = M < m_begin + kMC ? M : m_begin + kMC;
-      const int64_t p_begin = (t % col_blocks) * kNCP;
-      const int64_t p_end = panels < p_begin + kNCP ? panels : p_begin + kNCP;
-      const auto state = setup(m_begin, m_end);
-      for (int64_t p = p_begin; p < p_end;) {
-        const int np = p + 1 < p_end ? 2 : 1;
-        const int64_t n0 = p * kPanelCols, span = np * kPanelCols;
-        const int cols = static_cast<int>(N - n0 < span ? N - n0 : span);
-        for (int64_t m = m_begin; m < m_end; m += kMR) {
-          tile(state, m, static_cast<int>(m_end - m < kMR ? m_end - m : kMR), p, np, n0, cols);
-        }
-        p += np;
-      }
-    }
-  });
-}
-
 template <Int8OutKind KIND, bool SIGNED_A>
 void gemm(const Int8GemmArgs& args) {
   const Int8GemmShape s = args.shape;
@@ -272,8 +245,9 @@ void gemm(const Int8GemmArgs& args) {
   char* c = static_cast<char*>(args.c);
   const int64_t row_bytes = args.ldc * out_bytes(KIND);
   const auto no_setup = [](int64_t, int64_t) { return 0; };
-  for_each_tile(s.M, s.N, no_setup, [&](int, int64_t m, int rows, int64_t p, int np,
-                                        int64_t n0, int cols) {
+  for_each_tile<kMR, kMC, kNCP>(s.M, s.N, kPanelCols, no_setup, [&](int, int64_t m, int rows,
+                                                                    int64_t p, int np,
+                                                                    int64_t n0, int cols) {
     const auto fn = np == 2 ? Tiles<KIND, 2, SIGNED_A>::gemm[rows]
                             : Tiles<KIND, 1, SIGNED_A>::gemm[rows];
     fn(args.a + m * args.lda, args.lda, packed + p * stride, stride, s.K, n0, cols, args.epi,
@@ -288,38 +262,22 @@ void conv(const Int8ConvArgs& args) {
   const int64_t out_pixel_bytes = args.groups * args.ocg * out_bytes(KIND);
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     const int8_t* packed = static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes;
-    // Source and output rows of a task's pixels, found once per task.
-    struct TaskRows {
-      const uint8_t* base[kMC];
-      char* c_rows[kMC];
-      int64_t first;
-    };
     const auto setup = [&](int64_t m_begin, int64_t m_end) {
-      TaskRows t;
-      t.first = m_begin;
-      int64_t n = m_begin / (args.OH * args.OW), pix = m_begin % (args.OH * args.OW);
-      int64_t oh = pix / args.OW, ow = pix % args.OW;
-      for (int64_t m = m_begin; m < m_end; ++m) {
-        t.base[m - m_begin] = args.src + grp * args.cg4 +
-                            ((n * args.Hs + oh * args.stride_h) * args.Ws + ow * args.stride_w) *
-                                args.Cs;
-        t.c_rows[m - m_begin] = static_cast<char*>(args.out) + m * out_pixel_bytes;
-        if (++ow == args.OW) {
-          ow = 0;
-          if (++oh == args.OH) {
-            oh = 0;
-            ++n;
-          }
-        }
-      }
-      return t;
+      return conv_task_rows<uint8_t, kMC>(args.src, args.Hs, args.Ws, args.Cs, args.OH, args.OW,
+                                          args.stride_h, args.stride_w, grp * args.cg4, m_begin,
+                                          m_end);
     };
-    for_each_tile(M, args.ocg, setup, [&](const TaskRows& t, int64_t m, int rows, int64_t p,
-                                          int np, int64_t n0, int cols) {
-      const auto fn = np == 2 ? Tiles<KIND, 2>::conv[rows] : Tiles<KIND, 1>::conv[rows];
-      fn(args, grp, t.base + (m - t.first), t.c_rows + (m - t.first), packed + p * stride,
-         stride, n0, cols);
-    });
+    for_each_tile<kMR, kMC, kNCP>(
+        M, args.ocg, kPanelCols, setup,
+        [&](const ConvTaskRows<uint8_t, kMC>& t, int64_t m, int rows, int64_t p, int np,
+            int64_t n0, int cols) {
+          char* c_rows[kMR];
+          for (int r = 0; r < rows; ++r) {
+            c_rows[r] = static_cast<char*>(args.out) + (m + r) * out_pixel_bytes;
+          }
+          const auto fn = np == 2 ? Tiles<KIND, 2>::conv[rows] : Tiles<KIND, 1>::conv[rows];
+          fn(args, grp, t.base + (m - t.first), c_rows, packed + p * stride, stride, n0, cols);
+        });
   }
 }
 

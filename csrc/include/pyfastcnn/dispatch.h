@@ -15,6 +15,14 @@ struct Int8GemmKernel {
   Int8ConvFn conv;      // implicit-GEMM conv with fused epilogue, or null (im2col + gemm)
   bool signed_a;        // gemm reads int8 A directly (Int8GemmArgs::a_signed)
 };
+struct F32ConvKernel {
+  Isa isa;
+  F32PackedFloatsFn packed_floats;
+  F32PackBFn pack_b;
+  F32ConvFn conv;  // null: no implicit-GEMM kernel at this level (direct reference conv)
+};
+F32ConvKernel f32_conv_kernel();
+
 Int8GemmKernel int8_gemm_kernel();
 Int8GemmKernel int8_gemm_kernel_for(Isa isa);
 SparseConv2dCsrFn sparse_conv2d_csr_kernel();

@@ -58,6 +58,26 @@ struct Int8ConvArgs {
 };
 using Int8ConvFn = void (*)(const Int8ConvArgs& args);
 
+// ---- FP32 convolution as an implicit GEMM -----------------------------------------------------
+// Same source and segment scheme as Int8ConvArgs, in floats (no channel padding). The source is
+// zero-padded; out = clamp(acc + bias, clamp_min, clamp_max) with NaN passed through.
+struct F32ConvArgs {
+  const float* src;
+  int64_t Hs, Ws, Cs;
+  int64_t N, OH, OW, stride_h, stride_w;
+  int64_t groups, cg, ocg;
+  const int64_t* segment_offset;  // in floats
+  int64_t num_segments, segment_len;
+  const float* packed_b;  // groups blocks, group_floats apart, from f32_pack_b
+  int64_t group_floats;
+  float* out;  // NHWC [N * OH * OW, groups * ocg]
+  const float* bias;  // [groups * ocg] or null
+  float clamp_min, clamp_max;
+};
+using F32PackedFloatsFn = size_t (*)(int64_t K, int64_t N);
+using F32PackBFn = void (*)(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
+using F32ConvFn = void (*)(const F32ConvArgs& args);
+
 using Int8PackedBytesFn = size_t (*)(int64_t K, int64_t N);
 using Int8PackBFn = void (*)(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed);
 // A kernel either applies every epilogue kind itself (fused) or only i32 (then ops.cc runs
@@ -119,6 +139,9 @@ PYFASTCNN_DECLARE_INT8_GEMM
 }
 namespace avx512 {
 PYFASTCNN_DECLARE_INT8_GEMM
+size_t f32_packed_floats(int64_t K, int64_t N);
+void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
+void conv2d_f32(const F32ConvArgs& args);
 }
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM

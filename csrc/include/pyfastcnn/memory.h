@@ -27,7 +27,16 @@ class AlignedBuffer {
 // that need two buffers at once use two slots). Fresh large allocations are mmap'd and
 // page-faulted on every call, which costs as much as the work for a batch-1 layer. Valid
 // until the same thread asks for the same slot again; grows, never shrinks.
-enum class ScratchSlot : int { activations = 0, conv_source = 1, columns = 2, int32_sums = 3 };
+enum class ScratchSlot : int {
+  activations = 0,
+  conv_source = 1,
+  columns = 2,
+  int32_sums = 3,
+  weights = 4,
+  packed_weights = 5,
+  output = 6,
+};
+constexpr int kNumScratchSlots = 7;
 void* scratch(ScratchSlot slot, size_t bytes);
 
 }  // namespace pyfastcnn

@@ -1,0 +1,148 @@
+// FP32 convolution for AVX-512 as an implicit GEMM with bias + clamp (ReLU) fused.
+//
+// B (the weights, [K, N] with K ordered (kh, kw, c)) is packed into panels of 32 output
+// channels, [K][32] floats: two zmm per k. A 6 x 64 (or 6 x 32) tile keeps 24 (12) named
+// accumulators in registers; each k broadcasts one input float per row and issues 4 (2) FMAs
+// per row. Rows are read straight from the zero-padded NHWC source through the segment list
+// (see F32ConvArgs), so there is no im2col.
+// GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include "../tile_loop.h"
+#include "pyfastcnn/kernels.h"
+
+namespace pyfastcnn {
+namespace avx512 {
+namespace {
+
+constexpr int kPanelCols = 32;
+constexpr int kMR = 6;
+constexpr int64_t kMC = 96;
+constexpr int64_t kNCP = 8;
+
+int64_t num_panels(int64_t N) { return (N + kPanelCols - 1) / kPanelCols; }
+
+__mmask16 lane_mask(int valid) {
+  return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
+                     : (valid <= 0 ? 0 : static_cast<__mmask16>((1u << valid) - 1));
+}
+
+// acc[r] += rows[r] . panels over all segments. Named accumulators: see int8 VNNI kernel.
+#define PYFASTCNN_FMA_ROW(r)                                         \
+  if constexpr (MR > r) {                                            \
+    const __m512 av = _mm512_set1_ps(a##r[k]);                       \
+    c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                      \
+    c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                      \
+    if constexpr (NP == 2) {                                         \
+      c##r##2 = _mm512_fmadd_ps(av, b2, c##r##2);                    \
+      c##r##3 = _mm512_fmadd_ps(av, b3, c##r##3);                    \
+    }                                                                \
+  }
+#define PYFASTCNN_ROW_BASE(r) const float* base##r = rows[MR > r ? r : 0];
+#define PYFASTCNN_ROW_SEGMENT(r) const float* a##r = base##r + offset;
+#define PYFASTCNN_ROW_ACC(r)                                                              \
+  __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
+#define PYFASTCNN_FOR_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+template <int MR, int NP>
+void dot_tile(const float* const* rows, const int64_t* segments, int64_t num_segments,
+              int64_t segment_len, const float* panel, int64_t panel_stride, __m512 acc[][4]) {
+  PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_BASE)
+  PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_ACC)
+  const float* bp = panel;
+  for (int64_t s = 0; s < num_segments; ++s) {
+    const int64_t offset = segments[s];
+    PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_SEGMENT)
+    for (int64_t k = 0; k < segment_len; ++k, bp += kPanelCols) {
+      const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+      __m512 b2 = b0, b3 = b1;
+      if constexpr (NP == 2) {
+        b2 = _mm512_load_ps(bp + panel_stride);
+        b3 = _mm512_load_ps(bp + panel_stride + 16);
+      }
+      PYFASTCNN_FOR_ROWS(PYFASTCNN_FMA_ROW)
+    }
+  }
+  const __m512 all[6][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
+                            {c20, c21, c22, c23}, {c30, c31, c32, c33},
+                            {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+  for (int r = 0; r < MR; ++r) {
+    for (int v = 0; v < 2 * NP; ++v) acc[r][v] = all[r][v];
+  }
+}
+#undef PYFASTCNN_FOR_ROWS
+#undef PYFASTCNN_ROW_ACC
+#undef PYFASTCNN_ROW_SEGMENT
+#undef PYFASTCNN_ROW_BASE
+#undef PYFASTCNN_FMA_ROW
+
+template <int MR, int NP>
+void conv_tile(const F32ConvArgs& g, const float* const* base, float* out, int64_t out_ld,
+               const float* panel, int64_t panel_stride, int64_t n_global, int cols) {
+  __m512 acc[MR][4];
+  dot_tile<MR, NP>(base, g.segment_offset, g.num_segments, g.segment_len, panel, panel_stride,
+                   acc);
+  const __m512 lo = _mm512_set1_ps(g.clamp_min), hi = _mm512_set1_ps(g.clamp_max);
+  for (int v = 0; v < 2 * NP; ++v) {
+    const __mmask16 mask = lane_mask(cols - 16 * v);
+    const __m512 bias =
+        g.bias ? _mm512_maskz_loadu_ps(mask, g.bias + n_global + 16 * v) : _mm512_setzero_ps();
+    for (int r = 0; r < MR; ++r) {
+      // x as the second operand: max/min return it when it is NaN.
+      const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[r][v], bias)));
+      _mm512_mask_storeu_ps(out + r * out_ld + 16 * v, mask, y);
+    }
+  }
+}
+
+template <int NP>
+struct Tiles {
+  using Fn = void (*)(const F32ConvArgs&, const float* const*, float*, int64_t, const float*,
+                      int64_t, int64_t, int);
+  static constexpr Fn by_rows[kMR + 1] = {nullptr,          conv_tile<1, NP>, conv_tile<2, NP>,
+                                          conv_tile<3, NP>, conv_tile<4, NP>, conv_tile<5, NP>,
+                                          conv_tile<6, NP>};
+};
+
+}  // namespace
+
+size_t f32_packed_floats(int64_t K, int64_t N) {
+  return static_cast<size_t>(num_panels(N) * K * kPanelCols);
+}
+
+void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed) {
+  for (int64_t p = 0; p < num_panels(N); ++p) {
+    float* panel = packed + p * K * kPanelCols;
+    for (int64_t k = 0; k < K; ++k) {
+      for (int j = 0; j < kPanelCols; ++j) {
+        const int64_t n = p * kPanelCols + j;
+        panel[k * kPanelCols + j] = n < N ? b[k * ldb + n] : 0.0f;
+      }
+    }
+  }
+}
+
+void conv2d_f32(const F32ConvArgs& args) {
+  const int64_t K = args.num_segments * args.segment_len, stride = K * kPanelCols;
+  const int64_t M = args.N * args.OH * args.OW, OC = args.groups * args.ocg;
+  for (int64_t grp = 0; grp < args.groups; ++grp) {
+    const float* packed = args.packed_b + grp * args.group_floats;
+    const auto setup = [&](int64_t m_begin, int64_t m_end) {
+      return conv_task_rows<float, kMC>(args.src, args.Hs, args.Ws, args.Cs, args.OH, args.OW,
+                                        args.stride_h, args.stride_w, grp * args.cg, m_begin,
+                                        m_end);
+    };
+    for_each_tile<kMR, kMC, kNCP>(
+        M, args.ocg, kPanelCols, setup,
+        [&](const ConvTaskRows<float, kMC>& t, int64_t m, int rows, int64_t p, int np,
+            int64_t n0, int cols) {
+          const auto fn = np == 2 ? Tiles<2>::by_rows[rows] : Tiles<1>::by_rows[rows];
+          fn(args, t.base + (m - t.first), args.out + m * OC + grp * args.ocg + n0, OC,
+             packed + p * stride, stride, grp * args.ocg + n0, cols);
+        });
+  }
+}
+
+}  // namespace avx512
+}  // namespace pyfastcnn

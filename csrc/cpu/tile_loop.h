@@ -1,0 +1,70 @@
+// The task/tile loop shared by the register-tiled kernels (INT8 VNNI, FP32 AVX-512). Templates
+// only, instantiated with lambdas from each ISA unit, so every instantiation is a distinct
+// symbol compiled with that unit's flags.
+#pragma once
+#include <cstdint>
+
+#include "pyfastcnn/parallel.h"
+
+namespace pyfastcnn {
+
+// Runs tile(state, m, rows, p, np, n0, cols) over an M x N problem cut into panels of
+// `panel_cols` columns. Tasks of MC rows x NCP panels run in parallel: a task's rows stay in L2
+// while its panels are reused by every row tile. Tiles are MR rows and span two panels
+// (np = 2) where the task has a pair, one otherwise. setup(m_begin, m_end) runs once per task
+// and returns the task's state.
+template <int MR, int64_t MC, int64_t NCP, class Setup, class Tile>
+void for_each_tile(int64_t M, int64_t N, int64_t panel_cols, const Setup& setup,
+                   const Tile& tile) {
+  const int64_t panels = (N + panel_cols - 1) / panel_cols;
+  const int64_t row_blocks = (M + MC - 1) / MC, col_blocks = (panels + NCP - 1) / NCP;
+  parallel_for(row_blocks * col_blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t m_begin = (t / col_blocks) * MC;
+      const int64_t m_end = M < m_begin + MC ? M : m_begin + MC;
+      const int64_t p_begin = (t % col_blocks) * NCP;
+      const int64_t p_end = panels < p_begin + NCP ? panels : p_begin + NCP;
+      const auto state = setup(m_begin, m_end);
+      for (int64_t p = p_begin; p < p_end;) {
+        const int np = p + 1 < p_end ? 2 : 1;
+        const int64_t n0 = p * panel_cols, span = np * panel_cols;
+        const int cols = static_cast<int>(N - n0 < span ? N - n0 : span);
+        for (int64_t m = m_begin; m < m_end; m += MR) {
+          tile(state, m, static_cast<int>(m_end - m < MR ? m_end - m : MR), p, np, n0, cols);
+        }
+        p += np;
+      }
+    }
+  });
+}
+
+// Source-image rows of a task's output pixels for an implicit-GEMM conv (see Int8ConvArgs):
+// pixel m = (n, oh, ow) starts at src + ((n * Hs + oh * sh) * Ws + ow * sw) * Cs + offset.
+template <class T, int64_t MC>
+struct ConvTaskRows {
+  const T* base[MC];
+  int64_t first;
+};
+
+template <class T, int64_t MC>
+ConvTaskRows<T, MC> conv_task_rows(const T* src, int64_t Hs, int64_t Ws, int64_t Cs,
+                                   int64_t OH, int64_t OW, int64_t sh, int64_t sw,
+                                   int64_t offset, int64_t m_begin, int64_t m_end) {
+  ConvTaskRows<T, MC> t;
+  t.first = m_begin;
+  int64_t n = m_begin / (OH * OW), pix = m_begin % (OH * OW);
+  int64_t oh = pix / OW, ow = pix % OW;
+  for (int64_t m = m_begin; m < m_end; ++m) {
+    t.base[m - m_begin] = src + offset + ((n * Hs + oh * sh) * Ws + ow * sw) * Cs;
+    if (++ow == OW) {
+      ow = 0;
+      if (++oh == OH) {
+        oh = 0;
+        ++n;
+      }
+    }
+  }
+  return t;
+}
+
+}  // namespace pyfastcnn
