@@ -52,6 +52,9 @@ CASES = [
     ConvCase("kernel-gt-input-padded", 1, 2, 2, 2, 3, (3, 3), padding=1),
     ConvCase("pad-gt-kernel", 1, 2, 5, 5, 3, (3, 3), padding=4),
     ConvCase("c33-oc17-28x28", 4, 33, 28, 28, 17, (3, 3), padding=1),
+    # Reductions longer than one k-block (512), with runs split across blocks.
+    ConvCase("multiblock-c70", 2, 70, 9, 8, 40, (3, 3), padding=1),
+    ConvCase("multiblock-groups2", 1, 600, 4, 5, 6, (3, 3), padding=1, groups=2),
 ]
 
 conv_cases = pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

@@ -2,6 +2,7 @@
 #include "pyfastcnn/ops.h"
 
 #include <algorithm>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -158,13 +159,32 @@ void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const T
     src_h = Hs;
     src_w = Ws;
   }
-  // Rows of the implicit GEMM: one run per kernel row when a whole kernel row is contiguous.
-  std::vector<int64_t> segments;
+  // Rows of the implicit GEMM: one run per kernel row when a whole kernel row is contiguous,
+  // cut into pieces and grouped into k-blocks of at most kBlockK floats (a block of a panel
+  // pair, kBlockK x 64 floats, then stays in L2 while every row tile of a task uses it).
+  constexpr int64_t kBlockK = 512;
+  std::vector<int64_t> seg_offset, seg_len, block_begin{0};
   const bool whole_rows = g.groups == 1 && g.dil_w == 1;
+  const int64_t run = whole_rows ? g.KW * cg : cg;
+  int64_t in_block = 0;
   for (int64_t kh = 0; kh < g.KH; ++kh) {
     for (int64_t kw = 0; kw < (whole_rows ? 1 : g.KW); ++kw) {
-      segments.push_back((kh * g.dil_h * src_w + kw * g.dil_w) * g.C);
+      const int64_t start = (kh * g.dil_h * src_w + kw * g.dil_w) * g.C;
+      for (int64_t done = 0; done < run;) {
+        const int64_t len = std::min(run - done, kBlockK - in_block);
+        seg_offset.push_back(start + done);
+        seg_len.push_back(len);
+        done += len;
+        in_block += len;
+        if (in_block == kBlockK) {
+          block_begin.push_back(static_cast<int64_t>(seg_len.size()));
+          in_block = 0;
+        }
+      }
     }
+  }
+  if (in_block > 0 || block_begin.size() == 1) {
+    block_begin.push_back(static_cast<int64_t>(seg_len.size()));
   }
   // B_g[k][n] = weight[g * ocg + n][c][kh][kw], k = (kh * KW + kw) * cg + c; then packed.
   const float* w = static_cast<const float*>(weight.data);
@@ -187,9 +207,10 @@ void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const T
                                 ScratchSlot::output,
                                 static_cast<size_t>(g.N * g.OH * g.OW * g.OC) * 4));
   k.conv(F32ConvArgs{src, src_h, src_w, g.C, g.N, g.OH, g.OW, g.stride_h, g.stride_w, g.groups,
-                     cg, ocg, segments.data(), static_cast<int64_t>(segments.size()),
-                     whole_rows ? g.KW * cg : cg, packed, group_floats, out, epi.bias,
-                     epi.clamp_min, epi.clamp_max});
+                     cg, ocg, seg_offset.data(), seg_len.data(),
+                     static_cast<int64_t>(seg_len.size()), block_begin.data(),
+                     static_cast<int64_t>(block_begin.size()) - 1, packed, group_floats, out,
+                     epi.bias, epi.clamp_min, epi.clamp_max});
   if (!direct_out) {
     float* dst = static_cast<float*>(output.data);
     const int64_t* os = output.strides;

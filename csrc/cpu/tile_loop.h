@@ -8,14 +8,15 @@
 
 namespace pyfastcnn {
 
-// Runs tile(state, m, rows, p, np, n0, cols) over an M x N problem cut into panels of
-// `panel_cols` columns. Tasks of MC rows x NCP panels run in parallel: a task's rows stay in L2
-// while its panels are reused by every row tile. Tiles are MR rows and span two panels
+// Runs tile(state, kb, m, rows, p, np, n0, cols) over an M x N problem cut into panels of
+// `panel_cols` columns and `k_blocks` blocks of the reduction. Tasks of MC rows x NCP panels
+// run in parallel; within a task the k-blocks are outermost, so a task's rows stay in L2 and a
+// block of each panel is reused by every row tile. Tiles are MR rows and span two panels
 // (np = 2) where the task has a pair, one otherwise. setup(m_begin, m_end) runs once per task
 // and returns the task's state.
 template <int MR, int64_t MC, int64_t NCP, class Setup, class Tile>
-void for_each_tile(int64_t M, int64_t N, int64_t panel_cols, const Setup& setup,
-                   const Tile& tile) {
+void for_each_tile(int64_t M, int64_t N, int64_t panel_cols, int64_t k_blocks,
+                   const Setup& setup, const Tile& tile) {
   const int64_t panels = (N + panel_cols - 1) / panel_cols;
   const int64_t row_blocks = (M + MC - 1) / MC, col_blocks = (panels + NCP - 1) / NCP;
   parallel_for(row_blocks * col_blocks, 1, [&](int64_t begin, int64_t end) {
@@ -25,14 +26,17 @@ void for_each_tile(int64_t M, int64_t N, int64_t panel_cols, const Setup& setup,
       const int64_t p_begin = (t % col_blocks) * NCP;
       const int64_t p_end = panels < p_begin + NCP ? panels : p_begin + NCP;
       const auto state = setup(m_begin, m_end);
-      for (int64_t p = p_begin; p < p_end;) {
-        const int np = p + 1 < p_end ? 2 : 1;
-        const int64_t n0 = p * panel_cols, span = np * panel_cols;
-        const int cols = static_cast<int>(N - n0 < span ? N - n0 : span);
-        for (int64_t m = m_begin; m < m_end; m += MR) {
-          tile(state, m, static_cast<int>(m_end - m < MR ? m_end - m : MR), p, np, n0, cols);
+      for (int64_t kb = 0; kb < k_blocks; ++kb) {
+        for (int64_t p = p_begin; p < p_end;) {
+          const int np = p + 1 < p_end ? 2 : 1;
+          const int64_t n0 = p * panel_cols, span = np * panel_cols;
+          const int cols = static_cast<int>(N - n0 < span ? N - n0 : span);
+          for (int64_t m = m_begin; m < m_end; m += MR) {
+            tile(state, kb, m, static_cast<int>(m_end - m < MR ? m_end - m : MR), p, np, n0,
+                 cols);
+          }
+          p += np;
         }
-        p += np;
       }
     }
   });

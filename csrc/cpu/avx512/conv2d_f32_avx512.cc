@@ -41,20 +41,23 @@ __mmask16 lane_mask(int valid) {
   }
 #define PYFASTCNN_ROW_BASE(r) const float* base##r = rows[MR > r ? r : 0];
 #define PYFASTCNN_ROW_SEGMENT(r) const float* a##r = base##r + offset;
-#define PYFASTCNN_ROW_ACC(r)                                                              \
-  __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
+#define PYFASTCNN_ROW_ACC(r)                                                          \
+  __m512 c##r##0 = acc[MR > r ? r : 0][0], c##r##1 = acc[MR > r ? r : 0][1],             \
+         c##r##2 = acc[MR > r ? r : 0][NP == 2 ? 2 : 0], c##r##3 = acc[MR > r ? r : 0][NP == 2 ? 3 : 1];
 #define PYFASTCNN_FOR_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
+// Segments [seg_begin, seg_end); panel points at the packed row of the first one.
 template <int MR, int NP>
-void dot_tile(const float* const* rows, const int64_t* segments, int64_t num_segments,
-              int64_t segment_len, const float* panel, int64_t panel_stride, __m512 acc[][4]) {
+void dot_tile(const float* const* rows, const int64_t* seg_offset, const int64_t* seg_len,
+              int64_t seg_begin, int64_t seg_end, const float* panel, int64_t panel_stride,
+              __m512 acc[][4]) {
   PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_BASE)
   PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_ACC)
   const float* bp = panel;
-  for (int64_t s = 0; s < num_segments; ++s) {
-    const int64_t offset = segments[s];
+  for (int64_t s = seg_begin; s < seg_end; ++s) {
+    const int64_t offset = seg_offset[s], len = seg_len[s];
     PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_SEGMENT)
-    for (int64_t k = 0; k < segment_len; ++k, bp += kPanelCols) {
+    for (int64_t k = 0; k < len; ++k, bp += kPanelCols) {
       const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
       __m512 b2 = b0, b3 = b1;
       if constexpr (NP == 2) {
@@ -77,15 +80,32 @@ void dot_tile(const float* const* rows, const int64_t* segments, int64_t num_seg
 #undef PYFASTCNN_ROW_BASE
 #undef PYFASTCNN_FMA_ROW
 
+// One k-block of an MR x (32 * NP) tile. The first block starts from zero, later ones from the
+// partial sums stored in `out`; the last one applies bias and clamp.
 template <int MR, int NP>
-void conv_tile(const F32ConvArgs& g, const float* const* base, float* out, int64_t out_ld,
-               const float* panel, int64_t panel_stride, int64_t n_global, int cols) {
+void conv_tile(const F32ConvArgs& g, int64_t kb, const float* const* base, float* out,
+               int64_t out_ld, const float* panel, int64_t panel_stride, int64_t n_global,
+               int cols) {
+  const bool first = kb == 0, last = kb + 1 == g.num_blocks;
   __m512 acc[MR][4];
-  dot_tile<MR, NP>(base, g.segment_offset, g.num_segments, g.segment_len, panel, panel_stride,
-                   acc);
+  for (int v = 0; v < 2 * NP; ++v) {
+    const __mmask16 mask = lane_mask(cols - 16 * v);
+    for (int r = 0; r < MR; ++r) {
+      acc[r][v] = first ? _mm512_setzero_ps()
+                        : _mm512_maskz_loadu_ps(mask, out + r * out_ld + 16 * v);
+    }
+  }
+  int64_t k_before = 0;  // packed rows of the blocks before this one
+  for (int64_t s = 0; s < g.block_begin[kb]; ++s) k_before += g.segment_len[s];
+  dot_tile<MR, NP>(base, g.segment_offset, g.segment_len, g.block_begin[kb],
+                   g.block_begin[kb + 1], panel + k_before * kPanelCols, panel_stride, acc);
   const __m512 lo = _mm512_set1_ps(g.clamp_min), hi = _mm512_set1_ps(g.clamp_max);
   for (int v = 0; v < 2 * NP; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
+    if (!last) {
+      for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(out + r * out_ld + 16 * v, mask, acc[r][v]);
+      continue;
+    }
     const __m512 bias =
         g.bias ? _mm512_maskz_loadu_ps(mask, g.bias + n_global + 16 * v) : _mm512_setzero_ps();
     for (int r = 0; r < MR; ++r) {
@@ -98,8 +118,8 @@ void conv_tile(const F32ConvArgs& g, const float* const* base, float* out, int64
 
 template <int NP>
 struct Tiles {
-  using Fn = void (*)(const F32ConvArgs&, const float* const*, float*, int64_t, const float*,
-                      int64_t, int64_t, int);
+  using Fn = void (*)(const F32ConvArgs&, int64_t, const float* const*, float*, int64_t,
+                      const float*, int64_t, int64_t, int);
   static constexpr Fn by_rows[kMR + 1] = {nullptr,          conv_tile<1, NP>, conv_tile<2, NP>,
                                           conv_tile<3, NP>, conv_tile<4, NP>, conv_tile<5, NP>,
                                           conv_tile<6, NP>};
@@ -124,7 +144,9 @@ void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed
 }
 
 void conv2d_f32(const F32ConvArgs& args) {
-  const int64_t K = args.num_segments * args.segment_len, stride = K * kPanelCols;
+  int64_t K = 0;
+  for (int64_t s = 0; s < args.num_segments; ++s) K += args.segment_len[s];
+  const int64_t stride = K * kPanelCols;
   const int64_t M = args.N * args.OH * args.OW, OC = args.groups * args.ocg;
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     const float* packed = args.packed_b + grp * args.group_floats;
@@ -134,11 +156,11 @@ void conv2d_f32(const F32ConvArgs& args) {
                                         m_end);
     };
     for_each_tile<kMR, kMC, kNCP>(
-        M, args.ocg, kPanelCols, setup,
-        [&](const ConvTaskRows<float, kMC>& t, int64_t m, int rows, int64_t p, int np,
-            int64_t n0, int cols) {
+        M, args.ocg, kPanelCols, args.num_blocks, setup,
+        [&](const ConvTaskRows<float, kMC>& t, int64_t kb, int64_t m, int rows, int64_t p,
+            int np, int64_t n0, int cols) {
           const auto fn = np == 2 ? Tiles<2>::by_rows[rows] : Tiles<1>::by_rows[rows];
-          fn(args, t.base + (m - t.first), args.out + m * OC + grp * args.ocg + n0, OC,
+          fn(args, kb, t.base + (m - t.first), args.out + m * OC + grp * args.ocg + n0, OC,
              packed + p * stride, stride, grp * args.ocg + n0, cols);
         });
   }

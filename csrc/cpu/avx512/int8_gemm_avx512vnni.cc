@@ -245,9 +245,9 @@ void gemm(const Int8GemmArgs& args) {
   char* c = static_cast<char*>(args.c);
   const int64_t row_bytes = args.ldc * out_bytes(KIND);
   const auto no_setup = [](int64_t, int64_t) { return 0; };
-  for_each_tile<kMR, kMC, kNCP>(s.M, s.N, kPanelCols, no_setup, [&](int, int64_t m, int rows,
-                                                                    int64_t p, int np,
-                                                                    int64_t n0, int cols) {
+  for_each_tile<kMR, kMC, kNCP>(s.M, s.N, kPanelCols, 1, no_setup,
+                                [&](int, int64_t, int64_t m, int rows, int64_t p, int np,
+                                    int64_t n0, int cols) {
     const auto fn = np == 2 ? Tiles<KIND, 2, SIGNED_A>::gemm[rows]
                             : Tiles<KIND, 1, SIGNED_A>::gemm[rows];
     fn(args.a + m * args.lda, args.lda, packed + p * stride, stride, s.K, n0, cols, args.epi,
@@ -268,8 +268,8 @@ void conv(const Int8ConvArgs& args) {
                                           m_end);
     };
     for_each_tile<kMR, kMC, kNCP>(
-        M, args.ocg, kPanelCols, setup,
-        [&](const ConvTaskRows<uint8_t, kMC>& t, int64_t m, int rows, int64_t p, int np,
+        M, args.ocg, kPanelCols, 1, setup,
+        [&](const ConvTaskRows<uint8_t, kMC>& t, int64_t, int64_t m, int rows, int64_t p, int np,
             int64_t n0, int cols) {
           char* c_rows[kMR];
           for (int r = 0; r < rows; ++r) {

@@ -59,15 +59,21 @@ struct Int8ConvArgs {
 using Int8ConvFn = void (*)(const Int8ConvArgs& args);
 
 // ---- FP32 convolution as an implicit GEMM -----------------------------------------------------
-// Same source and segment scheme as Int8ConvArgs, in floats (no channel padding). The source is
-// zero-padded; out = clamp(acc + bias, clamp_min, clamp_max) with NaN passed through.
+// Source as in Int8ConvArgs, in floats (no channel padding), zero-padded. Segment s is
+// segment_len[s] floats at segment_offset[s]; k-block b covers segments
+// [block_begin[b], block_begin[b + 1]): kernels finish one block for a whole task before the
+// next, keeping a block of the packed weights in cache (partial sums wait in `out`).
+// out = clamp(acc + bias, clamp_min, clamp_max) with NaN passed through.
 struct F32ConvArgs {
   const float* src;
   int64_t Hs, Ws, Cs;
   int64_t N, OH, OW, stride_h, stride_w;
   int64_t groups, cg, ocg;
   const int64_t* segment_offset;  // in floats
-  int64_t num_segments, segment_len;
+  const int64_t* segment_len;
+  int64_t num_segments;
+  const int64_t* block_begin;  // num_blocks + 1 entries
+  int64_t num_blocks;
   const float* packed_b;  // groups blocks, group_floats apart, from f32_pack_b
   int64_t group_floats;
   float* out;  // NHWC [N * OH * OW, groups * ocg]
