@@ -11,6 +11,7 @@ Ops (CPU today; see README for what each guarantees):
 Settings: set_isa / get_isa / supported_isas, set_num_threads / get_num_threads, show_config.
 """
 
+from . import nn
 from ._config import (
     __version__,
     config,
@@ -22,6 +23,7 @@ from ._config import (
     supported_isas,
 )
 from .ops import (
+    PackedConvWeight,
     PackedInt8Weight,
     QuantizedWeight,
     SparseWeight,
@@ -38,6 +40,7 @@ from .ops import (
 
 __all__ = [
     "__version__",
+    "nn",
     "config",
     "show_config",
     "get_isa",
@@ -50,6 +53,7 @@ __all__ = [
     "sparse_conv2d",
     "conv_bn_relu",
     "fold_bn",
+    "PackedConvWeight",
     "int8_gemm",
     "pack_int8_weight",
     "PackedInt8Weight",

@@ -125,10 +125,32 @@ bool nhwc_contiguous(const TensorRef& t) {
 
 // Implicit-GEMM FP32 conv (see F32ConvArgs): zero-padded NHWC source (the input itself when it
 // already is one), weights packed per call, output NHWC (or staged, then scattered to `output`).
-void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const TensorRef& weight,
+int64_t f32_group_floats(const F32ConvKernel& k, int64_t K, int64_t ocg) {
+  return static_cast<int64_t>((k.packed_floats(K, ocg) + 15) / 16 * 16);  // 64-byte aligned groups
+}
+
+// B_g[k][n] = weight[g * ocg + n][c][kh][kw], k = (kh * KW + kw) * cg + c; then packed.
+void pack_f32_conv_weights(const F32ConvKernel& k, const float* w, int64_t OC, int64_t cg,
+                           int64_t KH, int64_t KW, int64_t groups, float* packed) {
+  const int64_t ocg = OC / groups, K = KH * KW * cg, taps = KH * KW;
+  const int64_t group_floats = f32_group_floats(k, K, ocg);
+  float* b = static_cast<float*>(scratch(ScratchSlot::weights, static_cast<size_t>(K * ocg) * 4));
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    for (int64_t n = 0; n < ocg; ++n) {
+      const float* wn = w + (grp * ocg + n) * cg * taps;
+      for (int64_t c = 0; c < cg; ++c) {
+        for (int64_t t = 0; t < taps; ++t) b[(t * cg + c) * ocg + n] = wn[c * taps + t];
+      }
+    }
+    k.pack_b(b, ocg, K, ocg, packed + grp * group_floats);
+  }
+}
+
+void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const float* packed,
                          const Conv2dGeometry& g, const Conv2dEpilogue& epi,
                          const TensorRef& output) {
   const int64_t cg = g.C / g.groups, ocg = g.OC / g.groups, K = g.KH * g.KW * cg;
+  const int64_t group_floats = f32_group_floats(k, K, ocg);
   const int64_t Hs = (g.OH - 1) * g.stride_h + (g.KH - 1) * g.dil_h + 1;
   const int64_t Ws = (g.OW - 1) * g.stride_w + (g.KW - 1) * g.dil_w + 1;
   const float* x = static_cast<const float*>(input.data);
@@ -186,21 +208,6 @@ void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const T
   if (in_block > 0 || block_begin.size() == 1) {
     block_begin.push_back(static_cast<int64_t>(seg_len.size()));
   }
-  // B_g[k][n] = weight[g * ocg + n][c][kh][kw], k = (kh * KW + kw) * cg + c; then packed.
-  const float* w = static_cast<const float*>(weight.data);
-  float* b = static_cast<float*>(scratch(ScratchSlot::weights, static_cast<size_t>(K * ocg) * 4));
-  const int64_t group_floats = static_cast<int64_t>((k.packed_floats(K, ocg) + 15) / 16 * 16);
-  float* packed = static_cast<float*>(
-      scratch(ScratchSlot::packed_weights, static_cast<size_t>(g.groups * group_floats) * 4));
-  for (int64_t grp = 0; grp < g.groups; ++grp) {
-    for (int64_t n = 0; n < ocg; ++n) {
-      const float* wn = w + (grp * ocg + n) * cg * g.KH * g.KW;
-      for (int64_t c = 0; c < cg; ++c) {
-        for (int64_t t = 0; t < g.KH * g.KW; ++t) b[(t * cg + c) * ocg + n] = wn[c * g.KH * g.KW + t];
-      }
-    }
-    k.pack_b(b, ocg, K, ocg, packed + grp * group_floats);
-  }
   const bool direct_out = nhwc_contiguous(output);
   float* out = direct_out ? static_cast<float*>(output.data)
                           : static_cast<float*>(scratch(
@@ -242,10 +249,73 @@ void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorR
   if (output.numel() == 0) return;
   const F32ConvKernel k = f32_conv_kernel();
   if (k.conv) {
-    conv2d_f32_implicit(k, input, weight, g, epi, output);
+    float* packed = static_cast<float*>(scratch(
+        ScratchSlot::packed_weights,
+        static_cast<size_t>(g.groups * f32_group_floats(k, g.KH * g.KW * (g.C / g.groups),
+                                                        g.OC / g.groups)) * 4));
+    pack_f32_conv_weights(k, static_cast<const float*>(weight.data), g.OC, g.C / g.groups, g.KH,
+                          g.KW, g.groups, packed);
+    conv2d_f32_implicit(k, input, packed, g, epi, output);
     return;
   }
   conv2d_dense_kernel()(conv_io(input, output), g, static_cast<const float*>(weight.data), epi);
+}
+
+namespace {
+
+F32ConvKernel f32_kernel_for_layout(Isa layout) {
+  if (static_cast<int>(layout) > static_cast<int>(selected_isa())) {
+    fail(std::string("weight was packed for ISA '") + isa_name(layout) +
+         "', above the selected ISA '" + isa_name(selected_isa()) + "': repack it");
+  }
+  const F32ConvKernel k = f32_conv_kernel();
+  if (!k.conv || k.isa != layout) {
+    fail(std::string("no FP32 conv kernel packs for ISA '") + isa_name(layout) + "'");
+  }
+  return k;
+}
+
+}  // namespace
+
+size_t conv2d_f32_packed_floats(Isa layout, int64_t OC, int64_t C_per_group, int64_t KH,
+                                int64_t KW, int64_t groups) {
+  if (OC < 1 || C_per_group < 0 || KH < 1 || KW < 1 || groups < 1 || OC % groups != 0) {
+    fail("bad conv weight geometry");
+  }
+  const F32ConvKernel k = f32_kernel_for_layout(layout);
+  return static_cast<size_t>(groups * f32_group_floats(k, KH * KW * C_per_group, OC / groups));
+}
+
+void conv2d_f32_pack(Isa layout, const TensorRef& weight, int64_t groups,
+                     const TensorRef& packed) {
+  check_tensor(weight, "weight", DType::f32, 4);
+  check_contiguous(weight, "weight");
+  const int64_t OC = weight.sizes[0], cg = weight.sizes[1], KH = weight.sizes[2],
+                KW = weight.sizes[3];
+  const size_t floats = conv2d_f32_packed_floats(layout, OC, cg, KH, KW, groups);
+  check_tensor(packed, "packed", DType::f32, 1);
+  check_contiguous(packed, "packed");
+  if (static_cast<size_t>(packed.sizes[0]) != floats) fail("packed has the wrong size");
+  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+  pack_f32_conv_weights(f32_kernel_for_layout(layout), static_cast<const float*>(weight.data),
+                        OC, cg, KH, KW, groups, static_cast<float*>(packed.data));
+}
+
+void conv2d_f32_packed(const TensorRef& input, Isa layout, const TensorRef& packed, int64_t OC,
+                       int64_t C_per_group, int64_t KH, int64_t KW, const TensorRef* bias,
+                       const ConvParams& p, const TensorRef& output) {
+  check_tensor(input, "input", DType::f32, 4);
+  check_tensor(output, "out", DType::f32, 4);
+  const Conv2dGeometry g = detail::conv_geometry(input, output, OC, C_per_group, KH, KW, p);
+  const Conv2dEpilogue epi = conv_epilogue(bias, OC, p);
+  const size_t floats = conv2d_f32_packed_floats(layout, OC, C_per_group, KH, KW, g.groups);
+  check_tensor(packed, "packed", DType::f32, 1);
+  check_contiguous(packed, "packed");
+  if (static_cast<size_t>(packed.sizes[0]) != floats) fail("packed has the wrong size");
+  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+  if (output.numel() == 0) return;
+  conv2d_f32_implicit(f32_kernel_for_layout(layout), input,
+                      static_cast<const float*>(packed.data), g, epi, output);
 }
 
 }  // namespace pyfastcnn

@@ -1,6 +1,6 @@
 """The ops: validated Python entry points over torch.library custom ops over native kernels."""
 
-from .conv_bn_relu import conv_bn_relu, fold_bn
+from .conv_bn_relu import PackedConvWeight, conv_bn_relu, fold_bn
 from .int8_gemm import int8_gemm
 from .quantized import (
     PackedInt8Weight,
@@ -15,6 +15,7 @@ from .sparse_conv import SparseWeight, pack_sparse, sparse_conv2d
 __all__ = [
     "conv_bn_relu",
     "fold_bn",
+    "PackedConvWeight",
     "int8_gemm",
     "PackedInt8Weight",
     "QuantizedWeight",

@@ -91,6 +91,117 @@ def _(input, weight, bias, stride, padding, dilation, groups, output_size, clamp
     )
 
 
+@torch.compiler.assume_constant_result
+def _f32_conv_isa() -> str:
+    """ISA of the FP32 implicit-GEMM conv kernel ("scalar": none at this level)."""
+    return _native.C.kernel_isa("conv2d_dense")
+
+
+class PackedConvWeight:
+    """A float32 conv weight [OC, C/groups, KH, KW] packed once for the FP32 conv kernel.
+
+    Repacked once per ISA level (``set_isa``, or loading on another machine); pickles as the
+    float weight. ``packed()`` is None where the level has no packed kernel (the dense weight is
+    used then).
+    """
+
+    def __init__(self, weight: torch.Tensor, groups: int = 1):
+        check_tensor("weight", weight, torch.float32, 4)
+        self.weight = weight.detach().contiguous()
+        self.groups = groups
+        self._by_isa: dict = {}
+        self.packed()  # now, not inside a traced call
+
+    def packed(self) -> Optional[Tuple[str, torch.Tensor]]:
+        isa = _f32_conv_isa()
+        if isa == "scalar":
+            return None
+        if isa not in self._by_isa:
+            oc, cg, kh, kw = self.weight.shape
+            floats = _native.C.conv2d_f32_packed_floats(isa, oc, cg, kh, kw, self.groups)
+            raw = torch.empty(floats + 16, dtype=torch.float32)
+            offset = ((-raw.data_ptr()) % 64) // 4
+            data = raw[offset:offset + floats]
+            _native.C.conv2d_f32_pack(isa, _native.tensor_arg(self.weight), self.groups,
+                                      _native.tensor_arg(data))
+            self._by_isa[isa] = (isa, data)
+        return self._by_isa[isa]
+
+    def __getstate__(self):
+        return {"weight": self.weight, "groups": self.groups}
+
+    def __setstate__(self, state):
+        self.__init__(state["weight"], state["groups"])
+
+
+def _conv2d_bias_act_packed_impl(
+    input: torch.Tensor,
+    packed: torch.Tensor,
+    isa: str,
+    weight_shape: List[int],
+    bias: Optional[torch.Tensor],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    output_size: List[int],
+    clamp_min: float,
+    clamp_max: float,
+) -> torch.Tensor:
+    out = torch.empty(
+        (input.shape[0], weight_shape[0], output_size[0], output_size[1]),
+        dtype=torch.float32,
+        memory_format=output_memory_format(input),
+    )
+    _native.C.conv2d_f32_packed(
+        _native.tensor_arg(input), isa, _native.tensor_arg(packed), weight_shape[0],
+        weight_shape[1], weight_shape[2], weight_shape[3], _native.optional_arg(bias),
+        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups,
+        clamp_min, clamp_max, _native.tensor_arg(out))
+    return out
+
+
+_conv2d_bias_act_packed = torch.library.custom_op(
+    "pyfastcnn::conv2d_bias_act_packed", mutates_args=(), device_types="cpu"
+)(_conv2d_bias_act_packed_impl)
+
+
+@_conv2d_bias_act_packed.register_fake
+def _(input, packed, isa, weight_shape, bias, stride, padding, dilation, groups, output_size,
+      clamp_min, clamp_max):
+    return torch.empty(
+        (input.shape[0], weight_shape[0], output_size[0], output_size[1]),
+        dtype=torch.float32,
+        device=input.device,
+        memory_format=output_memory_format(input),
+    )
+
+
+def conv2d_bias_act(
+    input: torch.Tensor,
+    weight: Union[torch.Tensor, PackedConvWeight],
+    bias: Optional[torch.Tensor],
+    geo,
+    clamp_min: float,
+    clamp_max: float,
+) -> torch.Tensor:
+    """clamp(conv2d(input, weight) + bias) for checked arguments (geo from conv_geometry);
+    the packed kernel when the weight is packed and this ISA level has one."""
+    if isinstance(weight, PackedConvWeight):
+        packed = weight.packed()
+        if packed is not None:
+            isa, data = packed
+            return _native.run(
+                _conv2d_bias_act_packed, _conv2d_bias_act_packed_impl, input, data, isa,
+                list(weight.weight.shape), bias, list(geo.stride), list(geo.padding),
+                list(geo.dilation), geo.groups, list(geo.output_size), clamp_min, clamp_max)
+        weight = weight.weight
+    return _native.run(
+        _conv2d_bias_act, _conv2d_bias_act_impl, input, weight, bias, list(geo.stride),
+        list(geo.padding), list(geo.dilation), geo.groups, list(geo.output_size), clamp_min,
+        clamp_max)
+
+
 def conv_bn_relu(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -148,17 +259,5 @@ def conv_bn_relu(
         None if bn_bias is None else bn_bias.detach(),
         float(eps),
     )
-    return _native.run(
-        _conv2d_bias_act,
-        _conv2d_bias_act_impl,
-        input,
-        folded_weight,
-        folded_bias,
-        list(geo.stride),
-        list(geo.padding),
-        list(geo.dilation),
-        geo.groups,
-        list(geo.output_size),
-        0.0 if relu else float("-inf"),
-        float("inf"),
-    )
+    return conv2d_bias_act(input, folded_weight, folded_bias, geo,
+                           0.0 if relu else float("-inf"), float("inf"))

@@ -59,6 +59,16 @@ void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const T
                        const TensorRef& values, const TensorRef* bias, int64_t C_per_group, int64_t KH,
                        int64_t KW, const ConvParams& p, const TensorRef& output);
 
+// FP32 conv weights [OC, C/groups, KH, KW] packed once for the implicit-GEMM kernel of level
+// `layout` (only levels that have one: f32_conv_kernel). Size in floats, groups included.
+size_t conv2d_f32_packed_floats(Isa layout, int64_t OC, int64_t C_per_group, int64_t KH,
+                                int64_t KW, int64_t groups);
+void conv2d_f32_pack(Isa layout, const TensorRef& weight, int64_t groups, const TensorRef& packed);
+// output = clamp(conv2d(input, W) + bias) with W packed by conv2d_f32_pack.
+void conv2d_f32_packed(const TensorRef& input, Isa layout, const TensorRef& packed, int64_t OC,
+                       int64_t C_per_group, int64_t KH, int64_t KW, const TensorRef* bias,
+                       const ConvParams& p, const TensorRef& output);
+
 // Same with a dense contiguous weight [OC, C/groups, KH, KW] (conv with folded BN + activation).
 void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorRef* bias,
                   const ConvParams& p, const TensorRef& output);

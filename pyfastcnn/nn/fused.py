@@ -1,0 +1,77 @@
+"""FusedConvBNReLU2d: an eval-mode Conv2d (+ BatchNorm2d) (+ ReLU) as one pyfastcnn conv."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from ..ops._checks import check_conv_input, conv_geometry
+from ..ops.conv_bn_relu import PackedConvWeight, conv2d_bias_act, fold_bn
+
+
+class FusedConvBNReLU2d(torch.nn.Module):
+    """Conv2d with BatchNorm folded into its weight and bias and ReLU in the same pass.
+
+    The folded weight is packed once for the kernel (and repacked once if the ISA level
+    changes); ``forward`` runs one conv over float32 input, NCHW or channels_last
+    (channels_last is the fast layout: no layout conversion). Inference only.
+
+    Build it with ``FusedConvBNReLU2d.from_modules(conv, bn, relu=True)``.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
+                 dilation, groups: int, relu: bool):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().float().contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.groups, self.relu = groups, relu
+        self._packed = PackedConvWeight(self.weight, groups)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        # Loading a state dict replaces the weight: pack the new one.
+        super()._load_from_state_dict(*args, **kwargs)
+        self._packed = PackedConvWeight(self.weight, self.groups)
+
+    @classmethod
+    def from_modules(cls, conv: torch.nn.Conv2d, bn: Optional[torch.nn.BatchNorm2d] = None,
+                     relu: Union[bool, torch.nn.Module, None] = True) -> "FusedConvBNReLU2d":
+        """From a Conv2d, an optional BatchNorm2d (its running statistics are used, as in
+        eval mode) and ``relu`` (True, a ReLU module, or False/None)."""
+        if not isinstance(conv, torch.nn.Conv2d):
+            raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"conv.padding_mode must be 'zeros', got {conv.padding_mode!r}")
+        weight, bias = conv.weight.detach().float(), conv.bias
+        if bn is not None:
+            if not isinstance(bn, torch.nn.BatchNorm2d):
+                raise TypeError(f"bn must be a torch.nn.BatchNorm2d, got {type(bn).__name__}")
+            if bn.running_mean is None or bn.running_var is None:
+                raise ValueError("bn has no running statistics (track_running_stats=False)")
+            if bn.num_features != conv.out_channels:
+                raise ValueError(f"bn has {bn.num_features} features, conv has "
+                                 f"{conv.out_channels} output channels")
+            weight, bias = fold_bn(
+                weight, None if bias is None else bias.detach().float(),
+                bn.running_mean.detach().float(), bn.running_var.detach().float(),
+                None if bn.weight is None else bn.weight.detach().float(),
+                None if bn.bias is None else bn.bias.detach().float(), float(bn.eps))
+        if isinstance(relu, torch.nn.Module):
+            if not isinstance(relu, torch.nn.ReLU):
+                raise TypeError(f"relu must be a bool or torch.nn.ReLU, got {type(relu).__name__}")
+            relu = True
+        return cls(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups,
+                   bool(relu))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_conv_input("input", input)
+        geo = conv_geometry(input.shape, self.weight.shape, self.stride, self.padding,
+                            self.dilation, self.groups)
+        return conv2d_bias_act(input, self._packed, self.bias, geo,
+                               0.0 if self.relu else float("-inf"), float("inf"))
+
+    def extra_repr(self) -> str:
+        oc, cg, kh, kw = self.weight.shape
+        return (f"{cg * self.groups}, {oc}, kernel_size=({kh}, {kw}), stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"relu={self.relu}")

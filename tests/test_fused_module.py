@@ -1,0 +1,92 @@
+import io
+
+import pytest
+import torch
+from conftest import rel_error
+from conv_cases import CASES, ConvCase, layouts, to_layout
+
+import pyfastcnn
+from pyfastcnn.nn import FusedConvBNReLU2d
+
+
+def make_modules(case: ConvCase, relu=True):
+    padding = case.padding
+    conv = torch.nn.Conv2d(case.c, case.oc, case.k, stride=case.stride, padding=padding,
+                           dilation=case.dilation, groups=case.groups)
+    bn = torch.nn.BatchNorm2d(case.oc)
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_()
+        bn.bias.normal_()
+    layers = [conv, bn] + ([torch.nn.ReLU()] if relu else [])
+    return conv, bn, torch.nn.Sequential(*layers).eval()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@layouts
+def test_matches_eager_modules(isa, case: ConvCase, layout):
+    conv, bn, ref_model = make_modules(case)
+    fused = FusedConvBNReLU2d.from_modules(conv, bn, relu=True)
+    x = case.input()
+    with torch.no_grad():
+        ref = ref_model.double()(x.double())
+    assert rel_error(fused(to_layout(x, layout)), ref) <= 1e-5
+
+
+def test_without_bn_and_relu():
+    conv = torch.nn.Conv2d(6, 10, 3, stride=2, padding=1)
+    fused = FusedConvBNReLU2d.from_modules(conv, None, relu=False)
+    x = torch.randn(3, 6, 11, 11)
+    with torch.no_grad():
+        assert rel_error(fused(x), conv.double()(x.double())) <= 1e-5
+
+
+def test_repacks_when_isa_changes_and_survives_save_load():
+    case = ConvCase("s", 2, 8, 9, 9, 16, (3, 3), padding=1)
+    conv, bn, ref_model = make_modules(case)
+    fused = FusedConvBNReLU2d.from_modules(conv, bn)
+    x = case.input()
+    expected = fused(x)
+    previous = pyfastcnn.get_isa()
+    try:
+        for level in pyfastcnn.supported_isas():
+            pyfastcnn.set_isa(level)
+            assert rel_error(fused(x), expected) <= 1e-5
+    finally:
+        pyfastcnn.set_isa(previous)
+    buffer = io.BytesIO()
+    torch.save(fused, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded(x), expected)
+    # load_state_dict replaces the weight: the packed copy follows it.
+    other = FusedConvBNReLU2d.from_modules(*make_modules(case)[:2])
+    other.load_state_dict(fused.state_dict())
+    assert torch.equal(other(x), expected)
+
+
+def test_bad_modules():
+    with pytest.raises(TypeError, match="conv must be a torch.nn.Conv2d"):
+        FusedConvBNReLU2d.from_modules(torch.nn.Linear(3, 4))
+    with pytest.raises(ValueError, match="padding_mode"):
+        FusedConvBNReLU2d.from_modules(torch.nn.Conv2d(3, 4, 3, padding=1,
+                                                       padding_mode="reflect"))
+    with pytest.raises(ValueError, match="bn has 5 features"):
+        FusedConvBNReLU2d.from_modules(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(5))
+    with pytest.raises(TypeError, match="relu must be"):
+        FusedConvBNReLU2d.from_modules(torch.nn.Conv2d(3, 4, 3), None, relu=torch.nn.GELU())
+    fused = FusedConvBNReLU2d.from_modules(torch.nn.Conv2d(3, 4, 3))
+    with pytest.raises(ValueError, match="input channels"):
+        fused(torch.randn(1, 5, 8, 8))
+
+
+def test_opcheck_packed_op():
+    if pyfastcnn.config()["kernels"]["conv2d_dense"] == "scalar":
+        pytest.skip("this CPU has no packed FP32 conv kernel (AVX-512 needed)")
+    packed = pyfastcnn.PackedConvWeight(torch.randn(6, 2, 3, 3), groups=2)
+    isa, data = packed.packed()
+    x = torch.randn(2, 4, 7, 7).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.pyfastcnn.conv2d_bias_act_packed.default, (
+        x, data, isa, [6, 2, 3, 3], torch.randn(6), [1, 2], [1, 0], [1, 1], 2, [7, 3], 0.0,
+        float("inf")))
