@@ -41,8 +41,8 @@ def load(path: Path):
 
 def table(groups) -> str:
     rows = [
-        "| group | impl | median (ms) | GOP/s | speed-up vs baseline |",
-        "|---|---|---|---|---|",
+        "| group | impl | median (ms) | GOP/s | % of peak | speed-up vs baseline |",
+        "|---|---|---|---|---|---|",
     ]
     for group in sorted(groups):
         impls = groups[group]
