@@ -32,6 +32,13 @@ const F32ConvKernel kF32Conv[kNumIsas] = {
 };
 
 const SparseConv2dCsrFn kSparseConv2dCsr[kNumIsas] = {ref::sparse_conv2d_csr};
+const SparsePlanesFn kSparsePlanes[kNumIsas] = {
+    nullptr,
+#ifdef PYFASTCNN_X86
+    nullptr,
+    avx512::sparse_conv_planes,
+#endif
+};
 const Conv2dDenseFn kConv2dDense[kNumIsas] = {ref::conv2d_dense};
 
 // Index of the entry to use at `isa`: the nearest level at or below it that has a kernel.
@@ -64,6 +71,9 @@ Int8GemmKernel int8_gemm_kernel() { return int8_gemm_kernel_for(selected_isa());
 SparseConv2dCsrFn sparse_conv2d_csr_kernel() {
   return kSparseConv2dCsr[fn_level(kSparseConv2dCsr, selected_isa())];
 }
+SparsePlanesFn sparse_planes_kernel() {
+  return kSparsePlanes[fn_level(kSparsePlanes, selected_isa())];
+}
 Conv2dDenseFn conv2d_dense_kernel() { return kConv2dDense[fn_level(kConv2dDense, selected_isa())]; }
 
 const char* kernel_isa(const char* op) {
@@ -72,7 +82,7 @@ const char* kernel_isa(const char* op) {
   if (std::strcmp(op, "int8_gemm") == 0) {
     level = int8_level(isa);
   } else if (std::strcmp(op, "sparse_conv2d") == 0) {
-    level = fn_level(kSparseConv2dCsr, isa);
+    level = fn_level(kSparsePlanes, isa);
   } else if (std::strcmp(op, "conv2d_dense") == 0) {
     level = f32_conv_level(isa);
   } else {

@@ -83,6 +83,96 @@ Conv2dEpilogue conv_epilogue(const TensorRef* bias, int64_t OC, const ConvParams
 
 }  // namespace
 
+namespace {
+
+// Vectorized sparse conv (see SparsePlanesArgs). The source holds, per image and input channel,
+// one zero-padded plane per stride phase (ph, pw): plane[i][j] = x[i*sh + ph - pad_top]
+// [j*sw + pw - pad_left]. Output pixel (oh, ow) becomes virtual pixel q = oh * Wq + ow, and the
+// tap (c, kh, kw) reads plane (c, kh*dh % sh, kw*dw % sw) at q + (kh*dh / sh) * Wq + kw*dw / sw:
+// a constant offset per non-zero. Columns ow >= OW of the virtual planes are computed and
+// dropped when the result is copied to `output` (any layout).
+void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const int64_t* row_ptr,
+                          const int32_t* col_idx, const float* values, const Conv2dGeometry& g,
+                          const Conv2dEpilogue& epi, const TensorRef& output) {
+  const int64_t sh = g.stride_h, sw = g.stride_w;
+  const int64_t Wq = g.OW + (g.KW - 1) * g.dil_w / sw;
+  const int64_t Hq = g.OH + (g.KH - 1) * g.dil_h / sh + 1;  // + 1 row: slack for ow >= OW
+  const int64_t plane = Hq * Wq, chan_stride = sh * sw * plane, image_stride = g.C * chan_stride;
+  const int64_t q_count = g.OH * Wq;
+  float* src = static_cast<float*>(
+      scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * image_stride + 128) * 4));
+  const float* x = static_cast<const float*>(input.data);
+  const int64_t sN = input.strides[0], sC = input.strides[1], sH = input.strides[2],
+                sW = input.strides[3], H = g.H, W = g.W, pt = g.pad_top, pl = g.pad_left;
+  parallel_for(g.N * g.C, 1, [=](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const float* __restrict in = x + (nc / (image_stride / chan_stride)) * sN +
+                                   (nc % (image_stride / chan_stride)) * sC;
+      float* __restrict dst = src + nc * chan_stride;
+      for (int64_t ph = 0; ph < sh; ++ph) {
+        for (int64_t pw = 0; pw < sw; ++pw, dst += plane) {
+          for (int64_t i = 0; i < Hq; ++i) {
+            const int64_t ih = i * sh + ph - pt;
+            float* __restrict row = dst + i * Wq;
+            if (ih < 0 || ih >= H) {
+              std::fill(row, row + Wq, 0.0f);
+              continue;
+            }
+            const float* __restrict in_row = in + ih * sH;
+            if (sw == 1 && sW == 1) {  // NCHW rows: zeros, a copy, zeros
+              const int64_t j0 = std::min(Wq, std::max<int64_t>(0, pl - pw));
+              const int64_t j1 = std::max(j0, std::min(Wq, W + pl - pw));
+              std::fill(row, row + j0, 0.0f);
+              std::copy(in_row + (j0 + pw - pl), in_row + (j1 + pw - pl), row + j0);
+              std::fill(row + j1, row + Wq, 0.0f);
+              continue;
+            }
+            for (int64_t j = 0; j < Wq; ++j) {
+              const int64_t iw = j * sw + pw - pl;
+              row[j] = (iw >= 0 && iw < W) ? in_row[iw * sW] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  });
+  std::fill(src + g.N * image_stride, src + g.N * image_stride + 128, 0.0f);
+  // Offsets of the non-zeros in this layout.
+  const int64_t nnz = row_ptr[g.OC], cg = g.C / g.groups, ocg = g.OC / g.groups,
+                taps = g.KH * g.KW;
+  int64_t* offset =
+      static_cast<int64_t*>(scratch(ScratchSlot::weights, static_cast<size_t>(nnz + 1) * 8));
+  for (int64_t oc = 0; oc < g.OC; ++oc) {
+    for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) {
+      const int64_t c = (oc / ocg) * cg + col_idx[i] / taps, t = col_idx[i] % taps;
+      const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
+      offset[i] = c * chan_stride + ((dh % sh) * sw + dw % sw) * plane + (dh / sh) * Wq + dw / sw;
+    }
+  }
+  float* virt = static_cast<float*>(
+      scratch(ScratchSlot::output, static_cast<size_t>(g.N * g.OC * q_count) * 4));
+  kernel(SparsePlanesArgs{src, g.N, image_stride, q_count, g.OC, row_ptr, offset, values,
+                          epi.bias, epi.clamp_min, epi.clamp_max, virt});
+  float* out = static_cast<float*>(output.data);
+  const int64_t* os = output.strides;
+  const int64_t OC = g.OC, OH = g.OH, OW = g.OW;
+  parallel_for(g.N * OC, 4, [=](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* __restrict v = virt + t * q_count;
+      float* __restrict o = out + (t / OC) * os[0] + (t % OC) * os[1];
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        if (os[3] == 1) {
+          std::copy(v + oh * Wq, v + oh * Wq + OW, o + oh * os[2]);
+          continue;
+        }
+        for (int64_t ow = 0; ow < OW; ++ow) o[oh * os[2] + ow * os[3]] = v[oh * Wq + ow];
+      }
+    }
+  });
+}
+
+}  // namespace
+
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
                        const TensorRef& values, const TensorRef* bias, int64_t C_per_group, int64_t KH,
                        int64_t KW, const ConvParams& p, const TensorRef& output) {
@@ -111,6 +201,11 @@ void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const T
     if (ci[i] < 0 || ci[i] >= taps) fail("col_idx entry out of range [0, C/groups*KH*KW)");
   }
   if (output.numel() == 0) return;
+  if (const SparsePlanesFn planes = sparse_planes_kernel()) {
+    sparse_conv2d_planes(planes, input, rp, ci, static_cast<const float*>(values.data), g, epi,
+                         output);
+    return;
+  }
   const CsrWeight w{rp, ci, static_cast<const float*>(values.data)};
   sparse_conv2d_csr_kernel()(conv_io(input, output), g, w, epi);
 }

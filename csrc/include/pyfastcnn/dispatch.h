@@ -26,6 +26,8 @@ F32ConvKernel f32_conv_kernel();
 Int8GemmKernel int8_gemm_kernel();
 Int8GemmKernel int8_gemm_kernel_for(Isa isa);
 SparseConv2dCsrFn sparse_conv2d_csr_kernel();
+// Vectorized sparse kernel over virtual planes at the selected level, or null (reference).
+SparsePlanesFn sparse_planes_kernel();
 Conv2dDenseFn conv2d_dense_kernel();
 
 // Name of the ISA whose kernel an op runs under the current selection ("avx512_vnni", ...).

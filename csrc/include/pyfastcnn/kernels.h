@@ -118,6 +118,23 @@ struct CsrWeight {
   const int32_t* col_idx;
   const float* values;
 };
+// Sparse conv over "virtual" output planes: out[n][oc][q] = clamp(bias[oc] +
+// sum_i values[i] * src[n * image_stride + offset[i] + q]) for q < q_count, i over the CSR row
+// of oc. ops.cc lays out src (zero-padded, stride-phase-split NCHW planes) so that every tap is a
+// constant offset from q; `src` must be readable up to offset + q_count rounded up to 64.
+struct SparsePlanesArgs {
+  const float* src;
+  int64_t N, image_stride, q_count;
+  int64_t OC;
+  const int64_t* row_ptr;
+  const int64_t* offset;  // per non-zero, in floats
+  const float* values;
+  const float* bias;  // [OC] or null
+  float clamp_min, clamp_max;
+  float* out;  // [N][OC][q_count]
+};
+using SparsePlanesFn = void (*)(const SparsePlanesArgs& args);
+
 using SparseConv2dCsrFn = void (*)(const Conv2dIO& io, const Conv2dGeometry& g, const CsrWeight& w,
                                    const Conv2dEpilogue& epi);
 // Dense weight [OC, C/groups, KH, KW], contiguous.
@@ -146,6 +163,7 @@ PYFASTCNN_DECLARE_INT8_GEMM
 namespace avx512 {
 PYFASTCNN_DECLARE_INT8_GEMM
 size_t f32_packed_floats(int64_t K, int64_t N);
+void sparse_conv_planes(const SparsePlanesArgs& args);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 void conv2d_f32(const F32ConvArgs& args);
 }

@@ -1,0 +1,80 @@
+// Sparse (pruned-weight) convolution for AVX-512 over virtual output planes (see
+// SparsePlanesArgs). A task owns 64 consecutive virtual pixels of one image for every output
+// channel: each non-zero weight is one broadcast and four contiguous 16-pixel loads + FMAs, so
+// work is proportional to the non-zeros, and the task's input window stays in L2 while all
+// output channels use it. Bias and clamp (ReLU) are applied before the store.
+// GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include "pyfastcnn/kernels.h"
+#include "pyfastcnn/parallel.h"
+
+namespace pyfastcnn {
+namespace avx512 {
+namespace {
+
+constexpr int64_t kTile = 64;  // virtual pixels per task: 4 zmm accumulators
+
+__mmask16 lane_mask(int64_t valid) {
+  return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
+                     : (valid <= 0 ? 0 : static_cast<__mmask16>((1u << valid) - 1));
+}
+
+template <bool FULL>
+void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0) {
+  const int64_t left = a.q_count - q0;
+  const __mmask16 m0 = lane_mask(left), m1 = lane_mask(left - 16), m2 = lane_mask(left - 32),
+                  m3 = lane_mask(left - 48);
+  const __m512 lo = _mm512_set1_ps(a.clamp_min), hi = _mm512_set1_ps(a.clamp_max);
+  const float* base = src + q0;
+  for (int64_t oc = 0; oc < a.OC; ++oc) {
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    for (int64_t i = a.row_ptr[oc]; i < a.row_ptr[oc + 1]; ++i) {
+      const float* p = base + a.offset[i];
+      const __m512 v = _mm512_set1_ps(a.values[i]);
+      if constexpr (FULL) {
+        c0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p), c0);
+        c1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 16), c1);
+        c2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 32), c2);
+        c3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(p + 48), c3);
+      } else {
+        c0 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m0, p), c0);
+        c1 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m1, p + 16), c1);
+        c2 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m2, p + 32), c2);
+        c3 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m3, p + 48), c3);
+      }
+    }
+    const __m512 bias = _mm512_set1_ps(a.bias ? a.bias[oc] : 0.0f);
+    float* o = out + oc * a.q_count + q0;
+    // x as the second operand of max/min: they return it when it is NaN.
+    const auto finish = [&](__m512 x) {
+      return _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(x, bias)));
+    };
+    _mm512_mask_storeu_ps(o, m0, finish(c0));
+    _mm512_mask_storeu_ps(o + 16, m1, finish(c1));
+    _mm512_mask_storeu_ps(o + 32, m2, finish(c2));
+    _mm512_mask_storeu_ps(o + 48, m3, finish(c3));
+  }
+}
+
+}  // namespace
+
+void sparse_conv_planes(const SparsePlanesArgs& a) {
+  const int64_t tiles = (a.q_count + kTile - 1) / kTile;
+  parallel_for(a.N * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / tiles, q0 = (t % tiles) * kTile;
+      const float* src = a.src + n * a.image_stride;
+      float* out = a.out + n * a.OC * a.q_count;
+      if (q0 + kTile <= a.q_count) {
+        tile<true>(a, src, out, q0);
+      } else {
+        tile<false>(a, src, out, q0);
+      }
+    }
+  });
+}
+
+}  // namespace avx512
+}  // namespace pyfastcnn
