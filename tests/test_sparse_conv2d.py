@@ -17,15 +17,26 @@ def prune(weight: torch.Tensor, density: float) -> torch.Tensor:
     return weight * (torch.rand_like(weight) < density)
 
 
+def prune_blocks(weight: torch.Tensor, keep: float, groups: int = 1) -> torch.Tensor:
+    """Zero whole blocks: for each group, 32 output channels x one (c, kh, kw) position."""
+    oc = weight.shape[0]
+    ocg = oc // groups
+    channel_block = (torch.arange(oc) % ocg) // 32 + (torch.arange(oc) // ocg) * 1000
+    blocks = torch.unique(channel_block)
+    mask = torch.rand(len(blocks), *weight.shape[1:]) < keep
+    index = torch.searchsorted(blocks, channel_block)
+    return weight * mask[index]
+
+
 @conv_cases
 @layouts
-def test_matches_reference(isa, case: ConvCase, layout):
+@pytest.mark.parametrize("fmt", ["csr", "block"])
+def test_matches_reference(isa, case: ConvCase, layout, fmt):
     x = case.input()
     w = prune(case.weight(), 0.3)
     bias = torch.randn(case.oc)
-    out = pyfastcnn.sparse_conv2d(
-        to_layout(x, layout), pyfastcnn.pack_sparse(w), bias, **case.kwargs()
-    )
+    packed = pyfastcnn.pack_sparse(w, fmt, groups=case.groups)
+    out = pyfastcnn.sparse_conv2d(to_layout(x, layout), packed, bias, **case.kwargs())
     ref = reference.conv2d(x, w, bias, **case.kwargs())
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert rel_error(out, ref) <= TOL
@@ -41,6 +52,25 @@ def test_densities_and_relu(isa, density):
         out = pyfastcnn.sparse_conv2d(x, w, bias, relu=relu, **case.kwargs())
         ref = reference.conv2d(x, w, bias, relu=relu, **case.kwargs())
         assert rel_error(out, ref) <= TOL
+
+
+def test_block_pruned_weights_pack_as_blocks(isa):
+    case = ConvCase("b", 2, 16, 9, 9, 70, (3, 3), padding=1, groups=2)
+    w = prune_blocks(case.weight(), 0.2, groups=2)
+    packed = pyfastcnn.pack_sparse(w, groups=2)
+    assert packed.format == "block" and torch.equal(packed.to_dense(), w)
+    assert pyfastcnn.pack_sparse(prune(case.weight(), 0.2), groups=2).format == "csr"
+    x, bias = case.input(), torch.randn(case.oc)
+    for relu in (False, True):
+        out = pyfastcnn.sparse_conv2d(x, packed, bias, relu=relu, **case.kwargs())
+        ref = reference.conv2d(x, w, bias, relu=relu, **case.kwargs())
+        assert rel_error(out, ref) <= TOL
+
+
+def test_block_weight_needs_matching_groups():
+    packed = pyfastcnn.pack_sparse(torch.randn(8, 2, 3, 3), "block", groups=2)
+    with pytest.raises(ValueError, match="packed for groups=2"):
+        pyfastcnn.sparse_conv2d(torch.randn(1, 2, 5, 5), packed)
 
 
 def test_dense_tensor_and_packed_weight_agree():
@@ -209,6 +239,8 @@ def test_pack_sparse_bad_input():
         pyfastcnn.pack_sparse(torch.randn(2, 9))
     with pytest.raises(ValueError, match="format must be one of"):
         pyfastcnn.pack_sparse(_w(), format="coo")
+    with pytest.raises(ValueError, match="groups=4 must divide"):
+        pyfastcnn.pack_sparse(_w(), groups=4)
 
 
 def _native_call(row_ptr, col_idx, values, c_per_group=4):
@@ -254,6 +286,27 @@ def test_native_refuses_corrupt_sparse_weight():
         _native_call(ok.row_ptr, ok.col_idx, ok.values, c_per_group=3)
 
 
+def test_native_refuses_corrupt_block_weight():
+    ok = pyfastcnn.pack_sparse(prune(_w(), 0.5), "block")
+    x, out = _x(), torch.empty(2, 6, 6, 6)
+
+    def call(row_ptr, col_idx, values):
+        _native.C.sparse_conv2d_block(
+            _native.tensor_arg(x), _native.tensor_arg(row_ptr), _native.tensor_arg(col_idx),
+            _native.tensor_arg(values), 6, 4, 3, 3, None, 1, 1, 0, 0, 1, 1, 1, float("-inf"),
+            float("inf"), _native.tensor_arg(out))
+
+    call(ok.row_ptr, ok.col_idx, ok.values)
+    bad_col = ok.col_idx.clone()
+    bad_col[0] = 36
+    with pytest.raises(ValueError, match="col_idx entry out of range"):
+        call(ok.row_ptr, bad_col, ok.values)
+    with pytest.raises(ValueError, match="row_ptr must have"):
+        call(torch.zeros(3, dtype=torch.int64), ok.col_idx, ok.values)
+    with pytest.raises(ValueError, match="values must have"):
+        call(ok.row_ptr, ok.col_idx, ok.values[:-1])
+
+
 def test_opcheck():
     w = pyfastcnn.pack_sparse(prune(torch.randn(6, 2, 3, 3), 0.5))
     x = torch.randn(2, 4, 7, 7).contiguous(memory_format=torch.channels_last)
@@ -272,3 +325,6 @@ def test_opcheck():
         True,
     )
     torch.library.opcheck(torch.ops.pyfastcnn.sparse_conv2d_csr.default, args)
+    b = pyfastcnn.pack_sparse(prune(torch.randn(6, 2, 3, 3), 0.5), "block", groups=2)
+    args = (x, b.row_ptr, b.col_idx, b.values) + args[4:]
+    torch.library.opcheck(torch.ops.pyfastcnn.sparse_conv2d_block.default, args)

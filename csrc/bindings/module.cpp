@@ -163,6 +163,26 @@ PYBIND11_MODULE(_C, m) {
       "out = clamp(conv2d(input, W_csr) + bias, clamp_min, clamp_max)");
 
   m.def(
+      "sparse_conv2d_block",
+      [](const py::tuple& input, const py::tuple& row_ptr, const py::tuple& col_idx,
+         const py::tuple& values, int64_t oc, int64_t c_per_group, int64_t kh, int64_t kw,
+         const py::object& bias, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+         int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups, float clamp_min,
+         float clamp_max, const py::tuple& out) {
+        const TensorRef ri = to_ref(input, "input"), rp = to_ref(row_ptr, "row_ptr"),
+                        rc = to_ref(col_idx, "col_idx"), rv = to_ref(values, "values"),
+                        ro = to_ref(out, "out");
+        TensorRef rb;
+        if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                                         groups, clamp_min, clamp_max);
+        py::gil_scoped_release release;
+        sparse_conv2d_block(ri, rp, rc, rv, oc, c_per_group, kh, kw,
+                            bias.is_none() ? nullptr : &rb, p, ro);
+      },
+      "out = clamp(conv2d(input, W_block) + bias): block-sparse weight, see ops.h");
+
+  m.def(
       "conv2d_dense",
       [](const py::tuple& input, const py::tuple& weight, const py::object& bias,
          int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,

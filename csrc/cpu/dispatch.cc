@@ -31,6 +31,14 @@ const F32ConvKernel kF32Conv[kNumIsas] = {
 #endif
 };
 
+const F32BlockSparseFn kF32BlockSparse[kNumIsas] = {
+    nullptr,
+#ifdef PYFASTCNN_X86
+    nullptr,
+    avx512::conv2d_f32_block_sparse,
+#endif
+};
+
 const SparseConv2dCsrFn kSparseConv2dCsr[kNumIsas] = {ref::sparse_conv2d_csr};
 const SparsePlanesFn kSparsePlanes[kNumIsas] = {
     nullptr,
@@ -70,6 +78,9 @@ Int8GemmKernel int8_gemm_kernel_for(Isa isa) { return kInt8Gemm[int8_level(isa)]
 Int8GemmKernel int8_gemm_kernel() { return int8_gemm_kernel_for(selected_isa()); }
 SparseConv2dCsrFn sparse_conv2d_csr_kernel() {
   return kSparseConv2dCsr[fn_level(kSparseConv2dCsr, selected_isa())];
+}
+F32BlockSparseFn f32_block_sparse_kernel() {
+  return kF32BlockSparse[fn_level(kF32BlockSparse, selected_isa())];
 }
 SparsePlanesFn sparse_planes_kernel() {
   return kSparsePlanes[fn_level(kSparsePlanes, selected_isa())];

@@ -59,9 +59,10 @@ Conv2dGeometry conv_geometry(const TensorRef& input, const TensorRef& output, in
 
 }  // namespace detail
 
+using std::to_string;
+
 namespace {
 
-using std::to_string;
 using detail::check_vector;
 using detail::row_major_ld;
 
@@ -241,41 +242,74 @@ void pack_f32_conv_weights(const F32ConvKernel& k, const float* w, int64_t OC, i
   }
 }
 
+struct F32Source {
+  const float* data;
+  int64_t Hs, Ws;
+};
+
+// The zero-padded NHWC source of an FP32 implicit-GEMM conv: the input itself when it already
+// is one, else a copy (which also handles any input strides).
+F32Source f32_conv_source(const TensorRef& input, const Conv2dGeometry& g) {
+  const int64_t Hs = (g.OH - 1) * g.stride_h + (g.KH - 1) * g.dil_h + 1;
+  const int64_t Ws = (g.OW - 1) * g.stride_w + (g.KW - 1) * g.dil_w + 1;
+  const float* x = static_cast<const float*>(input.data);
+  if (nhwc_contiguous(input) && g.pad_top == 0 && g.pad_left == 0 && Hs <= g.H && Ws <= g.W) {
+    return {x, g.H, g.W};
+  }
+  float* dst = static_cast<float*>(
+      scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * Hs * Ws * g.C) * 4));
+  const int64_t sN = input.strides[0], sC = input.strides[1], sH = input.strides[2],
+                sW = input.strides[3], C = g.C, H = g.H, W = g.W, pt = g.pad_top,
+                pl = g.pad_left;
+  parallel_for(g.N * Hs, 2, [=](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / Hs, ih = row % Hs - pt;
+      float* __restrict out = dst + row * Ws * C;
+      for (int64_t wp = 0; wp < Ws; ++wp, out += C) {
+        const int64_t iw = wp - pl;
+        if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
+          for (int64_t c = 0; c < C; ++c) out[c] = 0.0f;
+          continue;
+        }
+        const float* __restrict in = x + n * sN + ih * sH + iw * sW;
+        for (int64_t c = 0; c < C; ++c) out[c] = in[c * sC];
+      }
+    }
+  });
+  return {dst, Hs, Ws};
+}
+
+// Kernels write NHWC rows; an output in another layout is staged and copied (finish_output).
+float* f32_conv_output(const TensorRef& output, const Conv2dGeometry& g) {
+  if (nhwc_contiguous(output)) return static_cast<float*>(output.data);
+  return static_cast<float*>(
+      scratch(ScratchSlot::output, static_cast<size_t>(g.N * g.OH * g.OW * g.OC) * 4));
+}
+
+void f32_finish_output(const float* out, const TensorRef& output, const Conv2dGeometry& g) {
+  if (out == output.data) return;
+  float* dst = static_cast<float*>(output.data);
+  const int64_t* os = output.strides;
+  const int64_t OC = g.OC, OH = g.OH, OW = g.OW;
+  parallel_for(g.N * OC, 4, [=](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / OC, oc = t % OC;
+      for (int64_t pix = 0; pix < OH * OW; ++pix) {
+        dst[n * os[0] + oc * os[1] + (pix / OW) * os[2] + (pix % OW) * os[3]] =
+            out[(n * OH * OW + pix) * OC + oc];
+      }
+    }
+  });
+}
+
 void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const float* packed,
                          const Conv2dGeometry& g, const Conv2dEpilogue& epi,
                          const TensorRef& output) {
   const int64_t cg = g.C / g.groups, ocg = g.OC / g.groups, K = g.KH * g.KW * cg;
   const int64_t group_floats = f32_group_floats(k, K, ocg);
-  const int64_t Hs = (g.OH - 1) * g.stride_h + (g.KH - 1) * g.dil_h + 1;
-  const int64_t Ws = (g.OW - 1) * g.stride_w + (g.KW - 1) * g.dil_w + 1;
-  const float* x = static_cast<const float*>(input.data);
-  const float* src = x;
-  int64_t src_h = g.H, src_w = g.W;
-  if (!(nhwc_contiguous(input) && g.pad_top == 0 && g.pad_left == 0 && Hs <= g.H && Ws <= g.W)) {
-    float* dst = static_cast<float*>(
-        scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * Hs * Ws * g.C) * 4));
-    const int64_t sN = input.strides[0], sC = input.strides[1], sH = input.strides[2],
-                  sW = input.strides[3], C = g.C, H = g.H, W = g.W, pt = g.pad_top,
-                  pl = g.pad_left;
-    parallel_for(g.N * Hs, 2, [=](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t n = row / Hs, ih = row % Hs - pt;
-        float* __restrict out = dst + row * Ws * C;
-        for (int64_t wp = 0; wp < Ws; ++wp, out += C) {
-          const int64_t iw = wp - pl;
-          if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
-            for (int64_t c = 0; c < C; ++c) out[c] = 0.0f;
-            continue;
-          }
-          const float* __restrict in = x + n * sN + ih * sH + iw * sW;
-          for (int64_t c = 0; c < C; ++c) out[c] = in[c * sC];
-        }
-      }
-    });
-    src = dst;
-    src_h = Hs;
-    src_w = Ws;
-  }
+  const F32Source source = f32_conv_source(input, g);
+  const float* src = source.data;
+  const int64_t src_h = source.Hs, src_w = source.Ws;
   // Rows of the implicit GEMM: one run per kernel row when a whole kernel row is contiguous,
   // cut into pieces and grouped into k-blocks of at most kBlockK floats (a block of a panel
   // pair, kBlockK x 64 floats, then stays in L2 while every row tile of a task uses it).
@@ -303,33 +337,83 @@ void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const f
   if (in_block > 0 || block_begin.size() == 1) {
     block_begin.push_back(static_cast<int64_t>(seg_len.size()));
   }
-  const bool direct_out = nhwc_contiguous(output);
-  float* out = direct_out ? static_cast<float*>(output.data)
-                          : static_cast<float*>(scratch(
-                                ScratchSlot::output,
-                                static_cast<size_t>(g.N * g.OH * g.OW * g.OC) * 4));
+  float* out = f32_conv_output(output, g);
   k.conv(F32ConvArgs{src, src_h, src_w, g.C, g.N, g.OH, g.OW, g.stride_h, g.stride_w, g.groups,
                      cg, ocg, seg_offset.data(), seg_len.data(),
                      static_cast<int64_t>(seg_len.size()), block_begin.data(),
                      static_cast<int64_t>(block_begin.size()) - 1, packed, group_floats, out,
                      epi.bias, epi.clamp_min, epi.clamp_max});
-  if (!direct_out) {
-    float* dst = static_cast<float*>(output.data);
-    const int64_t* os = output.strides;
-    const int64_t OC = g.OC, OH = g.OH, OW = g.OW;
-    parallel_for(g.N * OC, 4, [=](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t n = t / OC, oc = t % OC;
-        for (int64_t pix = 0; pix < OH * OW; ++pix) {
-          dst[n * os[0] + oc * os[1] + (pix / OW) * os[2] + (pix % OW) * os[3]] =
-              out[(n * OH * OW + pix) * OC + oc];
-        }
-      }
-    });
-  }
+  f32_finish_output(out, output, g);
 }
 
 }  // namespace
+
+void sparse_conv2d_block(const TensorRef& input, const TensorRef& panel_row_ptr,
+                         const TensorRef& k_index, const TensorRef& rows, int64_t OC,
+                         int64_t C_per_group, int64_t KH, int64_t KW, const TensorRef* bias,
+                         const ConvParams& p, const TensorRef& output) {
+  check_tensor(input, "input", DType::f32, 4);
+  check_tensor(output, "out", DType::f32, 4);
+  const Conv2dGeometry g = detail::conv_geometry(input, output, OC, C_per_group, KH, KW, p);
+  const Conv2dEpilogue epi = conv_epilogue(bias, OC, p);
+  const int64_t ocg = OC / g.groups, panels = (ocg + kSparseBlockCols - 1) / kSparseBlockCols;
+  const int64_t K = KH * KW * C_per_group;
+  check_tensor(panel_row_ptr, "row_ptr", DType::i64, 1);
+  check_contiguous(panel_row_ptr, "row_ptr");
+  if (panel_row_ptr.sizes[0] != g.groups * panels + 1) {
+    fail("row_ptr must have groups * ceil(OC / groups / 32) + 1 = " +
+         to_string(g.groups * panels + 1) + " entries");
+  }
+  check_tensor(k_index, "col_idx", DType::i32, 1);
+  check_contiguous(k_index, "col_idx");
+  const int64_t kept = k_index.sizes[0];
+  detail::check_vector(rows, "values", DType::f32, kept * kSparseBlockCols);
+  const int64_t* rp = static_cast<const int64_t*>(panel_row_ptr.data);
+  const int32_t* ki = static_cast<const int32_t*>(k_index.data);
+  if (rp[0] != 0 || rp[g.groups * panels] != kept) fail("row_ptr must start at 0 and end at nnz");
+  for (int64_t i = 0; i < g.groups * panels; ++i) {
+    if (rp[i + 1] < rp[i]) fail("row_ptr must be non-decreasing");
+  }
+  for (int64_t j = 0; j < kept; ++j) {
+    if (ki[j] < 0 || ki[j] >= K) fail("col_idx entry out of range [0, C/groups*KH*KW)");
+  }
+  if (output.numel() == 0) return;
+  const float* values = static_cast<const float*>(rows.data);
+  const F32BlockSparseFn kernel = f32_block_sparse_kernel();
+  if (!kernel) {
+    // No vector kernel at this level: the same non-zeros as CSR through the reference.
+    std::vector<int64_t> csr_rows(1, 0);
+    std::vector<int32_t> cols;
+    std::vector<float> vals;
+    for (int64_t oc = 0; oc < OC; ++oc) {
+      const int64_t grp = oc / ocg, panel = grp * panels + (oc % ocg) / kSparseBlockCols;
+      const int64_t lane = (oc % ocg) % kSparseBlockCols;
+      for (int64_t j = rp[panel]; j < rp[panel + 1]; ++j) {
+        const float v = values[j * kSparseBlockCols + lane];
+        if (v != 0.0f) {  // block order (kh, kw, c) to CSR order (c, kh, kw)
+          cols.push_back(static_cast<int32_t>((ki[j] % C_per_group) * KH * KW +
+                                              ki[j] / C_per_group));
+          vals.push_back(v);
+        }
+      }
+      csr_rows.push_back(static_cast<int64_t>(cols.size()));
+    }
+    sparse_conv2d_csr_kernel()(conv_io(input, output), g,
+                               CsrWeight{csr_rows.data(), cols.data(), vals.data()}, epi);
+    return;
+  }
+  const F32Source source = f32_conv_source(input, g);
+  std::vector<int64_t> offsets(kept);
+  for (int64_t j = 0; j < kept; ++j) {
+    const int64_t c = ki[j] % C_per_group, t = ki[j] / C_per_group;
+    offsets[j] = ((t / KW) * g.dil_h * source.Ws + (t % KW) * g.dil_w) * g.C + c;
+  }
+  float* out = f32_conv_output(output, g);
+  kernel(F32BlockSparseArgs{source.data, source.Hs, source.Ws, g.C, g.N, g.OH, g.OW, g.stride_h,
+                            g.stride_w, g.groups, C_per_group, ocg, rp, offsets.data(), values,
+                            out, epi.bias, epi.clamp_min, epi.clamp_max});
+  f32_finish_output(out, output, g);
+}
 
 void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorRef* bias,
                   const ConvParams& p, const TensorRef& output) {

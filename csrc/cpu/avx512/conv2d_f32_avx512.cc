@@ -7,6 +7,7 @@
 // (see F32ConvArgs), so there is no im2col.
 // GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include "../tile_loop.h"
@@ -116,6 +117,52 @@ void conv_tile(const F32ConvArgs& g, int64_t kb, const float* const* base, float
   }
 }
 
+// Block-sparse: the kept rows of one panel, each at its own source offset.
+#define PYFASTCNN_SPARSE_ROW(r)                                      \
+  if constexpr (MR > r) {                                            \
+    const __m512 av = _mm512_set1_ps(base##r[off]);                  \
+    c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                      \
+    c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                      \
+  }
+#define PYFASTCNN_ROW_BASE(r) const float* base##r = base[MR > r ? r : 0];
+#define PYFASTCNN_ROW_ACC(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0;
+#define PYFASTCNN_FOR_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+template <int MR>
+void block_sparse_tile(const F32BlockSparseArgs& g, const float* const* base, float* out,
+                       int64_t out_ld, int64_t panel, int64_t n_global, int cols) {
+  PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_BASE)
+  PYFASTCNN_FOR_ROWS(PYFASTCNN_ROW_ACC)
+  for (int64_t j = g.panel_row_ptr[panel]; j < g.panel_row_ptr[panel + 1]; ++j) {
+    const int64_t off = g.row_offset[j];
+    const float* row = g.rows + j * kSparseBlockCols;
+    const __m512 b0 = _mm512_loadu_ps(row), b1 = _mm512_loadu_ps(row + 16);
+    PYFASTCNN_FOR_ROWS(PYFASTCNN_SPARSE_ROW)
+  }
+  const __m512 acc[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                            {c30, c31}, {c40, c41}, {c50, c51}};
+  const __m512 lo = _mm512_set1_ps(g.clamp_min), hi = _mm512_set1_ps(g.clamp_max);
+  for (int v = 0; v < 2; ++v) {
+    const __mmask16 mask = lane_mask(cols - 16 * v);
+    const __m512 bias =
+        g.bias ? _mm512_maskz_loadu_ps(mask, g.bias + n_global + 16 * v) : _mm512_setzero_ps();
+    for (int r = 0; r < MR; ++r) {
+      const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[r][v], bias)));
+      _mm512_mask_storeu_ps(out + r * out_ld + 16 * v, mask, y);
+    }
+  }
+}
+#undef PYFASTCNN_FOR_ROWS
+#undef PYFASTCNN_ROW_ACC
+#undef PYFASTCNN_ROW_BASE
+#undef PYFASTCNN_SPARSE_ROW
+
+using BlockSparseTileFn = void (*)(const F32BlockSparseArgs&, const float* const*, float*,
+                                   int64_t, int64_t, int64_t, int);
+constexpr BlockSparseTileFn kBlockSparseTiles[kMR + 1] = {
+    nullptr,                 block_sparse_tile<1>, block_sparse_tile<2>, block_sparse_tile<3>,
+    block_sparse_tile<4>,    block_sparse_tile<5>, block_sparse_tile<6>};
+
 template <int NP>
 struct Tiles {
   using Fn = void (*)(const F32ConvArgs&, int64_t, const float* const*, float*, int64_t,
@@ -162,6 +209,33 @@ void conv2d_f32(const F32ConvArgs& args) {
           const auto fn = np == 2 ? Tiles<2>::by_rows[rows] : Tiles<1>::by_rows[rows];
           fn(args, kb, t.base + (m - t.first), args.out + m * OC + grp * args.ocg + n0, OC,
              packed + p * stride, stride, grp * args.ocg + n0, cols);
+        });
+  }
+}
+
+void conv2d_f32_block_sparse(const F32BlockSparseArgs& args) {
+  static_assert(kSparseBlockCols == kPanelCols, "block rows are panel rows");
+  const int64_t M = args.N * args.OH * args.OW, OC = args.groups * args.ocg;
+  const int64_t panels = num_panels(args.ocg);
+  for (int64_t grp = 0; grp < args.groups; ++grp) {
+    const auto setup = [&](int64_t m_begin, int64_t m_end) {
+      return conv_task_rows<float, kMC>(args.src, args.Hs, args.Ws, args.Cs, args.OH, args.OW,
+                                        args.stride_h, args.stride_w, grp * args.cg, m_begin,
+                                        m_end);
+    };
+    for_each_tile<kMR, kMC, kNCP>(
+        M, args.ocg, kPanelCols, 1, setup,
+        [&](const ConvTaskRows<float, kMC>& t, int64_t, int64_t m, int rows, int64_t p, int np,
+            int64_t n0, int cols) {
+          for (int i = 0; i < np; ++i) {  // each panel keeps its own rows
+            const int panel_cols = cols - i * kPanelCols < kPanelCols
+                                       ? cols - i * static_cast<int>(kPanelCols)
+                                       : static_cast<int>(kPanelCols);
+            const int64_t n = n0 + i * kPanelCols;
+            kBlockSparseTiles[rows](args, t.base + (m - t.first),
+                                    args.out + m * OC + grp * args.ocg + n, OC,
+                                    grp * panels + p + i, grp * args.ocg + n, panel_cols);
+          }
         });
   }
 }

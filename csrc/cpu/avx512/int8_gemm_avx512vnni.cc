@@ -8,6 +8,7 @@
 // stays in L2 while each panel is reused by every row tile.
 // GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <cstring>

@@ -5,6 +5,7 @@
 // output channels use it. Bias and clamp (ReLU) are applied before the store.
 // GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include "pyfastcnn/kernels.h"

@@ -22,6 +22,7 @@ struct F32ConvKernel {
   F32ConvFn conv;  // null: no implicit-GEMM kernel at this level (direct reference conv)
 };
 F32ConvKernel f32_conv_kernel();
+F32BlockSparseFn f32_block_sparse_kernel();  // null below AVX-512
 
 Int8GemmKernel int8_gemm_kernel();
 Int8GemmKernel int8_gemm_kernel_for(Isa isa);

@@ -80,6 +80,25 @@ struct F32ConvArgs {
   const float* bias;  // [groups * ocg] or null
   float clamp_min, clamp_max;
 };
+// Block-sparse FP32 conv: the weight of each group is cut into panels of 32 output channels and
+// only the reduction rows k where a panel has a non-zero are kept (32 floats each, zero beyond
+// the group's channels). Source and output as in F32ConvArgs. Row j of panel p is used at
+// source offset row_offset[j] from the pixel's base (which includes grp * cg).
+struct F32BlockSparseArgs {
+  const float* src;
+  int64_t Hs, Ws, Cs;
+  int64_t N, OH, OW, stride_h, stride_w;
+  int64_t groups, cg, ocg;
+  const int64_t* panel_row_ptr;  // [groups * panels_per_group + 1]
+  const int64_t* row_offset;     // per kept row, in floats
+  const float* rows;             // kept rows, 32 floats each
+  float* out;                    // NHWC [N * OH * OW, groups * ocg]
+  const float* bias;
+  float clamp_min, clamp_max;
+};
+using F32BlockSparseFn = void (*)(const F32BlockSparseArgs& args);
+constexpr int64_t kSparseBlockCols = 32;
+
 using F32PackedFloatsFn = size_t (*)(int64_t K, int64_t N);
 using F32PackBFn = void (*)(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 using F32ConvFn = void (*)(const F32ConvArgs& args);
@@ -166,6 +185,7 @@ size_t f32_packed_floats(int64_t K, int64_t N);
 void sparse_conv_planes(const SparsePlanesArgs& args);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 void conv2d_f32(const F32ConvArgs& args);
+void conv2d_f32_block_sparse(const F32BlockSparseArgs& args);
 }
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM

@@ -69,6 +69,14 @@ void conv2d_f32_packed(const TensorRef& input, Isa layout, const TensorRef& pack
                        int64_t C_per_group, int64_t KH, int64_t KW, const TensorRef* bias,
                        const ConvParams& p, const TensorRef& output);
 
+// Block-sparse weight (see F32BlockSparseArgs): for each group and panel of 32 output channels,
+// panel_row_ptr gives its kept rows, k_index their reduction index k = (kh * KW + kw) * cg + c,
+// rows their 32 values. Shape [OC, C_per_group, KH, KW]. input/output: any strides.
+void sparse_conv2d_block(const TensorRef& input, const TensorRef& panel_row_ptr,
+                         const TensorRef& k_index, const TensorRef& rows, int64_t OC,
+                         int64_t C_per_group, int64_t KH, int64_t KW, const TensorRef* bias,
+                         const ConvParams& p, const TensorRef& output);
+
 // Same with a dense contiguous weight [OC, C/groups, KH, KW] (conv with folded BN + activation).
 void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorRef* bias,
                   const ConvParams& p, const TensorRef& output);
