@@ -1,6 +1,7 @@
-"""Sparse conv (unstructured pruning, packed CSR weight): pyfastcnn.sparse_conv2d against
-dense oneDNN F.conv2d (channels_last, its fast layout) on the same pruned weight, per sparsity,
-same thread count, same run. pyfastcnn gets NCHW input, its fast layout (see README).
+"""Sparse conv: pyfastcnn.sparse_conv2d with a packed weight against dense oneDNN F.conv2d
+(channels_last, its fast layout) on the same pruned weight, per sparsity, same thread count,
+same run. Two patterns: unstructured (random, "csr" format, NCHW input: its fast layout) and
+blocks of 32 output channels x one input position ("block" format, channels_last input).
 
     pytest benchmarks/bench_sparse_conv.py --benchmark-json=benchmarks/results/cpu.json
 """
@@ -16,7 +17,15 @@ from pyfastcnn.ops import reference
 
 SPARSITIES = (0.9,) if QUICK else (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 LAYERS = RESNET50_LAYERS[2:3] if QUICK else RESNET50_LAYERS
-IMPLS = ["dense oneDNN"] + [f"pyfastcnn sparse {s}" for s in SPARSITIES]
+IMPLS = (["dense oneDNN"] + [f"pyfastcnn sparse {s}" for s in SPARSITIES]
+         + [f"pyfastcnn block {s}" for s in SPARSITIES])
+
+
+def prune_blocks(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Zero whole blocks of 32 output channels x one (c, kh, kw) position."""
+    block = torch.arange(weight.shape[0]) // 32
+    keep = torch.rand(int(block.max()) + 1, *weight.shape[1:]) >= sparsity
+    return weight * keep[block]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -33,8 +42,13 @@ def test_sparse_conv(benchmark, threads, layer, batch, impl):
             return F.conv2d(xd, w, None, **geo)
     else:
         sparsity = float(impl.split()[-1])
-        pruned = w * (torch.rand_like(w) >= sparsity)
-        packed = pyfastcnn.pack_sparse(pruned)
+        if impl.startswith("pyfastcnn block"):
+            pruned = prune_blocks(w, sparsity)
+            packed = pyfastcnn.pack_sparse(pruned, "block")
+            x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            pruned = w * (torch.rand_like(w) >= sparsity)
+            packed = pyfastcnn.pack_sparse(pruned, "csr")
 
         def fn():
             return pyfastcnn.sparse_conv2d(x, packed, None, **geo)
