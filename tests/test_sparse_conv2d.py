@@ -252,6 +252,7 @@ def _native_call(row_ptr, col_idx, values, c_per_group=4):
         _native.tensor_arg(col_idx),
         _native.tensor_arg(values),
         None,
+        row_ptr.numel() - 1,
         c_per_group,
         3,
         3,
@@ -293,7 +294,7 @@ def test_native_refuses_corrupt_block_weight():
     def call(row_ptr, col_idx, values):
         _native.C.sparse_conv2d_block(
             _native.tensor_arg(x), _native.tensor_arg(row_ptr), _native.tensor_arg(col_idx),
-            _native.tensor_arg(values), 6, 4, 3, 3, None, 1, 1, 0, 0, 1, 1, 1, float("-inf"),
+            _native.tensor_arg(values), None, 6, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, float("-inf"),
             float("inf"), _native.tensor_arg(out))
 
     call(ok.row_ptr, ok.col_idx, ok.values)

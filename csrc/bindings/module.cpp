@@ -145,10 +145,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "sparse_conv2d_csr",
       [](const py::tuple& input, const py::tuple& row_ptr, const py::tuple& col_idx,
-         const py::tuple& values, const py::object& bias, int64_t c_per_group, int64_t kh,
-         int64_t kw, int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left,
-         int64_t dil_h, int64_t dil_w, int64_t groups, float clamp_min, float clamp_max,
-         const py::tuple& out) {
+         const py::tuple& values, const py::object& bias, int64_t oc, int64_t c_per_group,
+         int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+         int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups, float clamp_min,
+         float clamp_max, const py::tuple& out) {
         const TensorRef ri = to_ref(input, "input"), rp = to_ref(row_ptr, "row_ptr"),
                         rc = to_ref(col_idx, "col_idx"), rv = to_ref(values, "values"),
                         ro = to_ref(out, "out");
@@ -158,15 +158,16 @@ PYBIND11_MODULE(_C, m) {
         const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
                                          groups, clamp_min, clamp_max);
         py::gil_scoped_release release;
-        sparse_conv2d_csr(ri, rp, rc, rv, has_bias ? &rb : nullptr, c_per_group, kh, kw, p, ro);
+        sparse_conv2d_csr(ri, rp, rc, rv, has_bias ? &rb : nullptr, oc, c_per_group, kh, kw, p,
+                          ro);
       },
       "out = clamp(conv2d(input, W_csr) + bias, clamp_min, clamp_max)");
 
   m.def(
       "sparse_conv2d_block",
       [](const py::tuple& input, const py::tuple& row_ptr, const py::tuple& col_idx,
-         const py::tuple& values, int64_t oc, int64_t c_per_group, int64_t kh, int64_t kw,
-         const py::object& bias, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+         const py::tuple& values, const py::object& bias, int64_t oc, int64_t c_per_group,
+         int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w, int64_t pad_top,
          int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups, float clamp_min,
          float clamp_max, const py::tuple& out) {
         const TensorRef ri = to_ref(input, "input"), rp = to_ref(row_ptr, "row_ptr"),

@@ -175,12 +175,12 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
 }  // namespace
 
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
-                       const TensorRef& values, const TensorRef* bias, int64_t C_per_group, int64_t KH,
-                       int64_t KW, const ConvParams& p, const TensorRef& output) {
+                       const TensorRef& values, const TensorRef* bias, int64_t OC,
+                       int64_t C_per_group, int64_t KH, int64_t KW, const ConvParams& p,
+                       const TensorRef& output) {
   check_tensor(row_ptr, "row_ptr", DType::i64, 1);
   check_contiguous(row_ptr, "row_ptr");
-  if (row_ptr.sizes[0] < 2) fail("row_ptr must have out_channels + 1 >= 2 elements");
-  const int64_t OC = row_ptr.sizes[0] - 1;
+  if (OC < 1 || row_ptr.sizes[0] != OC + 1) fail("row_ptr must have out_channels + 1 elements");
   check_tensor(input, "input", DType::f32, 4);
   check_tensor(output, "out", DType::f32, 4);
   const Conv2dGeometry g = detail::conv_geometry(input, output, OC, C_per_group, KH, KW, p);

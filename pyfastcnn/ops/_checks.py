@@ -131,3 +131,20 @@ def output_memory_format(input: torch.Tensor) -> torch.memory_format:
     if not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def conv_output(
+    input: torch.Tensor,
+    out_channels: int,
+    output_size: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+    memory_format: Optional[torch.memory_format] = None,
+) -> torch.Tensor:
+    """The uninitialized [N, OC, OH, OW] result of a conv op, on input's device (real and fake
+    implementations alike); memory format follows the input unless given."""
+    return torch.empty(
+        (input.shape[0], out_channels, output_size[0], output_size[1]),
+        dtype=dtype,
+        device=input.device,
+        memory_format=memory_format or output_memory_format(input),
+    )

@@ -13,7 +13,7 @@ from ._checks import (
     check_tensor,
     check_vector,
     conv_geometry,
-    output_memory_format,
+    conv_output,
 )
 
 
@@ -53,11 +53,7 @@ def _conv2d_bias_act_impl(
     clamp_min: float,
     clamp_max: float,
 ) -> torch.Tensor:
-    out = torch.empty(
-        (input.shape[0], weight.shape[0], output_size[0], output_size[1]),
-        dtype=torch.float32,
-        memory_format=output_memory_format(input),
-    )
+    out = conv_output(input, weight.shape[0], output_size)
     _native.C.conv2d_dense(
         _native.tensor_arg(input),
         _native.tensor_arg(weight.contiguous()),
@@ -83,12 +79,7 @@ _conv2d_bias_act = torch.library.custom_op(
 
 @_conv2d_bias_act.register_fake
 def _(input, weight, bias, stride, padding, dilation, groups, output_size, clamp_min, clamp_max):
-    return torch.empty(
-        (input.shape[0], weight.shape[0], output_size[0], output_size[1]),
-        dtype=torch.float32,
-        device=input.device,
-        memory_format=output_memory_format(input),
-    )
+    return conv_output(input, weight.shape[0], output_size)
 
 
 @torch.compiler.assume_constant_result
@@ -148,11 +139,7 @@ def _conv2d_bias_act_packed_impl(
     clamp_min: float,
     clamp_max: float,
 ) -> torch.Tensor:
-    out = torch.empty(
-        (input.shape[0], weight_shape[0], output_size[0], output_size[1]),
-        dtype=torch.float32,
-        memory_format=output_memory_format(input),
-    )
+    out = conv_output(input, weight_shape[0], output_size)
     _native.C.conv2d_f32_packed(
         _native.tensor_arg(input), isa, _native.tensor_arg(packed), weight_shape[0],
         weight_shape[1], weight_shape[2], weight_shape[3], _native.optional_arg(bias),
@@ -169,12 +156,7 @@ _conv2d_bias_act_packed = torch.library.custom_op(
 @_conv2d_bias_act_packed.register_fake
 def _(input, packed, isa, weight_shape, bias, stride, padding, dilation, groups, output_size,
       clamp_min, clamp_max):
-    return torch.empty(
-        (input.shape[0], weight_shape[0], output_size[0], output_size[1]),
-        dtype=torch.float32,
-        device=input.device,
-        memory_format=output_memory_format(input),
-    )
+    return conv_output(input, weight_shape[0], output_size)
 
 
 def conv2d_bias_act(

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Union
 import torch
 
 from .. import _native
-from ._checks import IntPair, check_tensor, check_vector, conv_geometry
+from ._checks import IntPair, check_tensor, check_vector, conv_geometry, conv_output
 
 _OUT_KINDS = {torch.int32: 0, torch.float32: 1, torch.int8: 2, torch.uint8: 3}
 _ZERO_POINT_RANGE = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
@@ -311,11 +311,7 @@ def _quantized_conv2d_impl(
     out_zero_point: int,
 ) -> torch.Tensor:
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
-    out = torch.empty(
-        (x.shape[0], weight_shape[0], output_size[0], output_size[1]),
-        dtype=dtype,
-        memory_format=torch.channels_last,
-    )
+    out = conv_output(x, weight_shape[0], output_size, dtype, torch.channels_last)
     _native.C.int8_conv2d(
         _native.tensor_arg(x),
         isa,
@@ -373,12 +369,7 @@ def _(
     out_zero_point,
 ):
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
-    return torch.empty(
-        (x.shape[0], weight_shape[0], output_size[0], output_size[1]),
-        dtype=dtype,
-        device=x.device,
-        memory_format=torch.channels_last,
-    )
+    return conv_output(x, weight_shape[0], output_size, dtype, torch.channels_last)
 
 
 # ---- public functions ---------------------------------------------------------------------

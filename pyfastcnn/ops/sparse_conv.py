@@ -14,7 +14,7 @@ from ._checks import (
     check_tensor,
     check_vector,
     conv_geometry,
-    output_memory_format,
+    conv_output,
 )
 
 SPARSE_FORMATS = ("auto", "csr", "block")
@@ -151,6 +151,17 @@ def pack_sparse(weight: torch.Tensor, format: str = "auto", groups: int = 1) -> 
     return _pack_block(weight, groups) if format == "block" else _pack_csr(weight)
 
 
+def _run_sparse(native, input, row_ptr, col_idx, values, bias, weight_shape, stride, padding,
+                dilation, groups, output_size, relu) -> torch.Tensor:
+    out = conv_output(input, weight_shape[0], output_size)
+    native(
+        _native.tensor_arg(input), _native.tensor_arg(row_ptr), _native.tensor_arg(col_idx),
+        _native.tensor_arg(values), _native.optional_arg(bias), *weight_shape, stride[0],
+        stride[1], padding[0], padding[1], dilation[0], dilation[1], groups,
+        0.0 if relu else float("-inf"), float("inf"), _native.tensor_arg(out))
+    return out
+
+
 def _sparse_conv2d_csr_impl(
     input: torch.Tensor,
     row_ptr: torch.Tensor,
@@ -165,32 +176,8 @@ def _sparse_conv2d_csr_impl(
     output_size: List[int],
     relu: bool,
 ) -> torch.Tensor:
-    out = torch.empty(
-        (input.shape[0], weight_shape[0], output_size[0], output_size[1]),
-        dtype=torch.float32,
-        memory_format=output_memory_format(input),
-    )
-    _native.C.sparse_conv2d_csr(
-        _native.tensor_arg(input),
-        _native.tensor_arg(row_ptr),
-        _native.tensor_arg(col_idx),
-        _native.tensor_arg(values),
-        _native.optional_arg(bias),
-        weight_shape[1],
-        weight_shape[2],
-        weight_shape[3],
-        stride[0],
-        stride[1],
-        padding[0],
-        padding[1],
-        dilation[0],
-        dilation[1],
-        groups,
-        0.0 if relu else float("-inf"),
-        float("inf"),
-        _native.tensor_arg(out),
-    )
-    return out
+    return _run_sparse(_native.C.sparse_conv2d_csr, input, row_ptr, col_idx, values, bias,
+                       weight_shape, stride, padding, dilation, groups, output_size, relu)
 
 
 _sparse_conv2d_csr = torch.library.custom_op(
@@ -212,12 +199,7 @@ def _sparse_conv2d_fake(
     output_size,
     relu,
 ):
-    return torch.empty(
-        (input.shape[0], weight_shape[0], output_size[0], output_size[1]),
-        dtype=torch.float32,
-        device=input.device,
-        memory_format=output_memory_format(input),
-    )
+    return conv_output(input, weight_shape[0], output_size)
 
 
 _sparse_conv2d_csr.register_fake(_sparse_conv2d_fake)
@@ -237,18 +219,8 @@ def _sparse_conv2d_block_impl(
     output_size: List[int],
     relu: bool,
 ) -> torch.Tensor:
-    out = torch.empty(
-        (input.shape[0], weight_shape[0], output_size[0], output_size[1]),
-        dtype=torch.float32,
-        memory_format=output_memory_format(input),
-    )
-    _native.C.sparse_conv2d_block(
-        _native.tensor_arg(input), _native.tensor_arg(row_ptr), _native.tensor_arg(col_idx),
-        _native.tensor_arg(values), weight_shape[0], weight_shape[1], weight_shape[2],
-        weight_shape[3], _native.optional_arg(bias), stride[0], stride[1], padding[0],
-        padding[1], dilation[0], dilation[1], groups, 0.0 if relu else float("-inf"),
-        float("inf"), _native.tensor_arg(out))
-    return out
+    return _run_sparse(_native.C.sparse_conv2d_block, input, row_ptr, col_idx, values, bias,
+                       weight_shape, stride, padding, dilation, groups, output_size, relu)
 
 
 _sparse_conv2d_block = torch.library.custom_op(

@@ -56,8 +56,9 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
 // output[N,OC,OH,OW] = clamp(conv2d(input, W) + bias). W in CSR (see kernels.h), shape
 // [OC, C/groups, KH, KW]. input/output: any strides.
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
-                       const TensorRef& values, const TensorRef* bias, int64_t C_per_group, int64_t KH,
-                       int64_t KW, const ConvParams& p, const TensorRef& output);
+                       const TensorRef& values, const TensorRef* bias, int64_t OC,
+                       int64_t C_per_group, int64_t KH, int64_t KW, const ConvParams& p,
+                       const TensorRef& output);
 
 // FP32 conv weights [OC, C/groups, KH, KW] packed once for the implicit-GEMM kernel of level
 // `layout` (only levels that have one: f32_conv_kernel). Size in floats, groups included.
