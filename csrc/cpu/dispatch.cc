@@ -26,7 +26,7 @@ const Int8GemmKernel kInt8Gemm[kNumIsas] = {
 const F32ConvKernel kF32Conv[kNumIsas] = {
     {Isa::scalar, nullptr, nullptr, nullptr},
 #ifdef PYFASTCNN_X86
-    {Isa::avx2, nullptr, nullptr, nullptr},
+    F32_CONV_ENTRY(Isa::avx2, avx2),
     F32_CONV_ENTRY(Isa::avx512, avx512),
 #endif
 };
