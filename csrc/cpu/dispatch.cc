@@ -43,7 +43,7 @@ const SparseConv2dCsrFn kSparseConv2dCsr[kNumIsas] = {ref::sparse_conv2d_csr};
 const SparsePlanesFn kSparsePlanes[kNumIsas] = {
     nullptr,
 #ifdef PYFASTCNN_X86
-    nullptr,
+    avx2::sparse_conv_planes,
     avx512::sparse_conv_planes,
 #endif
 };

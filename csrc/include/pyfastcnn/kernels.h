@@ -178,6 +178,7 @@ void conv2d_dense(const Conv2dIO& io, const Conv2dGeometry& g, const float* weig
 }  // namespace ref
 namespace avx2 {
 PYFASTCNN_DECLARE_INT8_GEMM
+void sparse_conv_planes(const SparsePlanesArgs& args);
 size_t f32_packed_floats(int64_t K, int64_t N);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 void conv2d_f32(const F32ConvArgs& args);

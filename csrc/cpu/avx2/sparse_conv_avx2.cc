@@ -1,0 +1,62 @@
+// Sparse (pruned-weight) convolution for AVX2+FMA over virtual output planes: the AVX-512
+// kernel's scheme (see SparsePlanesArgs) with 8 ymm accumulators per 64-pixel tile.
+#include <immintrin.h>
+
+#include "pyfastcnn/kernels.h"
+#include "pyfastcnn/parallel.h"
+
+namespace pyfastcnn {
+namespace avx2 {
+namespace {
+
+constexpr int64_t kTile = 64;
+constexpr int kVectors = 8;
+
+void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0) {
+  const int64_t left = a.q_count - q0;
+  __m256i mask[kVectors];
+  for (int v = 0; v < kVectors; ++v) {
+    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left - 8 * v)),
+                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  const bool full = left >= kTile;
+  const __m256 lo = _mm256_set1_ps(a.clamp_min), hi = _mm256_set1_ps(a.clamp_max);
+  const float* base = src + q0;
+  for (int64_t oc = 0; oc < a.OC; ++oc) {
+    __m256 c[kVectors];
+    for (int v = 0; v < kVectors; ++v) c[v] = _mm256_setzero_ps();
+    for (int64_t i = a.row_ptr[oc]; i < a.row_ptr[oc + 1]; ++i) {
+      const float* p = base + a.offset[i];
+      const __m256 w = _mm256_set1_ps(a.values[i]);
+      if (full) {
+        for (int v = 0; v < kVectors; ++v) c[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * v), c[v]);
+      } else {
+        for (int v = 0; v < kVectors; ++v) {
+          c[v] = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 8 * v, mask[v]), c[v]);
+        }
+      }
+    }
+    const __m256 bias = _mm256_set1_ps(a.bias ? a.bias[oc] : 0.0f);
+    float* o = out + oc * a.q_count + q0;
+    for (int v = 0; v < kVectors; ++v) {
+      // x as the second operand of max/min: they return it when it is NaN.
+      const __m256 y = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(c[v], bias)));
+      _mm256_maskstore_ps(o + 8 * v, mask[v], y);
+    }
+  }
+}
+
+}  // namespace
+
+void sparse_conv_planes(const SparsePlanesArgs& a) {
+  const int64_t tiles = (a.q_count + kTile - 1) / kTile;
+  parallel_for(a.N * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / tiles, q0 = (t % tiles) * kTile;
+      tile(a, a.src + n * a.image_stride, a.out + n * a.OC * a.q_count, q0);
+    }
+  });
+}
+
+}  // namespace avx2
+}  // namespace pyfastcnn
