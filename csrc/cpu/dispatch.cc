@@ -39,6 +39,14 @@ const F32BlockSparseFn kF32BlockSparse[kNumIsas] = {
 #endif
 };
 
+const F32DepthwiseFn kF32Depthwise[kNumIsas] = {
+    nullptr,
+#ifdef PYFASTCNN_X86
+    nullptr,
+    avx512::depthwise_f32,
+#endif
+};
+
 const SparseConv2dCsrFn kSparseConv2dCsr[kNumIsas] = {ref::sparse_conv2d_csr};
 const SparsePlanesFn kSparsePlanes[kNumIsas] = {
     nullptr,
@@ -81,6 +89,9 @@ SparseConv2dCsrFn sparse_conv2d_csr_kernel() {
 }
 F32BlockSparseFn f32_block_sparse_kernel() {
   return kF32BlockSparse[fn_level(kF32BlockSparse, selected_isa())];
+}
+F32DepthwiseFn f32_depthwise_kernel() {
+  return kF32Depthwise[fn_level(kF32Depthwise, selected_isa())];
 }
 SparsePlanesFn sparse_planes_kernel() {
   return kSparsePlanes[fn_level(kSparsePlanes, selected_isa())];

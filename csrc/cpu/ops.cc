@@ -302,6 +302,48 @@ void f32_finish_output(const float* out, const TensorRef& output, const Conv2dGe
   });
 }
 
+// Depthwise with one output per channel runs its own kernel where the level has one; packing
+// (conv2d_f32_pack) and running (conv2d_f32_packed) decide with this same test.
+bool use_depthwise(int64_t OC, int64_t C_per_group, int64_t groups) {
+  return C_per_group == 1 && groups == OC && f32_depthwise_kernel() != nullptr;
+}
+
+// [C][1][KH][KW] -> [KH * KW][C]
+void pack_depthwise(const float* w, int64_t C, int64_t taps, float* packed) {
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t t = 0; t < taps; ++t) packed[t * C + c] = w[c * taps + t];
+  }
+}
+
+void run_depthwise(const TensorRef& input, const float* weight_tc, const Conv2dGeometry& g,
+                   const Conv2dEpilogue& epi, const TensorRef& output) {
+  // The kernel reads NHWC-contiguous input as is; other layouts are copied once.
+  const float* x = static_cast<const float*>(input.data);
+  if (!nhwc_contiguous(input)) {
+    float* dst = static_cast<float*>(
+        scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * g.H * g.W * g.C) * 4));
+    const int64_t sN = input.strides[0], sC = input.strides[1], sH = input.strides[2],
+                  sW = input.strides[3], C = g.C, H = g.H, W = g.W;
+    parallel_for(g.N * H, 2, [=](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t n = row / H, ih = row % H;
+        for (int64_t iw = 0; iw < W; ++iw) {
+          const float* __restrict in = x + n * sN + ih * sH + iw * sW;
+          float* __restrict out = dst + (row * W + iw) * C;
+          for (int64_t c = 0; c < C; ++c) out[c] = in[c * sC];
+        }
+      }
+    });
+    x = dst;
+  }
+  float* out = f32_conv_output(output, g);
+  f32_depthwise_kernel()(F32DepthwiseArgs{x, g.H, g.W, g.C, g.N, g.OH, g.OW, g.stride_h,
+                                          g.stride_w, g.KH, g.KW, g.dil_h, g.dil_w, g.pad_top,
+                                          g.pad_left, weight_tc, epi.bias, epi.clamp_min,
+                                          epi.clamp_max, out});
+  f32_finish_output(out, output, g);
+}
+
 void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const float* packed,
                          const Conv2dGeometry& g, const Conv2dEpilogue& epi,
                          const TensorRef& output) {
@@ -426,6 +468,13 @@ void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorR
                                                  weight.sizes[3], p);
   const Conv2dEpilogue epi = conv_epilogue(bias, g.OC, p);
   if (output.numel() == 0) return;
+  if (use_depthwise(g.OC, g.C / g.groups, g.groups)) {
+    float* packed = static_cast<float*>(
+        scratch(ScratchSlot::packed_weights, static_cast<size_t>(g.C * g.KH * g.KW) * 4));
+    pack_depthwise(static_cast<const float*>(weight.data), g.C, g.KH * g.KW, packed);
+    run_depthwise(input, packed, g, epi, output);
+    return;
+  }
   const F32ConvKernel k = f32_conv_kernel();
   if (k.conv) {
     float* packed = static_cast<float*>(scratch(
@@ -462,6 +511,7 @@ size_t conv2d_f32_packed_floats(Isa layout, int64_t OC, int64_t C_per_group, int
     fail("bad conv weight geometry");
   }
   const F32ConvKernel k = f32_kernel_for_layout(layout);
+  if (use_depthwise(OC, C_per_group, groups)) return static_cast<size_t>((OC * KH * KW + 15) / 16 * 16);
   return static_cast<size_t>(groups * f32_group_floats(k, KH * KW * C_per_group, OC / groups));
 }
 
@@ -476,6 +526,11 @@ void conv2d_f32_pack(Isa layout, const TensorRef& weight, int64_t groups,
   check_contiguous(packed, "packed");
   if (static_cast<size_t>(packed.sizes[0]) != floats) fail("packed has the wrong size");
   if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+  if (use_depthwise(OC, cg, groups)) {
+    pack_depthwise(static_cast<const float*>(weight.data), OC, KH * KW,
+                   static_cast<float*>(packed.data));
+    return;
+  }
   pack_f32_conv_weights(f32_kernel_for_layout(layout), static_cast<const float*>(weight.data),
                         OC, cg, KH, KW, groups, static_cast<float*>(packed.data));
 }
@@ -493,6 +548,10 @@ void conv2d_f32_packed(const TensorRef& input, Isa layout, const TensorRef& pack
   if (static_cast<size_t>(packed.sizes[0]) != floats) fail("packed has the wrong size");
   if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
   if (output.numel() == 0) return;
+  if (use_depthwise(OC, C_per_group, g.groups)) {
+    run_depthwise(input, static_cast<const float*>(packed.data), g, epi, output);
+    return;
+  }
   conv2d_f32_implicit(f32_kernel_for_layout(layout), input,
                       static_cast<const float*>(packed.data), g, epi, output);
 }

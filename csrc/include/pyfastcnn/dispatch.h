@@ -23,6 +23,7 @@ struct F32ConvKernel {
 };
 F32ConvKernel f32_conv_kernel();
 F32BlockSparseFn f32_block_sparse_kernel();  // null below AVX-512
+F32DepthwiseFn f32_depthwise_kernel();        // null below AVX-512
 
 Int8GemmKernel int8_gemm_kernel();
 Int8GemmKernel int8_gemm_kernel_for(Isa isa);

@@ -99,6 +99,20 @@ struct F32BlockSparseArgs {
 using F32BlockSparseFn = void (*)(const F32BlockSparseArgs& args);
 constexpr int64_t kSparseBlockCols = 32;
 
+// Depthwise FP32 conv (groups == C == OC) on NHWC-contiguous input (no padded copy: taps outside
+// the image are skipped); weight packed as [KH * KW][C]; out NHWC; out = clamp(sum + bias) with
+// NaN passed through.
+struct F32DepthwiseArgs {
+  const float* src;
+  int64_t H, W, C;
+  int64_t N, OH, OW, stride_h, stride_w, KH, KW, dil_h, dil_w, pad_top, pad_left;
+  const float* weight;  // [KH * KW][C]
+  const float* bias;    // [C] or null
+  float clamp_min, clamp_max;
+  float* out;
+};
+using F32DepthwiseFn = void (*)(const F32DepthwiseArgs& args);
+
 using F32PackedFloatsFn = size_t (*)(int64_t K, int64_t N);
 using F32PackBFn = void (*)(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 using F32ConvFn = void (*)(const F32ConvArgs& args);
@@ -190,6 +204,7 @@ void sparse_conv_planes(const SparsePlanesArgs& args);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 void conv2d_f32(const F32ConvArgs& args);
 void conv2d_f32_block_sparse(const F32BlockSparseArgs& args);
+void depthwise_f32(const F32DepthwiseArgs& args);
 }
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM
