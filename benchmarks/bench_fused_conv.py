@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import QUICK, run
-from shapes import BATCHES, RESNET50_LAYERS
+from shapes import BATCHES, MOBILENETV2_DEPTHWISE, RESNET50_LAYERS
 
 import pyfastcnn
 
@@ -50,3 +50,35 @@ def test_fused_conv(benchmark, threads, layer, batch, impl):
         run(benchmark, lambda: fn(x), group=f"fused_conv {layer.id} b{batch} t{threads}",
             impl=impl, ops=layer.flops(batch), threads=threads,
             baseline="torch conv+relu (BN folded)", kind="fp32")
+
+
+DEPTHWISE = MOBILENETV2_DEPTHWISE[1:2] if QUICK else MOBILENETV2_DEPTHWISE
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("batch", (1,) if QUICK else BATCHES, ids=lambda b: f"b{b}")
+@pytest.mark.parametrize("layer", DEPTHWISE, ids=lambda d: "dw{}-{}-s{}".format(*d))
+def test_fused_depthwise(benchmark, threads, layer, batch, impl):
+    channels, hw, stride = layer
+    x = torch.randn(batch, channels, hw, hw).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False)
+    bn = torch.nn.BatchNorm2d(channels).eval()
+    with torch.no_grad():
+        bn.running_var.uniform_(0.5, 2.0)
+    eager = torch.nn.Sequential(conv, bn, torch.nn.ReLU()).eval()
+    fused = pyfastcnn.nn.FusedConvBNReLU2d.from_modules(conv, bn)
+    if impl == "pyfastcnn fused":
+        fn = fused
+    elif impl == "torch eager conv-bn-relu":
+        fn = eager
+    else:
+        w, b = fused.weight, fused.bias
+
+        def fn(t):
+            return torch.relu(F.conv2d(t, w, b, stride, 1, 1, channels))
+
+    out_hw = (hw - 1) // stride + 1
+    with torch.no_grad():
+        run(benchmark, lambda: fn(x), group=f"fused_dw dw{channels}-{hw}-s{stride} b{batch} "
+            f"t{threads}", impl=impl, ops=2 * batch * channels * out_hw * out_hw * 9,
+            threads=threads, baseline="torch conv+relu (BN folded)", kind="fp32")

@@ -41,6 +41,19 @@ RESNET50_LAYERS: List[ConvLayer] = [
     ConvLayer(1024, 256, 14, 1, 1),
     ConvLayer(3, 64, 224, 7, 2),
 ]
+# MobileNetV2 depthwise 3x3 layers: (channels, input H = W, stride).
+MOBILENETV2_DEPTHWISE: List[Tuple[int, int, int]] = [
+    (32, 112, 1),
+    (96, 112, 2),
+    (144, 56, 1),
+    (144, 56, 2),
+    (192, 28, 1),
+    (192, 28, 2),
+    (384, 14, 1),
+    (576, 14, 1),
+    (576, 14, 2),
+    (960, 7, 1),
+]
 BATCHES = (1, 8)
 
 # Per-core peaks of the project machine (AMD EPYC, Zen 5 class, 2 cores), measured with
