@@ -16,7 +16,7 @@ OPS = ("int8_gemm", "sparse_conv2d", "conv2d_dense")
 
 
 def set_isa(name: str) -> None:
-    """Select the CPU kernel level: one of "scalar", "avx2", "avx512", "avx512_vnni".
+    """Select the CPU kernel level: "scalar", "avx2", "avx512", "avx512_vnni" or "avx512_bf16".
 
     A level above what this CPU supports raises ValueError. The environment variable
     PYFASTCNN_ISA does the same at import time.

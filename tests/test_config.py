@@ -39,7 +39,8 @@ def run_code(code: str, **env) -> subprocess.CompletedProcess:
 def test_supported_isas_are_ordered_and_selected_is_best():
     isas = pyfastcnn.supported_isas()
     assert isas[0] == "scalar"
-    assert list(isas) == [i for i in ("scalar", "avx2", "avx512", "avx512_vnni") if i in isas]
+    order = ("scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16")
+    assert list(isas) == [i for i in order if i in isas]
     assert pyfastcnn.config()["detected_isa"] == isas[-1]
 
 
@@ -134,7 +135,7 @@ def test_cli_bad_argument_is_one_clear_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "pyfastcnn config: error: unknown ISA 'avx3' (choose from scalar, avx2, avx512, "
-        "avx512_vnni)"
+        "avx512_vnni, avx512_bf16)"
     ]
 
 

@@ -54,7 +54,8 @@ QuantParams quant_params(int32_t x_zero_point, float x_scale, int out_kind, floa
 Isa isa_from_name(const std::string& name) {
   Isa isa;
   if (!parse_isa(name.c_str(), &isa)) {
-    fail("unknown ISA '" + name + "' (choose from scalar, avx2, avx512, avx512_vnni)");
+    fail("unknown ISA '" + name +
+         "' (choose from scalar, avx2, avx512, avx512_vnni, avx512_bf16)");
   }
   return isa;
 }
@@ -264,6 +265,7 @@ PYBIND11_MODULE(_C, m) {
     isa_flags["avx2"] = PYFASTCNN_FLAGS_AVX2;
     isa_flags["avx512"] = PYFASTCNN_FLAGS_AVX512;
     isa_flags["avx512_vnni"] = PYFASTCNN_FLAGS_AVX512_VNNI;
+    isa_flags["avx512_bf16"] = PYFASTCNN_FLAGS_AVX512_BF16;
     info["isa_flags"] = isa_flags;
     return info;
   });

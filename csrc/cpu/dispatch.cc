@@ -1,4 +1,5 @@
-// Function tables, one entry per ISA level (scalar, avx2, avx512, avx512_vnni). Built without ISA
+// Function tables, one entry per ISA level (scalar, avx2, avx512, avx512_vnni, avx512_bf16;
+// missing trailing entries are null: the level below is used). Built without ISA
 // flags: it only takes the addresses of kernels and never calls one the CPU cannot run.
 #include "pyfastcnn/dispatch.h"
 

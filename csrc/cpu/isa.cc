@@ -14,7 +14,7 @@
 namespace pyfastcnn {
 namespace {
 
-const char* const kNames[kNumIsas] = {"scalar", "avx2", "avx512", "avx512_vnni"};
+const char* const kNames[kNumIsas] = {"scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16"};
 
 #ifdef PYFASTCNN_HAVE_CPUID
 // XCR0: which register states the OS saves. A CPU flag is useless if the OS does not save the
@@ -39,7 +39,10 @@ Isa detect() {
                       (b & (1u << 31)) && (xcr0 & 0xE0) == 0xE0;  // F DQ BW VL + zmm state
   if (!avx512) return Isa::avx2;
   if (!(c & (1u << 11))) return Isa::avx512;  // AVX512_VNNI
-  return Isa::avx512_vnni;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) {  // AVX512_BF16
+    return Isa::avx512_vnni;
+  }
+  return Isa::avx512_bf16;
 }
 #else
 Isa detect() { return Isa::scalar; }

@@ -4,8 +4,8 @@
 namespace pyfastcnn {
 
 // Ordered: each level includes everything below it.
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3 };
-constexpr int kNumIsas = 4;
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3, avx512_bf16 = 4 };
+constexpr int kNumIsas = 5;
 
 const char* isa_name(Isa isa);
 bool parse_isa(const char* name, Isa* out);

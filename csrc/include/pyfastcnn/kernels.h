@@ -113,6 +113,29 @@ struct F32DepthwiseArgs {
 };
 using F32DepthwiseFn = void (*)(const F32DepthwiseArgs& args);
 
+// BF16 convolution as an implicit GEMM: F32ConvArgs' scheme with bfloat16 source and weights
+// (FP32 accumulation and output). Channels per group are padded to an even count (cg2) and every
+// segment length is even, so reduction pairs never straddle segments.
+struct Bf16ConvArgs {
+  const uint16_t* src;  // bf16 NHWC, zero-padded, Cs = groups * cg2
+  int64_t Hs, Ws, Cs;
+  int64_t N, OH, OW, stride_h, stride_w;
+  int64_t groups, cg2, ocg;
+  const int64_t* segment_offset;  // in elements
+  const int64_t* segment_len;     // even
+  int64_t num_segments;
+  const int64_t* block_begin;
+  int64_t num_blocks;
+  const uint16_t* packed_b;  // groups blocks, group_elems apart, from bf16_pack_b
+  int64_t group_elems;
+  float* out;  // NHWC [N * OH * OW, groups * ocg]
+  const float* bias;
+  float clamp_min, clamp_max;
+};
+using Bf16PackedElemsFn = size_t (*)(int64_t K, int64_t N);
+using Bf16PackBFn = void (*)(const float* b, int64_t ldb, int64_t K, int64_t N, uint16_t* packed);
+using Bf16ConvFn = void (*)(const Bf16ConvArgs& args);
+
 using F32PackedFloatsFn = size_t (*)(int64_t K, int64_t N);
 using F32PackBFn = void (*)(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 using F32ConvFn = void (*)(const F32ConvArgs& args);
@@ -209,6 +232,11 @@ void depthwise_f32(const F32DepthwiseArgs& args);
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM
 void int8_conv(const Int8ConvArgs& args);
+}
+namespace avx512_bf16 {
+size_t bf16_packed_elems(int64_t K, int64_t N);  // K even
+void bf16_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, uint16_t* packed);
+void conv2d_bf16(const Bf16ConvArgs& args);
 }
 
 }  // namespace pyfastcnn
