@@ -90,3 +90,34 @@ def test_opcheck_packed_op():
     torch.library.opcheck(torch.ops.pyfastcnn.conv2d_bias_act_packed.default, (
         x, data, isa, [6, 2, 3, 3], torch.randn(6), [1, 2], [1, 0], [1, 1], 2, [7, 3], 0.0,
         float("inf")))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bfloat16_error_is_bounded_by_torch_bf16(isa, case: ConvCase):
+    """BF16: inputs and folded weights rounded to bfloat16, FP32 sums. The error against float64
+    must be no worse than twice that of PyTorch's own bfloat16 conv on the same values."""
+    conv, bn, ref_model = make_modules(case)
+    fused = FusedConvBNReLU2d.from_modules(conv, bn, relu=True, dtype=torch.bfloat16)
+    x = case.input()
+    with torch.no_grad():
+        ref = ref_model.double()(x.double())
+        f32 = FusedConvBNReLU2d.from_modules(conv.float(), bn.float(), relu=True)
+        torch_bf16 = torch.relu(torch.nn.functional.conv2d(
+            x.bfloat16(), f32.weight.bfloat16(), f32.bias.bfloat16(), case.stride, case.padding,
+            case.dilation, case.groups))
+    ours = fused(x)
+    assert ours.dtype == torch.float32
+    assert rel_error(ours, ref) <= 2 * rel_error(torch_bf16, ref) + 1e-6
+
+
+def test_bfloat16_module_round_trips():
+    case = ConvCase("s", 1, 6, 7, 7, 10, (3, 3), padding=1)
+    conv, bn, _ = make_modules(case)
+    fused = FusedConvBNReLU2d.from_modules(conv, bn, dtype=torch.bfloat16)
+    x = case.input()
+    buffer = io.BytesIO()
+    torch.save(fused, buffer)
+    buffer.seek(0)
+    assert torch.equal(torch.load(buffer, weights_only=False)(x), fused(x))
+    with pytest.raises(TypeError, match="dtype must be"):
+        FusedConvBNReLU2d.from_modules(conv, bn, dtype=torch.float16)

@@ -237,6 +237,42 @@ PYBIND11_MODULE(_C, m) {
       },
       "out = clamp(conv2d(input, W) + bias), W packed by conv2d_f32_pack");
 
+  m.def(
+      "conv2d_bf16_packed_elems",
+      [](const std::string& layout, int64_t oc, int64_t c_per_group, int64_t kh, int64_t kw,
+         int64_t groups) {
+        return conv2d_bf16_packed_elems(isa_from_name(layout), oc, c_per_group, kh, kw, groups);
+      },
+      "bfloat16 elements of conv weights packed for the BF16 kernel of ISA `layout`");
+  m.def(
+      "conv2d_bf16_pack",
+      [](const std::string& layout, const py::tuple& weight, int64_t groups,
+         const py::tuple& packed) {
+        const Isa isa = isa_from_name(layout);
+        const TensorRef rw = to_ref(weight, "weight"), rp = to_ref(packed, "packed");
+        py::gil_scoped_release release;
+        conv2d_bf16_pack(isa, rw, groups, rp);
+      },
+      "pack FP32 conv weights [OC, C/groups, KH, KW] as bfloat16 into `packed`");
+  m.def(
+      "conv2d_bf16_packed",
+      [](const py::tuple& input, const std::string& layout, const py::tuple& packed, int64_t oc,
+         int64_t c_per_group, int64_t kh, int64_t kw, const py::object& bias, int64_t stride_h,
+         int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
+         int64_t groups, float clamp_min, float clamp_max, const py::tuple& out) {
+        const Isa isa = isa_from_name(layout);
+        const TensorRef ri = to_ref(input, "input"), rp = to_ref(packed, "packed"),
+                        ro = to_ref(out, "out");
+        TensorRef rb;
+        if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                                         groups, clamp_min, clamp_max);
+        py::gil_scoped_release release;
+        conv2d_bf16_packed(ri, isa, rp, oc, c_per_group, kh, kw, bias.is_none() ? nullptr : &rb,
+                           p, ro);
+      },
+      "out = clamp(conv2d(bf16(input), W) + bias), W packed by conv2d_bf16_pack, FP32 out");
+
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); },
         "best ISA level of this CPU");
   m.def("selected_isa", [] { return std::string(isa_name(selected_isa())); },

@@ -32,6 +32,17 @@ const F32ConvKernel kF32Conv[kNumIsas] = {
 #endif
 };
 
+const Bf16ConvKernel kBf16Conv[kNumIsas] = {
+    {Isa::scalar, nullptr, nullptr, nullptr},
+#ifdef PYFASTCNN_X86
+    {Isa::avx2, nullptr, nullptr, nullptr},
+    {Isa::avx512, nullptr, nullptr, nullptr},
+    {Isa::avx512_vnni, nullptr, nullptr, nullptr},
+    {Isa::avx512_bf16, avx512_bf16::bf16_packed_elems, avx512_bf16::bf16_pack_b,
+     avx512_bf16::conv2d_bf16},
+#endif
+};
+
 const F32BlockSparseFn kF32BlockSparse[kNumIsas] = {
     nullptr,
 #ifdef PYFASTCNN_X86
@@ -83,6 +94,14 @@ int f32_conv_level(Isa isa) {
 
 F32ConvKernel f32_conv_kernel() { return kF32Conv[f32_conv_level(selected_isa())]; }
 
+namespace {
+int bf16_conv_level(Isa isa) {
+  return level_for(kBf16Conv, isa, [](const Bf16ConvKernel& k) { return k.conv != nullptr; });
+}
+}  // namespace
+
+Bf16ConvKernel bf16_conv_kernel() { return kBf16Conv[bf16_conv_level(selected_isa())]; }
+
 Int8GemmKernel int8_gemm_kernel_for(Isa isa) { return kInt8Gemm[int8_level(isa)]; }
 Int8GemmKernel int8_gemm_kernel() { return int8_gemm_kernel_for(selected_isa()); }
 SparseConv2dCsrFn sparse_conv2d_csr_kernel() {
@@ -106,6 +125,8 @@ const char* kernel_isa(const char* op) {
     level = int8_level(isa);
   } else if (std::strcmp(op, "sparse_conv2d") == 0) {
     level = fn_level(kSparsePlanes, isa);
+  } else if (std::strcmp(op, "conv2d_bf16") == 0) {
+    level = bf16_conv_level(isa);
   } else if (std::strcmp(op, "conv2d_dense") == 0) {
     level = f32_conv_level(isa);
   } else {

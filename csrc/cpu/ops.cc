@@ -9,6 +9,7 @@
 #include "pyfastcnn/dispatch.h"
 #include "pyfastcnn/memory.h"
 #include "pyfastcnn/parallel.h"
+#include "bf16.h"
 #include "op_checks.h"
 
 namespace pyfastcnn {
@@ -554,6 +555,143 @@ void conv2d_f32_packed(const TensorRef& input, Isa layout, const TensorRef& pack
   }
   conv2d_f32_implicit(f32_kernel_for_layout(layout), input,
                       static_cast<const float*>(packed.data), g, epi, output);
+}
+
+namespace {
+
+Bf16ConvKernel bf16_kernel_for_layout(Isa layout) {
+  if (static_cast<int>(layout) > static_cast<int>(selected_isa())) {
+    fail(std::string("weight was packed for ISA '") + isa_name(layout) +
+         "', above the selected ISA '" + isa_name(selected_isa()) + "': repack it");
+  }
+  const Bf16ConvKernel k = bf16_conv_kernel();
+  if (!k.conv || k.isa != layout) {
+    fail(std::string("no BF16 conv kernel packs for ISA '") + isa_name(layout) + "'");
+  }
+  return k;
+}
+
+int64_t even(int64_t x) { return (x + 1) / 2 * 2; }
+
+int64_t bf16_group_elems(const Bf16ConvKernel& k, int64_t K, int64_t ocg) {
+  return static_cast<int64_t>((k.packed_elems(K, ocg) + 31) / 32 * 32);  // 64-byte aligned
+}
+
+void check_packed_bf16(const TensorRef& packed, size_t elems) {
+  check_tensor(packed, "packed", DType::bf16, 1);
+  check_contiguous(packed, "packed");
+  if (static_cast<size_t>(packed.sizes[0]) != elems) fail("packed has the wrong size");
+  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+}
+
+}  // namespace
+
+size_t conv2d_bf16_packed_elems(Isa layout, int64_t OC, int64_t C_per_group, int64_t KH,
+                                int64_t KW, int64_t groups) {
+  if (OC < 1 || C_per_group < 0 || KH < 1 || KW < 1 || groups < 1 || OC % groups != 0) {
+    fail("bad conv weight geometry");
+  }
+  const Bf16ConvKernel k = bf16_kernel_for_layout(layout);
+  return static_cast<size_t>(groups *
+                             bf16_group_elems(k, KH * KW * even(C_per_group), OC / groups));
+}
+
+void conv2d_bf16_pack(Isa layout, const TensorRef& weight, int64_t groups,
+                      const TensorRef& packed) {
+  check_tensor(weight, "weight", DType::f32, 4);
+  check_contiguous(weight, "weight");
+  const int64_t OC = weight.sizes[0], cg = weight.sizes[1], KH = weight.sizes[2],
+                KW = weight.sizes[3];
+  check_packed_bf16(packed, conv2d_bf16_packed_elems(layout, OC, cg, KH, KW, groups));
+  const Bf16ConvKernel k = bf16_kernel_for_layout(layout);
+  // B_g[k][n], k = (kh * KW + kw) * cg2 + c, channels cg .. cg2 zero; then packed.
+  const int64_t cg2 = even(cg), ocg = OC / groups, K = KH * KW * cg2, taps = KH * KW;
+  const int64_t group_elems = bf16_group_elems(k, K, ocg);
+  const float* w = static_cast<const float*>(weight.data);
+  std::vector<float> b(static_cast<size_t>(K * ocg));
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    std::fill(b.begin(), b.end(), 0.0f);
+    for (int64_t n = 0; n < ocg; ++n) {
+      const float* wn = w + (grp * ocg + n) * cg * taps;
+      for (int64_t c = 0; c < cg; ++c) {
+        for (int64_t t = 0; t < taps; ++t) b[(t * cg2 + c) * ocg + n] = wn[c * taps + t];
+      }
+    }
+    k.pack_b(b.data(), ocg, K, ocg, static_cast<uint16_t*>(packed.data) + grp * group_elems);
+  }
+}
+
+void conv2d_bf16_packed(const TensorRef& input, Isa layout, const TensorRef& packed, int64_t OC,
+                        int64_t C_per_group, int64_t KH, int64_t KW, const TensorRef* bias,
+                        const ConvParams& p, const TensorRef& output) {
+  check_tensor(input, "input", DType::f32, 4);
+  check_tensor(output, "out", DType::f32, 4);
+  const Conv2dGeometry g = detail::conv_geometry(input, output, OC, C_per_group, KH, KW, p);
+  const Conv2dEpilogue epi = conv_epilogue(bias, OC, p);
+  const Bf16ConvKernel k = bf16_kernel_for_layout(layout);
+  check_packed_bf16(packed, conv2d_bf16_packed_elems(layout, OC, C_per_group, KH, KW, g.groups));
+  if (output.numel() == 0) return;
+  const int64_t cg = C_per_group, cg2 = even(cg), ocg = OC / g.groups, K = KH * KW * cg2;
+  // Source: zero-padded NHWC bfloat16, each group's channels padded to cg2.
+  const int64_t Hs = (g.OH - 1) * g.stride_h + (g.KH - 1) * g.dil_h + 1;
+  const int64_t Ws = (g.OW - 1) * g.stride_w + (g.KW - 1) * g.dil_w + 1;
+  const int64_t Cs = g.groups * cg2;
+  uint16_t* src = static_cast<uint16_t*>(
+      scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * Hs * Ws * Cs) * 2));
+  const float* x = static_cast<const float*>(input.data);
+  const int64_t sN = input.strides[0], sC = input.strides[1], sH = input.strides[2],
+                sW = input.strides[3], H = g.H, W = g.W, pt = g.pad_top, pl = g.pad_left,
+                groups = g.groups;
+  parallel_for(g.N * Hs, 2, [=](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / Hs, ih = row % Hs - pt;
+      uint16_t* __restrict out = src + row * Ws * Cs;
+      for (int64_t wp = 0; wp < Ws; ++wp, out += Cs) {
+        const int64_t iw = wp - pl;
+        if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
+          for (int64_t c = 0; c < Cs; ++c) out[c] = 0;
+          continue;
+        }
+        const float* __restrict in = x + n * sN + ih * sH + iw * sW;
+        for (int64_t grp = 0; grp < groups; ++grp) {
+          for (int64_t c = 0; c < cg; ++c) out[grp * cg2 + c] = to_bf16(in[(grp * cg + c) * sC]);
+          for (int64_t c = cg; c < cg2; ++c) out[grp * cg2 + c] = 0;
+        }
+      }
+    }
+  });
+  constexpr int64_t kBlockK = 512;  // as for FP32; even, so pieces stay even
+  std::vector<int64_t> seg_offset, seg_len, block_begin{0};
+  const bool whole_rows = g.groups == 1 && g.dil_w == 1;
+  const int64_t run = whole_rows ? g.KW * cg2 : cg2;
+  int64_t in_block = 0;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    for (int64_t kw = 0; kw < (whole_rows ? 1 : g.KW); ++kw) {
+      const int64_t start = (kh * g.dil_h * Ws + kw * g.dil_w) * Cs;
+      for (int64_t done = 0; done < run;) {
+        const int64_t len = std::min(run - done, kBlockK - in_block);
+        seg_offset.push_back(start + done);
+        seg_len.push_back(len);
+        done += len;
+        in_block += len;
+        if (in_block == kBlockK) {
+          block_begin.push_back(static_cast<int64_t>(seg_len.size()));
+          in_block = 0;
+        }
+      }
+    }
+  }
+  if (in_block > 0 || block_begin.size() == 1) {
+    block_begin.push_back(static_cast<int64_t>(seg_len.size()));
+  }
+  float* out = f32_conv_output(output, g);
+  k.conv(Bf16ConvArgs{src, Hs, Ws, Cs, g.N, g.OH, g.OW, g.stride_h, g.stride_w, g.groups, cg2,
+                      ocg, seg_offset.data(), seg_len.data(),
+                      static_cast<int64_t>(seg_len.size()), block_begin.data(),
+                      static_cast<int64_t>(block_begin.size()) - 1,
+                      static_cast<const uint16_t*>(packed.data), bf16_group_elems(k, K, ocg),
+                      out, epi.bias, epi.clamp_min, epi.clamp_max});
+  f32_finish_output(out, output, g);
 }
 
 }  // namespace pyfastcnn

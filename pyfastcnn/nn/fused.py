@@ -20,24 +20,33 @@ class FusedConvBNReLU2d(torch.nn.Module):
     """
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
-                 dilation, groups: int, relu: bool):
+                 dilation, groups: int, relu: bool, dtype: torch.dtype = torch.float32):
         super().__init__()
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise TypeError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        self.dtype = dtype
         self.register_buffer("weight", weight.detach().float().contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.groups, self.relu = groups, relu
-        self._packed = PackedConvWeight(self.weight, groups)
+        self._packed = PackedConvWeight(self.weight, groups, dtype)
 
     def _load_from_state_dict(self, *args, **kwargs):
         # Loading a state dict replaces the weight: pack the new one.
         super()._load_from_state_dict(*args, **kwargs)
-        self._packed = PackedConvWeight(self.weight, self.groups)
+        self._packed = PackedConvWeight(self.weight, self.groups, self.dtype)
 
     @classmethod
     def from_modules(cls, conv: torch.nn.Conv2d, bn: Optional[torch.nn.BatchNorm2d] = None,
-                     relu: Union[bool, torch.nn.Module, None] = True) -> "FusedConvBNReLU2d":
+                     relu: Union[bool, torch.nn.Module, None] = True,
+                     dtype: torch.dtype = torch.float32) -> "FusedConvBNReLU2d":
         """From a Conv2d, an optional BatchNorm2d (its running statistics are used, as in
-        eval mode) and ``relu`` (True, a ReLU module, or False/None)."""
+        eval mode) and ``relu`` (True, a ReLU module, or False/None).
+
+        ``dtype=torch.bfloat16``: weights (BN folded first) and activations are rounded to
+        bfloat16, products summed in FP32, output FP32: the AVX-512 BF16 kernel where the CPU
+        has it, the same numerics through the FP32 kernel elsewhere.
+        """
         if not isinstance(conv, torch.nn.Conv2d):
             raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
         if conv.padding_mode != "zeros":
@@ -61,7 +70,7 @@ class FusedConvBNReLU2d(torch.nn.Module):
                 raise TypeError(f"relu must be a bool or torch.nn.ReLU, got {type(relu).__name__}")
             relu = True
         return cls(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups,
-                   bool(relu))
+                   bool(relu), dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         check_conv_input("input", input)
@@ -74,4 +83,4 @@ class FusedConvBNReLU2d(torch.nn.Module):
         oc, cg, kh, kw = self.weight.shape
         return (f"{cg * self.groups}, {oc}, kernel_size=({kh}, {kw}), stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"relu={self.relu}")
+                f"relu={self.relu}, dtype={self.dtype}")

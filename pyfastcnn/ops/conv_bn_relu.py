@@ -83,46 +83,59 @@ def _(input, weight, bias, stride, padding, dilation, groups, output_size, clamp
 
 
 @torch.compiler.assume_constant_result
-def _f32_conv_isa() -> str:
-    """ISA of the FP32 implicit-GEMM conv kernel ("scalar": none at this level)."""
-    return _native.C.kernel_isa("conv2d_dense")
+def _conv_kernel_isa(op: str) -> str:
+    """ISA of the packed conv kernel of `op` ("scalar": none at this level)."""
+    return _native.C.kernel_isa(op)
+
+
+# dtype -> (kernel name for kernel_isa, packed size fn, pack fn, element dtype, bytes)
+_PACKERS = {
+    torch.float32: ("conv2d_dense", "conv2d_f32_packed_floats", "conv2d_f32_pack", torch.float32),
+    torch.bfloat16: ("conv2d_bf16", "conv2d_bf16_packed_elems", "conv2d_bf16_pack",
+                     torch.bfloat16),
+}
 
 
 class PackedConvWeight:
-    """A float32 conv weight [OC, C/groups, KH, KW] packed once for the FP32 conv kernel.
+    """A float32 conv weight [OC, C/groups, KH, KW] packed once for the conv kernels.
 
-    Repacked once per ISA level (``set_isa``, or loading on another machine); pickles as the
-    float weight. ``packed()`` is None where the level has no packed kernel (the dense weight is
-    used then).
+    ``dtype=torch.bfloat16`` packs it as bfloat16 for the BF16 kernel (AVX-512 BF16). Repacked
+    once per ISA level (``set_isa``, or loading on another machine); pickles as the float
+    weight. ``packed()`` is None where the level has no packed kernel for this dtype.
     """
 
-    def __init__(self, weight: torch.Tensor, groups: int = 1):
+    def __init__(self, weight: torch.Tensor, groups: int = 1, dtype: torch.dtype = torch.float32):
         check_tensor("weight", weight, torch.float32, 4)
+        if dtype not in _PACKERS:
+            raise TypeError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.weight = weight.detach().contiguous()
         self.groups = groups
+        self.dtype = dtype
         self._by_isa: dict = {}
         self.packed()  # now, not inside a traced call
 
     def packed(self) -> Optional[Tuple[str, torch.Tensor]]:
-        isa = _f32_conv_isa()
+        op, size_fn, pack_fn, elem = _PACKERS[self.dtype]
+        isa = _conv_kernel_isa(op)
         if isa == "scalar":
             return None
         if isa not in self._by_isa:
             oc, cg, kh, kw = self.weight.shape
-            floats = _native.C.conv2d_f32_packed_floats(isa, oc, cg, kh, kw, self.groups)
-            raw = torch.empty(floats + 16, dtype=torch.float32)
-            offset = ((-raw.data_ptr()) % 64) // 4
-            data = raw[offset:offset + floats]
-            _native.C.conv2d_f32_pack(isa, _native.tensor_arg(self.weight), self.groups,
-                                      _native.tensor_arg(data))
+            count = getattr(_native.C, size_fn)(isa, oc, cg, kh, kw, self.groups)
+            per_line = 64 // elem.itemsize  # elements per 64-byte line
+            raw = torch.empty(count + per_line, dtype=elem)
+            offset = ((-raw.data_ptr()) % 64) // elem.itemsize
+            data = raw[offset:offset + count]
+            getattr(_native.C, pack_fn)(isa, _native.tensor_arg(self.weight), self.groups,
+                                        _native.tensor_arg(data))
             self._by_isa[isa] = (isa, data)
         return self._by_isa[isa]
 
     def __getstate__(self):
-        return {"weight": self.weight, "groups": self.groups}
+        return {"weight": self.weight, "groups": self.groups, "dtype": self.dtype}
 
     def __setstate__(self, state):
-        self.__init__(state["weight"], state["groups"])
+        self.__init__(state["weight"], state["groups"], state.get("dtype", torch.float32))
 
 
 def _conv2d_bias_act_packed_impl(
@@ -140,7 +153,9 @@ def _conv2d_bias_act_packed_impl(
     clamp_max: float,
 ) -> torch.Tensor:
     out = conv_output(input, weight_shape[0], output_size)
-    _native.C.conv2d_f32_packed(
+    native = (_native.C.conv2d_bf16_packed if packed.dtype == torch.bfloat16
+              else _native.C.conv2d_f32_packed)
+    native(
         _native.tensor_arg(input), isa, _native.tensor_arg(packed), weight_shape[0],
         weight_shape[1], weight_shape[2], weight_shape[3], _native.optional_arg(bias),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups,
@@ -171,6 +186,12 @@ def conv2d_bias_act(
     the packed kernel when the weight is packed and this ISA level has one."""
     if isinstance(weight, PackedConvWeight):
         packed = weight.packed()
+        if packed is None and weight.dtype == torch.bfloat16:
+            # No BF16 kernel at this level: the same numerics (bfloat16 inputs and weights,
+            # FP32 sums) through the FP32 kernel.
+            input = input.to(torch.bfloat16).float()
+            weight = PackedConvWeight(weight.weight.to(torch.bfloat16).float(), weight.groups)
+            packed = weight.packed()
         if packed is not None:
             isa, data = packed
             return _native.run(

@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "../bf16.h"
 #include "../tile_loop.h"
 #include "pyfastcnn/kernels.h"
 
@@ -26,14 +27,6 @@ int64_t num_panels(int64_t N) { return (N + kPanelCols - 1) / kPanelCols; }
 __mmask16 lane_mask(int valid) {
   return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
                      : (valid <= 0 ? 0 : static_cast<__mmask16>((1u << valid) - 1));
-}
-
-uint16_t to_bf16(float x) {  // round to nearest even; NaN stays NaN
-  uint32_t bits;
-  std::memcpy(&bits, &x, 4);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
 }
 
 __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }

@@ -22,6 +22,14 @@ struct F32ConvKernel {
   F32ConvFn conv;  // null: no implicit-GEMM kernel at this level (direct reference conv)
 };
 F32ConvKernel f32_conv_kernel();
+
+struct Bf16ConvKernel {
+  Isa isa;
+  Bf16PackedElemsFn packed_elems;
+  Bf16PackBFn pack_b;
+  Bf16ConvFn conv;  // null below avx512_bf16
+};
+Bf16ConvKernel bf16_conv_kernel();
 F32BlockSparseFn f32_block_sparse_kernel();  // null below AVX-512
 F32DepthwiseFn f32_depthwise_kernel();        // null below AVX-512
 

@@ -70,6 +70,16 @@ void conv2d_f32_packed(const TensorRef& input, Isa layout, const TensorRef& pack
                        int64_t C_per_group, int64_t KH, int64_t KW, const TensorRef* bias,
                        const ConvParams& p, const TensorRef& output);
 
+// BF16 conv: FP32 weights [OC, C/groups, KH, KW] packed as bfloat16 for the kernel of level
+// `layout` (bf16_conv_kernel), FP32 input rounded to bfloat16 on the way in, FP32 accumulation
+// and output: output = clamp(conv2d(bf16(input), bf16(W)) + bias).
+size_t conv2d_bf16_packed_elems(Isa layout, int64_t OC, int64_t C_per_group, int64_t KH,
+                                int64_t KW, int64_t groups);
+void conv2d_bf16_pack(Isa layout, const TensorRef& weight, int64_t groups, const TensorRef& packed);
+void conv2d_bf16_packed(const TensorRef& input, Isa layout, const TensorRef& packed, int64_t OC,
+                        int64_t C_per_group, int64_t KH, int64_t KW, const TensorRef* bias,
+                        const ConvParams& p, const TensorRef& output);
+
 // Block-sparse weight (see F32BlockSparseArgs): for each group and panel of 32 output channels,
 // panel_row_ptr gives its kept rows, k_index their reduction index k = (kh * KW + kw) * cg + c,
 // rows their 32 values. Shape [OC, C_per_group, KH, KW]. input/output: any strides.
