@@ -14,10 +14,11 @@ from shapes import BATCHES, MOBILENETV2_DEPTHWISE, RESNET50_LAYERS
 import pyfastcnn
 
 IMPLS = ("pyfastcnn fused", "torch eager conv-bn-relu", "torch conv+relu (BN folded)")
+BF16 = "pyfastcnn fused bf16"
 LAYERS = RESNET50_LAYERS[2:3] + RESNET50_LAYERS[4:5] if QUICK else RESNET50_LAYERS
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS + (BF16,))
 @pytest.mark.parametrize("batch", (1,) if QUICK else BATCHES, ids=lambda b: f"b{b}")
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: layer.id)
 def test_fused_conv(benchmark, threads, layer, batch, impl):
@@ -38,6 +39,8 @@ def test_fused_conv(benchmark, threads, layer, batch, impl):
             eager.float()
         err = ((fn(x).double() - ref).norm() / ref.norm()).item()
         assert err <= 1e-5, err
+    elif impl == BF16:  # checked against its error bound in tests/test_fused_module.py
+        fn = pyfastcnn.nn.FusedConvBNReLU2d.from_modules(conv, bn, dtype=torch.bfloat16)
     elif impl == "torch eager conv-bn-relu":
         fn = eager
     else:
@@ -49,7 +52,7 @@ def test_fused_conv(benchmark, threads, layer, batch, impl):
     with torch.no_grad():
         run(benchmark, lambda: fn(x), group=f"fused_conv {layer.id} b{batch} t{threads}",
             impl=impl, ops=layer.flops(batch), threads=threads,
-            baseline="torch conv+relu (BN folded)", kind="fp32")
+            baseline="torch conv+relu (BN folded)", kind="bf16" if impl == BF16 else "fp32")
 
 
 DEPTHWISE = MOBILENETV2_DEPTHWISE[1:2] if QUICK else MOBILENETV2_DEPTHWISE
