@@ -33,13 +33,13 @@ const F32ConvKernel kF32Conv[kNumIsas] = {
 };
 
 const Bf16ConvKernel kBf16Conv[kNumIsas] = {
-    {Isa::scalar, nullptr, nullptr, nullptr},
+    {Isa::scalar, nullptr, nullptr, nullptr, nullptr},
 #ifdef PYFASTCNN_X86
-    {Isa::avx2, nullptr, nullptr, nullptr},
-    {Isa::avx512, nullptr, nullptr, nullptr},
-    {Isa::avx512_vnni, nullptr, nullptr, nullptr},
+    {Isa::avx2, nullptr, nullptr, nullptr, nullptr},
+    {Isa::avx512, nullptr, nullptr, nullptr, nullptr},
+    {Isa::avx512_vnni, nullptr, nullptr, nullptr, nullptr},
     {Isa::avx512_bf16, avx512_bf16::bf16_packed_elems, avx512_bf16::bf16_pack_b,
-     avx512_bf16::conv2d_bf16},
+     avx512_bf16::conv2d_bf16, avx512_bf16::to_bf16_n},
 #endif
 };
 

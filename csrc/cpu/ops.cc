@@ -642,6 +642,8 @@ void conv2d_bf16_packed(const TensorRef& input, Isa layout, const TensorRef& pac
   const int64_t sN = input.strides[0], sC = input.strides[1], sH = input.strides[2],
                 sW = input.strides[3], H = g.H, W = g.W, pt = g.pad_top, pl = g.pad_left,
                 groups = g.groups;
+  const Bf16ConvertFn convert = k.convert;
+  const bool contiguous_channels = sC == 1 && cg == cg2;  // a pixel's channels in one run
   parallel_for(g.N * Hs, 2, [=](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / Hs, ih = row % Hs - pt;
@@ -653,6 +655,10 @@ void conv2d_bf16_packed(const TensorRef& input, Isa layout, const TensorRef& pac
           continue;
         }
         const float* __restrict in = x + n * sN + ih * sH + iw * sW;
+        if (contiguous_channels) {
+          convert(in, Cs, out);
+          continue;
+        }
         for (int64_t grp = 0; grp < groups; ++grp) {
           for (int64_t c = 0; c < cg; ++c) out[grp * cg2 + c] = to_bf16(in[(grp * cg + c) * sC]);
           for (int64_t c = cg; c < cg2; ++c) out[grp * cg2 + c] = 0;

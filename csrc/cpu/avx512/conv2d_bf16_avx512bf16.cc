@@ -130,6 +130,15 @@ struct Tiles {
 
 }  // namespace
 
+void to_bf16_n(const float* src, int64_t n, uint16_t* dst) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), reinterpret_cast<const __m256i&>(v));
+  }
+  for (; i < n; ++i) dst[i] = to_bf16(src[i]);
+}
+
 size_t bf16_packed_elems(int64_t K, int64_t N) {
   return static_cast<size_t>(num_panels(N) * K * kPanelCols);
 }

@@ -28,6 +28,7 @@ struct Bf16ConvKernel {
   Bf16PackedElemsFn packed_elems;
   Bf16PackBFn pack_b;
   Bf16ConvFn conv;  // null below avx512_bf16
+  Bf16ConvertFn convert;
 };
 Bf16ConvKernel bf16_conv_kernel();
 F32BlockSparseFn f32_block_sparse_kernel();  // null below AVX-512

@@ -135,6 +135,8 @@ struct Bf16ConvArgs {
 using Bf16PackedElemsFn = size_t (*)(int64_t K, int64_t N);
 using Bf16PackBFn = void (*)(const float* b, int64_t ldb, int64_t K, int64_t N, uint16_t* packed);
 using Bf16ConvFn = void (*)(const Bf16ConvArgs& args);
+// dst[i] = bfloat16(src[i]) for i < n, round to nearest even.
+using Bf16ConvertFn = void (*)(const float* src, int64_t n, uint16_t* dst);
 
 using F32PackedFloatsFn = size_t (*)(int64_t K, int64_t N);
 using F32PackBFn = void (*)(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
@@ -237,6 +239,7 @@ namespace avx512_bf16 {
 size_t bf16_packed_elems(int64_t K, int64_t N);  // K even
 void bf16_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, uint16_t* packed);
 void conv2d_bf16(const Bf16ConvArgs& args);
+void to_bf16_n(const float* src, int64_t n, uint16_t* dst);
 }
 
 }  // namespace pyfastcnn
