@@ -80,12 +80,160 @@ def summary(groups) -> str:
     return "\n".join(rows)
 
 
+RESNET_IDS = [
+    "64-64-56-k3s1",
+    "128-128-28-k3s1",
+    "256-256-14-k3s1",
+    "512-512-7-k3s1",
+    "256-64-56-k1s1",
+    "1024-256-14-k1s1",
+    "3-64-224-k7s2",
+]
+
+
+def _ratio(groups, group, impl, baseline):
+    g = groups[group]
+    return g[baseline][0] / g[impl][0]
+
+
+def _gops(groups, group, impl):
+    median, info = groups[group][impl]
+    return info["ops"] / median / 1e9
+
+
+def _geomean(groups, family, threads, impl):
+    logs = [
+        math.log(impls[next(iter(impls.values()))[1]["baseline"]][0] / impls[impl][0])
+        for g, impls in groups.items()
+        if g.startswith(family + " ") and g.endswith(f" t{threads}") and impl in impls
+    ]
+    return math.exp(sum(logs) / len(logs))
+
+
+def readme_tables(groups) -> str:
+    """The curated tables of README.md's benchmark section."""
+    out = []
+    peak = PEAK_PER_CORE
+    rows = [
+        "| INT8 GEMM (M×N×K) | threads | pyfastcnn packed GOP/s (% peak) | "
+        "vs `torch._int_mm` | vs FP32 `torch.mm` |",
+        "|---|---|---|---|---|",
+    ]
+    for shape in [
+        "m1024-n1024-k1024",
+        "m2048-n2048-k2048",
+        "m1-n4096-k4096",
+        "m16-n4096-k4096",
+        "m64-n1024-k1024",
+        "m3136-n64-k576",
+        "m784-n128-k1152",
+    ]:
+        for t in (1, 2):
+            group = f"int8_gemm {shape} t{t}"
+            if group not in groups:
+                continue
+            gops = _gops(groups, group, "pyfastcnn packed")
+            name = shape[1:].replace("-n", "×").replace("-k", "×")
+            rows.append(
+                f"| {name} | {t} | {gops:.0f} ({100 * gops * 1e9 / peak['int8'] / t:.0f}%)"
+                f" | {_ratio(groups, group, 'pyfastcnn packed', 'torch._int_mm'):.2f}× | "
+                f"{_ratio(groups, group, 'pyfastcnn packed', 'torch.mm fp32'):.1f}× |"
+            )
+    out.append("\n".join(rows))
+    rows = [
+        "| quantized conv (ResNet-50 layer) | batch | vs PyTorch INT8 (x86), 1 thread | "
+        "2 threads | vs FP32 oneDNN, 1 thread |",
+        "|---|---|---|---|---|",
+    ]
+    for layer in RESNET_IDS:
+        for b in (1, 8):
+            g1, g2 = f"qconv {layer} b{b} t1", f"qconv {layer} b{b} t2"
+            rows.append(
+                f"| {layer} | {b} | "
+                f"{_ratio(groups, g1, 'pyfastcnn int8', 'torch int8 x86'):.2f}× | "
+                f"{_ratio(groups, g2, 'pyfastcnn int8', 'torch int8 x86'):.2f}× | "
+                f"{_ratio(groups, g1, 'pyfastcnn int8', 'torch fp32'):.1f}× |"
+            )
+    out.append("\n".join(rows))
+    base = "torch conv+relu (BN folded)"
+    rows = [
+        "| fused conv+BN+ReLU (layer) | batch | FP32 GFLOP/s (% peak) | FP32 vs oneDNN, 1 t | "
+        "2 t | BF16 GFLOP/s (% BF16 peak) | BF16 vs oneDNN FP32, 1 t | FP32 vs eager "
+        "conv→BN→ReLU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for layer in RESNET_IDS:
+        for b in (1, 8):
+            g1, g2 = f"fused_conv {layer} b{b} t1", f"fused_conv {layer} b{b} t2"
+            f32, bf16 = (
+                _gops(groups, g1, "pyfastcnn fused"),
+                _gops(groups, g1, "pyfastcnn fused bf16"),
+            )
+            rows.append(
+                f"| {layer} | {b} | {f32:.0f} ({100 * f32 * 1e9 / peak['fp32']:.0f}%) | "
+                f"{_ratio(groups, g1, 'pyfastcnn fused', base):.2f}× | "
+                f"{_ratio(groups, g2, 'pyfastcnn fused', base):.2f}× | "
+                f"{bf16:.0f} ({100 * bf16 * 1e9 / peak['bf16']:.0f}%) | "
+                f"{_ratio(groups, g1, 'pyfastcnn fused bf16', base):.2f}× | "
+                f"{_ratio(groups, g1, 'pyfastcnn fused', 'torch eager conv-bn-relu'):.2f}× |"
+            )
+    rows.append(
+        f"| **geomean** | 1, 8 | | {_geomean(groups, 'fused_conv', 1, 'pyfastcnn fused'):.2f}× | "
+        f"{_geomean(groups, 'fused_conv', 2, 'pyfastcnn fused'):.2f}× | | "
+        f"{_geomean(groups, 'fused_conv', 1, 'pyfastcnn fused bf16'):.2f}× | |"
+    )
+    out.append("\n".join(rows))
+    sparsities = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+    rows = [
+        "| sparse conv vs dense oneDNN, geomean | threads | "
+        + " | ".join(f"{int(s * 100)}%" for s in sparsities)
+        + " |",
+        "|---|---|" + "---|" * len(sparsities),
+    ]
+    for kind, label in (("sparse", "unstructured (csr)"), ("block", "32-channel blocks (block)")):
+        for t in (1, 2):
+            rows.append(
+                f"| {label} | {t} | "
+                + " | ".join(
+                    f"{_geomean(groups, 'sparse_conv', t, f'pyfastcnn {kind} {s}'):.2f}×"
+                    for s in sparsities
+                )
+                + " |"
+            )
+    out.append("\n".join(rows))
+    rows = [
+        "| layer (1 thread), at 90% sparsity | batch | unstructured | blocks |",
+        "|---|---|---|---|",
+    ]
+    for layer in RESNET_IDS:
+        for b in (1, 8):
+            g1 = f"sparse_conv {layer} b{b} t1"
+            rows.append(
+                f"| {layer} | {b} | "
+                f"{_ratio(groups, g1, 'pyfastcnn sparse 0.9', 'dense oneDNN'):.2f}× | "
+                f"{_ratio(groups, g1, 'pyfastcnn block 0.9', 'dense oneDNN'):.2f}× |"
+            )
+    out.append("\n".join(rows))
+    out.append(
+        f"Depthwise (MobileNetV2 3×3 layers, FusedConvBNReLU2d) vs oneDNN, geomean: "
+        f"{_geomean(groups, 'fused_dw', 1, 'pyfastcnn fused'):.2f}× at 1 thread, "
+        f"{_geomean(groups, 'fused_dw', 2, 'pyfastcnn fused'):.2f}× at 2."
+    )
+    return "\n\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path)
     parser.add_argument("-o", "--output", type=Path)
+    parser.add_argument(
+        "--readme", action="store_true", help="print the curated tables of README.md instead"
+    )
     args = parser.parse_args()
     data, groups = load(args.json)
+    if args.readme:
+        print(readme_tables(groups))
+        return
     header = (
         f"Machine: {cpu_name()}, {data['machine_info'].get('cpu', {}).get('count', '?')} CPUs; "
         f"run {data.get('datetime', '?')}; median of rounds; baseline in the same run.\n\n"
