@@ -12,7 +12,8 @@ namespace {
 constexpr int64_t kTile = 64;
 constexpr int kVectors = 8;
 
-void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0) {
+void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, int64_t oc_begin,
+          int64_t oc_end) {
   const int64_t left = a.q_count - q0;
   __m256i mask[kVectors];
   for (int v = 0; v < kVectors; ++v) {
@@ -22,7 +23,7 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0) {
   const bool full = left >= kTile;
   const __m256 lo = _mm256_set1_ps(a.clamp_min), hi = _mm256_set1_ps(a.clamp_max);
   const float* base = src + q0;
-  for (int64_t oc = 0; oc < a.OC; ++oc) {
+  for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
     __m256 c[kVectors];
     for (int v = 0; v < kVectors; ++v) c[v] = _mm256_setzero_ps();
     for (int64_t i = a.row_ptr[oc]; i < a.row_ptr[oc + 1]; ++i) {
@@ -50,10 +51,18 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0) {
 
 void sparse_conv_planes(const SparsePlanesArgs& a) {
   const int64_t tiles = (a.q_count + kTile - 1) / kTile;
-  parallel_for(a.N * tiles, 1, [&](int64_t begin, int64_t end) {
+  // Few pixel tiles (small maps, batch 1): split output channels too, so every thread has work.
+  const int64_t want = 8 * get_num_threads();
+  const int64_t per_tile = want / (a.N * tiles);  // no std::min/max: see CMakeLists.txt
+  const int64_t oc_chunks = per_tile < 1 ? 1 : (per_tile > a.OC ? a.OC : per_tile);
+  const int64_t oc_step = (a.OC + oc_chunks - 1) / oc_chunks;
+  parallel_for(a.N * tiles * oc_chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / tiles, q0 = (t % tiles) * kTile;
-      tile(a, a.src + n * a.image_stride, a.out + n * a.OC * a.q_count, q0);
+      const int64_t chunk = t % oc_chunks, nt = t / oc_chunks;
+      const int64_t n = nt / tiles, q0 = (nt % tiles) * kTile;
+      const int64_t oc_begin = chunk * oc_step;
+      const int64_t oc_end = oc_begin + oc_step < a.OC ? oc_begin + oc_step : a.OC;
+      tile(a, a.src + n * a.image_stride, a.out + n * a.OC * a.q_count, q0, oc_begin, oc_end);
     }
   });
 }

@@ -23,13 +23,14 @@ __mmask16 lane_mask(int64_t valid) {
 }
 
 template <bool FULL>
-void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0) {
+void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, int64_t oc_begin,
+          int64_t oc_end) {
   const int64_t left = a.q_count - q0;
   const __mmask16 m0 = lane_mask(left), m1 = lane_mask(left - 16), m2 = lane_mask(left - 32),
                   m3 = lane_mask(left - 48);
   const __m512 lo = _mm512_set1_ps(a.clamp_min), hi = _mm512_set1_ps(a.clamp_max);
   const float* base = src + q0;
-  for (int64_t oc = 0; oc < a.OC; ++oc) {
+  for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int64_t i = a.row_ptr[oc]; i < a.row_ptr[oc + 1]; ++i) {
       const float* p = base + a.offset[i];
@@ -63,15 +64,23 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0) {
 
 void sparse_conv_planes(const SparsePlanesArgs& a) {
   const int64_t tiles = (a.q_count + kTile - 1) / kTile;
-  parallel_for(a.N * tiles, 1, [&](int64_t begin, int64_t end) {
+  // Few pixel tiles (small maps, batch 1): split output channels too, so every thread has work.
+  const int64_t want = 8 * get_num_threads();
+  const int64_t per_tile = want / (a.N * tiles);  // no std::min/max: see CMakeLists.txt
+  const int64_t oc_chunks = per_tile < 1 ? 1 : (per_tile > a.OC ? a.OC : per_tile);
+  const int64_t oc_step = (a.OC + oc_chunks - 1) / oc_chunks;
+  parallel_for(a.N * tiles * oc_chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / tiles, q0 = (t % tiles) * kTile;
+      const int64_t chunk = t % oc_chunks, nt = t / oc_chunks;
+      const int64_t n = nt / tiles, q0 = (nt % tiles) * kTile;
+      const int64_t oc_begin = chunk * oc_step;
+      const int64_t oc_end = oc_begin + oc_step < a.OC ? oc_begin + oc_step : a.OC;
       const float* src = a.src + n * a.image_stride;
       float* out = a.out + n * a.OC * a.q_count;
       if (q0 + kTile <= a.q_count) {
-        tile<true>(a, src, out, q0);
+        tile<true>(a, src, out, q0, oc_begin, oc_end);
       } else {
-        tile<false>(a, src, out, q0);
+        tile<false>(a, src, out, q0, oc_begin, oc_end);
       }
     }
   });
