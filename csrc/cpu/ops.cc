@@ -243,6 +243,42 @@ void pack_f32_conv_weights(const F32ConvKernel& k, const float* w, int64_t OC, i
   }
 }
 
+// The byte/element runs of one implicit-GEMM row (see F32ConvArgs): per kernel row when a whole
+// kernel row is contiguous (groups == 1, no horizontal dilation), else per tap; `run` elements
+// each, cut into k-blocks of at most kBlockK (a block of a panel pair then stays in L2 while
+// every row tile of a task uses it). Offsets are in elements of a source with row pitch Ws
+// and pixel pitch Cs.
+struct Segments {
+  std::vector<int64_t> offset, len, block_begin{0};
+};
+
+Segments conv_segments(const Conv2dGeometry& g, int64_t Ws, int64_t Cs, int64_t run,
+                       bool whole_rows) {
+  constexpr int64_t kBlockK = 512;  // even: BF16 pieces stay even
+  Segments s;
+  int64_t in_block = 0;
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    for (int64_t kw = 0; kw < (whole_rows ? 1 : g.KW); ++kw) {
+      const int64_t start = (kh * g.dil_h * Ws + kw * g.dil_w) * Cs;
+      for (int64_t done = 0; done < run;) {
+        const int64_t len = std::min(run - done, kBlockK - in_block);
+        s.offset.push_back(start + done);
+        s.len.push_back(len);
+        done += len;
+        in_block += len;
+        if (in_block == kBlockK) {
+          s.block_begin.push_back(static_cast<int64_t>(s.len.size()));
+          in_block = 0;
+        }
+      }
+    }
+  }
+  if (in_block > 0 || s.block_begin.size() == 1) {
+    s.block_begin.push_back(static_cast<int64_t>(s.len.size()));
+  }
+  return s;
+}
+
 struct F32Source {
   const float* data;
   int64_t Hs, Ws;
@@ -353,39 +389,14 @@ void conv2d_f32_implicit(const F32ConvKernel& k, const TensorRef& input, const f
   const F32Source source = f32_conv_source(input, g);
   const float* src = source.data;
   const int64_t src_h = source.Hs, src_w = source.Ws;
-  // Rows of the implicit GEMM: one run per kernel row when a whole kernel row is contiguous,
-  // cut into pieces and grouped into k-blocks of at most kBlockK floats (a block of a panel
-  // pair, kBlockK x 64 floats, then stays in L2 while every row tile of a task uses it).
-  constexpr int64_t kBlockK = 512;
-  std::vector<int64_t> seg_offset, seg_len, block_begin{0};
   const bool whole_rows = g.groups == 1 && g.dil_w == 1;
-  const int64_t run = whole_rows ? g.KW * cg : cg;
-  int64_t in_block = 0;
-  for (int64_t kh = 0; kh < g.KH; ++kh) {
-    for (int64_t kw = 0; kw < (whole_rows ? 1 : g.KW); ++kw) {
-      const int64_t start = (kh * g.dil_h * src_w + kw * g.dil_w) * g.C;
-      for (int64_t done = 0; done < run;) {
-        const int64_t len = std::min(run - done, kBlockK - in_block);
-        seg_offset.push_back(start + done);
-        seg_len.push_back(len);
-        done += len;
-        in_block += len;
-        if (in_block == kBlockK) {
-          block_begin.push_back(static_cast<int64_t>(seg_len.size()));
-          in_block = 0;
-        }
-      }
-    }
-  }
-  if (in_block > 0 || block_begin.size() == 1) {
-    block_begin.push_back(static_cast<int64_t>(seg_len.size()));
-  }
+  const Segments seg = conv_segments(g, src_w, g.C, whole_rows ? g.KW * cg : cg, whole_rows);
   float* out = f32_conv_output(output, g);
   k.conv(F32ConvArgs{src, src_h, src_w, g.C, g.N, g.OH, g.OW, g.stride_h, g.stride_w, g.groups,
-                     cg, ocg, seg_offset.data(), seg_len.data(),
-                     static_cast<int64_t>(seg_len.size()), block_begin.data(),
-                     static_cast<int64_t>(block_begin.size()) - 1, packed, group_floats, out,
-                     epi.bias, epi.clamp_min, epi.clamp_max});
+                     cg, ocg, seg.offset.data(), seg.len.data(),
+                     static_cast<int64_t>(seg.len.size()), seg.block_begin.data(),
+                     static_cast<int64_t>(seg.block_begin.size()) - 1, packed, group_floats,
+                     out, epi.bias, epi.clamp_min, epi.clamp_max});
   f32_finish_output(out, output, g);
 }
 
@@ -666,35 +677,13 @@ void conv2d_bf16_packed(const TensorRef& input, Isa layout, const TensorRef& pac
       }
     }
   });
-  constexpr int64_t kBlockK = 512;  // as for FP32; even, so pieces stay even
-  std::vector<int64_t> seg_offset, seg_len, block_begin{0};
   const bool whole_rows = g.groups == 1 && g.dil_w == 1;
-  const int64_t run = whole_rows ? g.KW * cg2 : cg2;
-  int64_t in_block = 0;
-  for (int64_t kh = 0; kh < g.KH; ++kh) {
-    for (int64_t kw = 0; kw < (whole_rows ? 1 : g.KW); ++kw) {
-      const int64_t start = (kh * g.dil_h * Ws + kw * g.dil_w) * Cs;
-      for (int64_t done = 0; done < run;) {
-        const int64_t len = std::min(run - done, kBlockK - in_block);
-        seg_offset.push_back(start + done);
-        seg_len.push_back(len);
-        done += len;
-        in_block += len;
-        if (in_block == kBlockK) {
-          block_begin.push_back(static_cast<int64_t>(seg_len.size()));
-          in_block = 0;
-        }
-      }
-    }
-  }
-  if (in_block > 0 || block_begin.size() == 1) {
-    block_begin.push_back(static_cast<int64_t>(seg_len.size()));
-  }
+  const Segments seg = conv_segments(g, Ws, Cs, whole_rows ? g.KW * cg2 : cg2, whole_rows);
   float* out = f32_conv_output(output, g);
   k.conv(Bf16ConvArgs{src, Hs, Ws, Cs, g.N, g.OH, g.OW, g.stride_h, g.stride_w, g.groups, cg2,
-                      ocg, seg_offset.data(), seg_len.data(),
-                      static_cast<int64_t>(seg_len.size()), block_begin.data(),
-                      static_cast<int64_t>(block_begin.size()) - 1,
+                      ocg, seg.offset.data(), seg.len.data(),
+                      static_cast<int64_t>(seg.len.size()), seg.block_begin.data(),
+                      static_cast<int64_t>(seg.block_begin.size()) - 1,
                       static_cast<const uint16_t*>(packed.data), bf16_group_elems(k, K, ocg),
                       out, epi.bias, epi.clamp_min, epi.clamp_max});
   f32_finish_output(out, output, g);
