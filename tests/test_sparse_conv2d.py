@@ -329,3 +329,24 @@ def test_opcheck():
     b = pyfastcnn.pack_sparse(prune(torch.randn(6, 2, 3, 3), 0.5), "block", groups=2)
     args = (x, b.row_ptr, b.col_idx, b.values) + args[4:]
     torch.library.opcheck(torch.ops.pyfastcnn.sparse_conv2d_block.default, args)
+
+
+@pytest.mark.parametrize("fmt", ["auto", "csr", "block"])
+def test_sparse_conv2d_module(isa, fmt):
+    conv = torch.nn.Conv2d(12, 40, 3, stride=2, padding=1, groups=2)
+    with torch.no_grad():
+        conv.weight.copy_(prune(conv.weight, 0.2))
+    module = pyfastcnn.nn.SparseConv2d.from_dense(conv, format=fmt, relu=True)
+    x = torch.randn(2, 12, 11, 11)
+    with torch.no_grad():
+        ref = torch.relu(conv.double()(x.double()))
+    assert rel_error(module(x), ref) <= TOL
+    assert module.density == pytest.approx(float((conv.weight != 0).float().mean()))
+    restored = pickle.loads(pickle.dumps(module))
+    assert torch.equal(restored(x), module(x))
+    other = pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Conv2d(12, 40, 3, stride=2, padding=1,
+                                                                 groups=2), format=fmt, relu=True)
+    other.load_state_dict(module.state_dict())
+    assert torch.equal(other(x), module(x))
+    with pytest.raises(TypeError, match="conv must be"):
+        pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Linear(2, 3))
