@@ -11,7 +11,7 @@ Ops (CPU today; see README for what each guarantees):
 Settings: set_isa / get_isa / supported_isas, set_num_threads / get_num_threads, show_config.
 """
 
-from . import nn
+from . import nn, quantization
 from ._config import (
     __version__,
     config,
@@ -41,6 +41,7 @@ from .ops import (
 __all__ = [
     "__version__",
     "nn",
+    "quantization",
     "config",
     "show_config",
     "get_isa",
