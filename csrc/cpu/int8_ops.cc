@@ -17,12 +17,8 @@ namespace {
 using std::to_string;
 
 Int8GemmKernel kernel_for_layout(Isa layout) {
-  if (static_cast<int>(layout) > static_cast<int>(selected_isa())) {
-    fail(std::string("weight was packed for ISA '") + isa_name(layout) +
-         "', above the selected ISA '" + isa_name(selected_isa()) + "': repack it");
-  }
   const Int8GemmKernel k = int8_gemm_kernel_for(layout);
-  if (k.isa != layout) fail(std::string("no INT8 packed layout for ISA '") + isa_name(layout) + "'");
+  detail::check_packed_layout(layout, k.gemm != nullptr, k.isa, "INT8");
   return k;
 }
 
@@ -129,14 +125,8 @@ void compute_col_sums(const int8_t* b, int64_t ldb, int64_t K, int64_t N, int32_
 
 void check_packed(const TensorRef& packed, const TensorRef& col_sums, Isa layout, int64_t K,
                   int64_t N, int64_t groups) {
-  check_tensor(packed, "packed", DType::u8, 1);
-  check_contiguous(packed, "packed");
-  const int64_t expected = groups * static_cast<int64_t>(int8_packed_bytes(layout, K, N));
-  if (packed.sizes[0] != expected) {
-    fail("packed has " + to_string(packed.sizes[0]) + " bytes, expected " + to_string(expected) +
-         " for K=" + to_string(K) + ", N=" + to_string(N) + " on '" + isa_name(layout) + "'");
-  }
-  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+  detail::check_packed_buffer(packed, DType::u8,
+                              groups * static_cast<int64_t>(int8_packed_bytes(layout, K, N)));
   detail::check_vector(col_sums, "col_sums", DType::i32, groups * N);
 }
 

@@ -58,6 +58,26 @@ Conv2dGeometry conv_geometry(const TensorRef& input, const TensorRef& output, in
   return g;
 }
 
+void check_packed_buffer(const TensorRef& packed, DType dtype, int64_t elems) {
+  check_tensor(packed, "packed", dtype, 1);
+  check_contiguous(packed, "packed");
+  if (packed.sizes[0] != elems) {
+    fail("packed has " + std::to_string(packed.sizes[0]) + " elements, expected " +
+         std::to_string(elems) + ": pack it for this weight and ISA");
+  }
+  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+}
+
+void check_packed_layout(Isa layout, bool has_kernel, Isa kernel_isa, const char* what) {
+  if (static_cast<int>(layout) > static_cast<int>(selected_isa())) {
+    fail(std::string("weight was packed for ISA '") + isa_name(layout) +
+         "', above the selected ISA '" + isa_name(selected_isa()) + "': repack it");
+  }
+  if (!has_kernel || kernel_isa != layout) {
+    fail(std::string("no ") + what + " packed layout for ISA '" + isa_name(layout) + "'");
+  }
+}
+
 }  // namespace detail
 
 using std::to_string;
@@ -504,14 +524,8 @@ void conv2d_dense(const TensorRef& input, const TensorRef& weight, const TensorR
 namespace {
 
 F32ConvKernel f32_kernel_for_layout(Isa layout) {
-  if (static_cast<int>(layout) > static_cast<int>(selected_isa())) {
-    fail(std::string("weight was packed for ISA '") + isa_name(layout) +
-         "', above the selected ISA '" + isa_name(selected_isa()) + "': repack it");
-  }
   const F32ConvKernel k = f32_conv_kernel();
-  if (!k.conv || k.isa != layout) {
-    fail(std::string("no FP32 conv kernel packs for ISA '") + isa_name(layout) + "'");
-  }
+  detail::check_packed_layout(layout, k.conv != nullptr, k.isa, "FP32 conv");
   return k;
 }
 
@@ -534,10 +548,7 @@ void conv2d_f32_pack(Isa layout, const TensorRef& weight, int64_t groups,
   const int64_t OC = weight.sizes[0], cg = weight.sizes[1], KH = weight.sizes[2],
                 KW = weight.sizes[3];
   const size_t floats = conv2d_f32_packed_floats(layout, OC, cg, KH, KW, groups);
-  check_tensor(packed, "packed", DType::f32, 1);
-  check_contiguous(packed, "packed");
-  if (static_cast<size_t>(packed.sizes[0]) != floats) fail("packed has the wrong size");
-  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+  detail::check_packed_buffer(packed, DType::f32, static_cast<int64_t>(floats));
   if (use_depthwise(OC, cg, groups)) {
     pack_depthwise(static_cast<const float*>(weight.data), OC, KH * KW,
                    static_cast<float*>(packed.data));
@@ -555,10 +566,7 @@ void conv2d_f32_packed(const TensorRef& input, Isa layout, const TensorRef& pack
   const Conv2dGeometry g = detail::conv_geometry(input, output, OC, C_per_group, KH, KW, p);
   const Conv2dEpilogue epi = conv_epilogue(bias, OC, p);
   const size_t floats = conv2d_f32_packed_floats(layout, OC, C_per_group, KH, KW, g.groups);
-  check_tensor(packed, "packed", DType::f32, 1);
-  check_contiguous(packed, "packed");
-  if (static_cast<size_t>(packed.sizes[0]) != floats) fail("packed has the wrong size");
-  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
+  detail::check_packed_buffer(packed, DType::f32, static_cast<int64_t>(floats));
   if (output.numel() == 0) return;
   if (use_depthwise(OC, C_per_group, g.groups)) {
     run_depthwise(input, static_cast<const float*>(packed.data), g, epi, output);
@@ -571,14 +579,8 @@ void conv2d_f32_packed(const TensorRef& input, Isa layout, const TensorRef& pack
 namespace {
 
 Bf16ConvKernel bf16_kernel_for_layout(Isa layout) {
-  if (static_cast<int>(layout) > static_cast<int>(selected_isa())) {
-    fail(std::string("weight was packed for ISA '") + isa_name(layout) +
-         "', above the selected ISA '" + isa_name(selected_isa()) + "': repack it");
-  }
   const Bf16ConvKernel k = bf16_conv_kernel();
-  if (!k.conv || k.isa != layout) {
-    fail(std::string("no BF16 conv kernel packs for ISA '") + isa_name(layout) + "'");
-  }
+  detail::check_packed_layout(layout, k.conv != nullptr, k.isa, "BF16 conv");
   return k;
 }
 
@@ -586,13 +588,6 @@ int64_t even(int64_t x) { return (x + 1) / 2 * 2; }
 
 int64_t bf16_group_elems(const Bf16ConvKernel& k, int64_t K, int64_t ocg) {
   return static_cast<int64_t>((k.packed_elems(K, ocg) + 31) / 32 * 32);  // 64-byte aligned
-}
-
-void check_packed_bf16(const TensorRef& packed, size_t elems) {
-  check_tensor(packed, "packed", DType::bf16, 1);
-  check_contiguous(packed, "packed");
-  if (static_cast<size_t>(packed.sizes[0]) != elems) fail("packed has the wrong size");
-  if (reinterpret_cast<uintptr_t>(packed.data) % 64 != 0) fail("packed must be 64-byte aligned");
 }
 
 }  // namespace
@@ -613,7 +608,9 @@ void conv2d_bf16_pack(Isa layout, const TensorRef& weight, int64_t groups,
   check_contiguous(weight, "weight");
   const int64_t OC = weight.sizes[0], cg = weight.sizes[1], KH = weight.sizes[2],
                 KW = weight.sizes[3];
-  check_packed_bf16(packed, conv2d_bf16_packed_elems(layout, OC, cg, KH, KW, groups));
+  detail::check_packed_buffer(
+      packed, DType::bf16,
+      static_cast<int64_t>(conv2d_bf16_packed_elems(layout, OC, cg, KH, KW, groups)));
   const Bf16ConvKernel k = bf16_kernel_for_layout(layout);
   // B_g[k][n], k = (kh * KW + kw) * cg2 + c, channels cg .. cg2 zero; then packed.
   const int64_t cg2 = even(cg), ocg = OC / groups, K = KH * KW * cg2, taps = KH * KW;
@@ -640,7 +637,9 @@ void conv2d_bf16_packed(const TensorRef& input, Isa layout, const TensorRef& pac
   const Conv2dGeometry g = detail::conv_geometry(input, output, OC, C_per_group, KH, KW, p);
   const Conv2dEpilogue epi = conv_epilogue(bias, OC, p);
   const Bf16ConvKernel k = bf16_kernel_for_layout(layout);
-  check_packed_bf16(packed, conv2d_bf16_packed_elems(layout, OC, C_per_group, KH, KW, g.groups));
+  detail::check_packed_buffer(
+      packed, DType::bf16,
+      static_cast<int64_t>(conv2d_bf16_packed_elems(layout, OC, C_per_group, KH, KW, g.groups)));
   if (output.numel() == 0) return;
   const int64_t cg = C_per_group, cg2 = even(cg), ocg = OC / g.groups, K = KH * KW * cg2;
   // Source: zero-padded NHWC bfloat16, each group's channels padded to cg2.

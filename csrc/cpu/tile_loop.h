@@ -42,6 +42,26 @@ void for_each_tile(int64_t M, int64_t N, int64_t panel_cols, int64_t k_blocks,
   });
 }
 
+// Runs task(n, q0, oc_begin, oc_end) over the tiles of `tile` virtual pixels of N images
+// (q_count pixels each) for all OC output channels: one task per image tile, or per image tile
+// and output-channel chunk when there are too few tiles to give every thread work (small maps
+// at batch 1).
+template <class Task>
+void for_each_pixel_tile(int64_t N, int64_t q_count, int64_t tile, int64_t OC, const Task& task) {
+  const int64_t tiles = (q_count + tile - 1) / tile;
+  const int64_t per_tile = 8 * get_num_threads() / (N * tiles);
+  const int64_t oc_chunks = per_tile < 1 ? 1 : (per_tile > OC ? OC : per_tile);
+  const int64_t oc_step = (OC + oc_chunks - 1) / oc_chunks;
+  parallel_for(N * tiles * oc_chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t chunk = t % oc_chunks, nt = t / oc_chunks;
+      const int64_t oc_begin = chunk * oc_step;
+      const int64_t oc_end = oc_begin + oc_step < OC ? oc_begin + oc_step : OC;
+      task(nt / tiles, (nt % tiles) * tile, oc_begin, oc_end);
+    }
+  });
+}
+
 // Source-image rows of a task's output pixels for an implicit-GEMM conv (see Int8ConvArgs):
 // pixel m = (n, oh, ow) starts at src + ((n * Hs + oh * sh) * Ws + ow * sw) * Cs + offset.
 template <class T, int64_t MC>

@@ -3,7 +3,7 @@
 #include <immintrin.h>
 
 #include "pyfastcnn/kernels.h"
-#include "pyfastcnn/parallel.h"
+#include "../tile_loop.h"
 
 namespace pyfastcnn {
 namespace avx2 {
@@ -50,21 +50,11 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, i
 }  // namespace
 
 void sparse_conv_planes(const SparsePlanesArgs& a) {
-  const int64_t tiles = (a.q_count + kTile - 1) / kTile;
-  // Few pixel tiles (small maps, batch 1): split output channels too, so every thread has work.
-  const int64_t want = 8 * get_num_threads();
-  const int64_t per_tile = want / (a.N * tiles);  // no std::min/max: see CMakeLists.txt
-  const int64_t oc_chunks = per_tile < 1 ? 1 : (per_tile > a.OC ? a.OC : per_tile);
-  const int64_t oc_step = (a.OC + oc_chunks - 1) / oc_chunks;
-  parallel_for(a.N * tiles * oc_chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t chunk = t % oc_chunks, nt = t / oc_chunks;
-      const int64_t n = nt / tiles, q0 = (nt % tiles) * kTile;
-      const int64_t oc_begin = chunk * oc_step;
-      const int64_t oc_end = oc_begin + oc_step < a.OC ? oc_begin + oc_step : a.OC;
-      tile(a, a.src + n * a.image_stride, a.out + n * a.OC * a.q_count, q0, oc_begin, oc_end);
-    }
-  });
+  for_each_pixel_tile(a.N, a.q_count, kTile, a.OC,
+                      [&](int64_t n, int64_t q0, int64_t oc_begin, int64_t oc_end) {
+                        tile(a, a.src + n * a.image_stride, a.out + n * a.OC * a.q_count, q0,
+                             oc_begin, oc_end);
+                      });
 }
 
 }  // namespace avx2
