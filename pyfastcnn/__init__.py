@@ -11,7 +11,7 @@ Ops (CPU today; see README for what each guarantees):
 Settings: set_isa / get_isa / supported_isas, set_num_threads / get_num_threads, show_config.
 """
 
-from . import nn, quantization
+from . import models, nn, pruning, quantization
 from ._config import (
     __version__,
     config,
@@ -40,7 +40,9 @@ from .ops import (
 
 __all__ = [
     "__version__",
+    "models",
     "nn",
+    "pruning",
     "quantization",
     "config",
     "show_config",

@@ -1,0 +1,1 @@
+"""Pruning: criteria, structures, schedules, masks, conversion to sparse modules (in progress)."""
