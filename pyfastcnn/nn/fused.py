@@ -1,6 +1,7 @@
 """FusedConvBNReLU2d: an eval-mode Conv2d (+ BatchNorm2d) (+ ReLU) as one pyfastcnn conv."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -20,7 +21,8 @@ class FusedConvBNReLU2d(torch.nn.Module):
     """
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
-                 dilation, groups: int, relu: bool, dtype: torch.dtype = torch.float32):
+                 dilation, groups: int, relu: bool, dtype: torch.dtype = torch.float32,
+                 clamp_max: float = math.inf):
         super().__init__()
         if dtype not in (torch.float32, torch.bfloat16):
             raise TypeError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
@@ -29,6 +31,9 @@ class FusedConvBNReLU2d(torch.nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.groups, self.relu = groups, relu
+        if clamp_max != math.inf and not relu:
+            raise ValueError("clamp_max applies together with relu=True (ReLU6 is relu + 6.0)")
+        self.clamp_max = float(clamp_max)
         self._packed = PackedConvWeight(self.weight, groups, dtype)
 
     def _load_from_state_dict(self, *args, **kwargs):
@@ -41,7 +46,7 @@ class FusedConvBNReLU2d(torch.nn.Module):
                      relu: Union[bool, torch.nn.Module, None] = True,
                      dtype: torch.dtype = torch.float32) -> "FusedConvBNReLU2d":
         """From a Conv2d, an optional BatchNorm2d (its running statistics are used, as in
-        eval mode) and ``relu`` (True, a ReLU module, or False/None).
+        eval mode) and ``relu`` (True, a ReLU or ReLU6 module, or False/None).
 
         ``dtype=torch.bfloat16``: weights (BN folded first) and activations are rounded to
         bfloat16, products summed in FP32, output FP32: the AVX-512 BF16 kernel where the CPU
@@ -65,22 +70,28 @@ class FusedConvBNReLU2d(torch.nn.Module):
                 bn.running_mean.detach().float(), bn.running_var.detach().float(),
                 None if bn.weight is None else bn.weight.detach().float(),
                 None if bn.bias is None else bn.bias.detach().float(), float(bn.eps))
+        clamp_max = math.inf
         if isinstance(relu, torch.nn.Module):
-            if not isinstance(relu, torch.nn.ReLU):
-                raise TypeError(f"relu must be a bool or torch.nn.ReLU, got {type(relu).__name__}")
+            if isinstance(relu, torch.nn.ReLU6):
+                clamp_max = 6.0
+            elif not isinstance(relu, torch.nn.ReLU):
+                raise TypeError(f"relu must be a bool, torch.nn.ReLU or torch.nn.ReLU6, got "
+                                f"{type(relu).__name__}")
             relu = True
         return cls(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups,
-                   bool(relu), dtype)
+                   bool(relu), dtype, clamp_max)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         check_conv_input("input", input)
         geo = conv_geometry(input.shape, self.weight.shape, self.stride, self.padding,
                             self.dilation, self.groups)
         return conv2d_bias_act(input, self._packed, self.bias, geo,
-                               0.0 if self.relu else float("-inf"), float("inf"))
+                               0.0 if self.relu else float("-inf"), self.clamp_max)
 
     def extra_repr(self) -> str:
         oc, cg, kh, kw = self.weight.shape
         return (f"{cg * self.groups}, {oc}, kernel_size=({kh}, {kw}), stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"relu={self.relu}, dtype={self.dtype}")
+                f"relu={self.relu}, "
+                + ("" if self.clamp_max == math.inf else f"clamp_max={self.clamp_max}, ")
+                + f"dtype={self.dtype}")

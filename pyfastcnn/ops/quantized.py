@@ -3,7 +3,7 @@
 Exact math (``acc`` is an exact integer sum, int32):
     acc[m, n] = sum_k (x[m, k] - x_zero_point) * w_int[n, k]
     y[m, n]   = clamp(acc * (x_scale * w_scale[n]) + bias[n], lo, hi)   float32
-                (lo, hi) = (0, inf) with relu=True, else (-inf, inf)
+                lo = 0 with relu=True, else -inf; hi = clamp_max (default inf)
     out       = y                                          for out_dtype=float32
               = saturate(round_half_even(y / out_scale) + out_zero_point)  for int8/uint8
 Weights are symmetric (zero point 0), per output channel or per tensor.
@@ -392,7 +392,7 @@ def _check_zero_point(name: str, zp: int, dtype: torch.dtype) -> None:
         raise ValueError(f"{name} must be in [{lo}, {hi}] for {dtype}, got {zp}")
 
 
-def _output_params(out_dtype, out_scale, out_zero_point, relu) -> tuple:
+def _output_params(out_dtype, out_scale, out_zero_point, relu, clamp_max=None) -> tuple:
     if out_dtype not in (torch.float32, torch.int8, torch.uint8):
         raise TypeError(
             f"out_dtype must be torch.float32, torch.int8 or torch.uint8, got {out_dtype}"
@@ -413,7 +413,13 @@ def _output_params(out_dtype, out_scale, out_zero_point, relu) -> tuple:
         out_zero_point = 0 if out_zero_point is None else out_zero_point
         _check_zero_point("out_zero_point", out_zero_point, out_dtype)
     clamp_min = 0.0 if relu else -math.inf
-    return _OUT_KINDS[out_dtype], clamp_min, math.inf, float(out_scale), out_zero_point
+    if clamp_max is None:
+        clamp_max = math.inf
+    elif isinstance(clamp_max, bool) or not isinstance(clamp_max, (int, float)):
+        raise TypeError(f"clamp_max must be a float or None, got {type(clamp_max).__name__}")
+    elif math.isnan(clamp_max) or clamp_max < clamp_min:
+        raise ValueError(f"clamp_max must be >= {clamp_min}, got {clamp_max}")
+    return _OUT_KINDS[out_dtype], clamp_min, float(clamp_max), float(out_scale), out_zero_point
 
 
 def _check_weight(weight: object, dim: int, what: str) -> QuantizedWeight:
@@ -438,6 +444,7 @@ def quantized_linear(
     out_scale: Optional[float] = None,
     out_zero_point: Optional[int] = None,
     relu: bool = False,
+    clamp_max: Optional[float] = None,
 ) -> torch.Tensor:
     """INT8 linear layer with the requantization epilogue fused (see the module docstring).
 
@@ -448,6 +455,8 @@ def quantized_linear(
         out_dtype: float32, or int8/uint8 with out_scale (and out_zero_point, default 0), so
             INT8 layers chain without a float round trip.
         relu: fuse ReLU.
+        clamp_max: clamp y from above before the output conversion (6.0 with relu=True is
+            ReLU6); None: no upper clamp.
 
     Returns:
         [..., N] of out_dtype.
@@ -459,7 +468,8 @@ def quantized_linear(
         raise ValueError(f"x must have {k} features in its last dimension, got {tuple(x.shape)}")
     if bias is not None:
         check_vector("bias", bias, n)
-    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu)
+    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
+                                                   clamp_max)
     isa, data, col_sums = weight._packed.packed()
     x2 = x.reshape(-1, k)
     out = _native.run(
@@ -498,6 +508,7 @@ def quantized_conv2d(
     out_scale: Optional[float] = None,
     out_zero_point: Optional[int] = None,
     relu: bool = False,
+    clamp_max: Optional[float] = None,
 ) -> torch.Tensor:
     """INT8 conv2d (F.conv2d geometry) with the requantization epilogue fused.
 
@@ -520,7 +531,8 @@ def quantized_conv2d(
     if bias is not None:
         check_vector("bias", bias, weight.out_channels)
     geo = conv_geometry(x.shape, weight.int_weight.shape, stride, padding, dilation, weight.groups)
-    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu)
+    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
+                                                   clamp_max)
     isa, data, col_sums = weight._packed.packed()
     x = x.contiguous(memory_format=torch.channels_last)
     return _native.run(
