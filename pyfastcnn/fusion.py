@@ -25,12 +25,19 @@ def trace(model: torch.nn.Module) -> fx.GraphModule:
     if isinstance(model, fx.GraphModule):
         return model
     try:
-        return fx.symbolic_trace(model)
+        gm = fx.symbolic_trace(model)
     except Exception as err:  # fx raises many kinds (TraceError, TypeError, ...)
         raise ValueError(
             f"model {type(model).__name__} cannot be traced by torch.fx ({err}). Data-dependent "
             "control flow is the usual cause: convert the traceable submodules one by one, or "
             "wrap the untraceable code in a function marked with torch.fx.wrap.") from err
+    # String annotations (``from __future__ import annotations``) become globals that
+    # GraphModule cannot pickle: drop them.
+    for node in gm.graph.nodes:
+        if isinstance(node.type, str):
+            node.type = None
+    gm.recompile()
+    return gm
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> Optional[torch.nn.Module]:

@@ -1,0 +1,238 @@
+"""INT8 inference modules: QuantConv2d, QuantLinear, QuantAdd, Quantize, DeQuantize.
+
+Quantized activations travel between modules as plain uint8/int8 tensors (channels_last for
+4-D); each module knows the (scale, zero_point) of what it receives and of what it produces,
+fixed at conversion time, so consecutive INT8 layers chain without a float round trip. Built by
+``pyfastcnn.quantization.convert``; usable by hand too. Inference only.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..ops.quantized import QuantizedWeight, quantized_conv2d, quantized_linear
+from ..quantization.qparams import dequantize, quant_range, quantize
+
+
+def _activation_clamp(activation: Optional[str]):
+    if activation not in (None, "relu", "relu6"):
+        raise ValueError(f"activation must be None, 'relu' or 'relu6', got {activation!r}")
+    return activation is not None, (6.0 if activation == "relu6" else None)
+
+
+def _check_qparams(scale: float, zero_point: int, dtype: torch.dtype, what: str):
+    if not (isinstance(scale, float) and scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"{what} scale must be a positive finite float, got {scale!r}")
+    lo, hi = quant_range(dtype)
+    if isinstance(zero_point, bool) or not isinstance(zero_point, int) or not (
+            lo <= zero_point <= hi):
+        raise ValueError(f"{what} zero point must be an int in [{lo}, {hi}], got {zero_point!r}")
+
+
+class _QuantLayer(torch.nn.Module):
+    """Shared state of QuantConv2d and QuantLinear: input and output quantization, weight,
+    bias, fused activation. ``out_dtype`` float32 ends the INT8 chain (then no out qparams)."""
+
+    def __init__(self, weight: QuantizedWeight, bias: Optional[torch.Tensor], in_scale: float,
+                 in_zero_point: int, out_scale: Optional[float], out_zero_point: Optional[int],
+                 activation: Optional[str], in_dtype: torch.dtype = torch.uint8,
+                 out_dtype: torch.dtype = torch.uint8):
+        super().__init__()
+        if not isinstance(weight, QuantizedWeight):
+            raise TypeError(f"weight must be a pyfastcnn.QuantizedWeight, got "
+                            f"{type(weight).__name__}")
+        _check_qparams(in_scale, in_zero_point, in_dtype, "input")
+        if out_dtype != torch.float32:
+            _check_qparams(out_scale, out_zero_point, out_dtype, "output")
+        self.weight = weight
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
+        self.in_scale, self.in_zero_point, self.in_dtype = in_scale, in_zero_point, in_dtype
+        self.out_scale, self.out_zero_point, self.out_dtype = out_scale, out_zero_point, out_dtype
+        self.activation = activation
+        self._relu, self._clamp_max = _activation_clamp(activation)
+
+    def _out_kwargs(self) -> dict:
+        if self.out_dtype == torch.float32:
+            return dict(out_dtype=torch.float32, relu=self._relu, clamp_max=self._clamp_max)
+        return dict(out_dtype=self.out_dtype, out_scale=self.out_scale,
+                    out_zero_point=self.out_zero_point, relu=self._relu,
+                    clamp_max=self._clamp_max)
+
+    # The packed weight is not a tensor: keep it in the state dict as its int8 values and
+    # scales so that save/load and repacking for another ISA work.
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "int_weight"] = self.weight.int_weight
+        destination[prefix + "weight_scale"] = self.weight.scale
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        w, s = prefix + "int_weight", prefix + "weight_scale"
+        if w in state_dict and s in state_dict:
+            if state_dict[w].shape != self.weight.int_weight.shape:
+                error_msgs.append(f"size mismatch for {w}: {tuple(state_dict[w].shape)} vs "
+                                  f"{tuple(self.weight.int_weight.shape)}")
+            else:
+                self.weight = QuantizedWeight(state_dict[w].to(torch.int8).contiguous(),
+                                              state_dict[s].float().contiguous(),
+                                              self.weight.groups)
+        elif strict:
+            missing_keys.extend(k for k in (w, s) if k not in state_dict)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        for k in (w, s):
+            if k in unexpected_keys:
+                unexpected_keys.remove(k)
+
+    def _qparams_repr(self) -> str:
+        out = ("float32" if self.out_dtype == torch.float32 else
+               f"scale={self.out_scale:.4g}, zero_point={self.out_zero_point}")
+        return (f"in=(scale={self.in_scale:.4g}, zero_point={self.in_zero_point}), out=({out}), "
+                f"activation={self.activation}")
+
+
+class QuantConv2d(_QuantLayer):
+    """INT8 Conv2d: uint8/int8 activations in (channels_last), int32 sums, the requantization
+    epilogue (per-channel scale, bias, ReLU/ReLU6) fused; uint8 (or float32) out."""
+
+    def __init__(self, weight: QuantizedWeight, bias, stride, padding, dilation, in_scale,
+                 in_zero_point, out_scale=None, out_zero_point=None, activation=None,
+                 in_dtype=torch.uint8, out_dtype=torch.uint8):
+        super().__init__(weight, bias, in_scale, in_zero_point, out_scale, out_zero_point,
+                         activation, in_dtype, out_dtype)
+        if weight.int_weight.dim() != 4:
+            raise ValueError("QuantConv2d needs a conv weight [OC, C/groups, KH, KW]")
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quantized_conv2d(x, self.in_scale, self.in_zero_point, self.weight, self.bias,
+                                self.stride, self.padding, self.dilation, **self._out_kwargs())
+
+    def extra_repr(self) -> str:
+        oc, cg, kh, kw = self.weight.int_weight.shape
+        return (f"{cg * self.weight.groups}, {oc}, kernel_size=({kh}, {kw}), "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.weight.groups}, {self._qparams_repr()}")
+
+
+class QuantLinear(_QuantLayer):
+    """INT8 Linear with the requantization epilogue fused; float32 out by default position
+    (the classifier), uint8 when another INT8 layer follows."""
+
+    def __init__(self, weight: QuantizedWeight, bias, in_scale, in_zero_point, out_scale=None,
+                 out_zero_point=None, activation=None, in_dtype=torch.uint8,
+                 out_dtype=torch.uint8):
+        super().__init__(weight, bias, in_scale, in_zero_point, out_scale, out_zero_point,
+                         activation, in_dtype, out_dtype)
+        if weight.int_weight.dim() != 2:
+            raise ValueError("QuantLinear needs a linear weight [N, K]")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quantized_linear(x, self.in_scale, self.in_zero_point, self.weight, self.bias,
+                                **self._out_kwargs())
+
+    def extra_repr(self) -> str:
+        n, k = self.weight.int_weight.shape
+        return f"{k}, {n}, {self._qparams_repr()}"
+
+
+class Quantize(torch.nn.Module):
+    """float → codes: clamp(round_half_even(x / scale) + zero_point); 4-D out channels_last."""
+
+    def __init__(self, scale: float, zero_point: int, dtype: torch.dtype = torch.uint8):
+        super().__init__()
+        _check_qparams(scale, zero_point, dtype, "Quantize")
+        self.scale, self.zero_point, self.dtype = scale, zero_point, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            raise TypeError(f"Quantize expects a float32 input, got {x.dtype}")
+        q = quantize(x, self.scale, self.zero_point, self.dtype)
+        return q.contiguous(memory_format=torch.channels_last) if q.dim() == 4 else q
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4g}, zero_point={self.zero_point}, dtype={self.dtype}"
+
+
+class DeQuantize(torch.nn.Module):
+    """codes → float32: (q − zero_point) · scale."""
+
+    def __init__(self, scale: float, zero_point: int):
+        super().__init__()
+        self.scale, self.zero_point = scale, zero_point
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        if q.dtype not in (torch.uint8, torch.int8):
+            raise TypeError(f"DeQuantize expects a uint8/int8 input, got {q.dtype}")
+        return dequantize(q, self.scale, self.zero_point)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4g}, zero_point={self.zero_point}"
+
+
+class QuantAdd(torch.nn.Module):
+    """Residual add of two quantized tensors, optional ReLU, requantized to the output params:
+    out = quantize(relu?(dequantize(a) + dequantize(b))). Memory-bound; computed in float32
+    (the result can differ from the exact real sum's rounding by one code at ties)."""
+
+    def __init__(self, a_scale: float, a_zero_point: int, b_scale: float, b_zero_point: int,
+                 out_scale: float, out_zero_point: int, relu: bool = False,
+                 dtype: torch.dtype = torch.uint8):
+        super().__init__()
+        for what, (s, z) in (("a", (a_scale, a_zero_point)), ("b", (b_scale, b_zero_point)),
+                             ("output", (out_scale, out_zero_point))):
+            _check_qparams(s, z, dtype, what)
+        self.a_scale, self.a_zero_point = a_scale, a_zero_point
+        self.b_scale, self.b_zero_point = b_scale, b_zero_point
+        self.out_scale, self.out_zero_point = out_scale, out_zero_point
+        self.relu, self.dtype = relu, dtype
+        self._qmin, self._qmax = quant_range(dtype)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        for name, t in (("a", a), ("b", b)):
+            if t.dtype != self.dtype:
+                raise TypeError(f"QuantAdd input {name} must be {self.dtype}, got {t.dtype}")
+        if a.shape != b.shape:
+            raise ValueError(f"QuantAdd inputs differ in shape: {tuple(a.shape)} vs "
+                             f"{tuple(b.shape)}")
+        # codes_out = round(ka·a + kb·b + c) with ka = sa/so, kb = sb/so and
+        # c = zo − ka·za − kb·zb: the same real number as quantize(dequant(a) + dequant(b)),
+        # in fewer passes over memory. ReLU in the code domain is a clamp at the zero point.
+        ka, kb = self.a_scale / self.out_scale, self.b_scale / self.out_scale
+        c = self.out_zero_point - ka * self.a_zero_point - kb * self.b_zero_point
+        y = a.float().mul_(ka).add_(c)
+        y.add_(b.float(), alpha=kb).round_()
+        y.clamp_(self.out_zero_point if self.relu else self._qmin, self._qmax)
+        return y.to(self.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"out=(scale={self.out_scale:.4g}, zero_point={self.out_zero_point}), "
+                f"relu={self.relu}")
+
+
+class QuantMaxPool2d(torch.nn.Module):
+    """Max pooling on quantized codes (max commutes with the monotonic dequantization, so the
+    scale and zero point pass through). Pools in float32, which holds every code exactly:
+    PyTorch 2.13's uint8 channels_last max_pool2d fails on ordinary sizes."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.ceil_mode = dilation, ceil_mode
+
+    @classmethod
+    def from_float(cls, pool: torch.nn.MaxPool2d) -> "QuantMaxPool2d":
+        if pool.return_indices:
+            raise ValueError("max pooling with return_indices=True has no quantized form")
+        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.max_pool2d(q.float(), self.kernel_size, self.stride,
+                                           self.padding, self.dilation, self.ceil_mode)
+        return y.to(q.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}")

@@ -1,0 +1,431 @@
+"""Post-training quantization and quantization-aware training of whole CNNs.
+
+    prepared = prepare(model)                 # fold BN, fuse ReLU, insert observers
+    calibrate(prepared, batches)              # run calibration data through it
+    int8_model = convert(prepared)            # QuantConv2d / QuantLinear / QuantAdd modules
+
+    qat = prepare_qat(model)                  # fake-quant, BN kept for training
+    ... train qat ...; freeze_bn_stats(qat); disable_observer(qat) ... train more ...
+    int8_model = convert(qat)
+
+The model is traced with torch.fx. Values between INT8 layers stay uint8 (the codes of an
+observed (scale, zero point)); ``Quantize``/``DeQuantize`` appear only where float and INT8
+parts meet. Max pooling, flatten, view/reshape, dropout and identity work on the codes directly;
+any other op runs in float on dequantized values.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Union
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from .. import fusion
+from ..nn.fused import FusedConvBNReLU2d
+from ..nn.quantized import (
+    DeQuantize,
+    QuantAdd,
+    QuantConv2d,
+    Quantize,
+    QuantLinear,
+    QuantMaxPool2d,
+)
+from ..ops.quantized import QuantizedWeight
+from .fake_quant import FakeQuantize, disable_observer, enable_fake_quant
+from .modules import (
+    QuantizableAdd,
+    QuantizableConv2d,
+    QuantizableLinear,
+    QuantizableModule,
+    apply_activation,
+)
+
+FilterFn = Callable[[str, torch.nn.Module], bool]
+
+
+@dataclass
+class QConfig:
+    """How to quantize.
+
+    activation: observer for activation ranges in PTQ: "minmax", "moving_average",
+        "percentile", "mse" (default: the range minimising the expected squared error) or
+        "entropy" (KL), or a factory returning an observer.
+    qat_activation: observer used by QAT ("moving_average" by default).
+    weight_bits: 2..8; weights are symmetric int8 codes in ±(2^(bits−1) − 1), so fewer bits
+        run on the same INT8 kernels.
+    per_channel: per-output-channel weight scales (default) or one per tensor.
+    learnable: QAT learns activation scales and zero points (LSQ) instead of observing them.
+    """
+
+    activation: Union[str, Callable[[], torch.nn.Module]] = "mse"
+    qat_activation: Union[str, Callable[[], torch.nn.Module]] = "moving_average"
+    weight_bits: int = 8
+    per_channel: bool = True
+    learnable: bool = False
+
+
+_PASSTHROUGH_MODULES = (torch.nn.MaxPool2d, torch.nn.Flatten, torch.nn.Identity,
+                        torch.nn.Dropout)
+_PASSTHROUGH_FUNCTIONS = (torch.flatten, F.dropout)
+_PASSTHROUGH_METHODS = ("flatten", "view", "reshape", "contiguous")
+
+
+def _is_passthrough(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Ops that act on quantized codes exactly as on values (same scale and zero point)."""
+    if not node.args or not isinstance(node.args[0], fx.Node):
+        return False
+    if node.op == "call_module":
+        return isinstance(fusion.module_of(gm, node), _PASSTHROUGH_MODULES)
+    if node.op == "call_function":
+        return node.target in _PASSTHROUGH_FUNCTIONS
+    return node.op == "call_method" and node.target in _PASSTHROUGH_METHODS
+
+
+def _module(gm: fx.GraphModule, node: fx.Node):
+    return fusion.module_of(gm, node) if node.op == "call_module" else None
+
+
+def _is_unit(gm, node) -> bool:
+    return isinstance(_module(gm, node), (QuantizableModule, QuantizableAdd))
+
+
+def _is_fq(gm, node) -> bool:
+    return isinstance(_module(gm, node), FakeQuantize)
+
+
+def _q_inputs(gm, node) -> tuple:
+    """The args a quantized unit takes as INT8 values."""
+    m = _module(gm, node)
+    if isinstance(m, QuantizableAdd):
+        return tuple(node.args[:2])
+    if isinstance(m, QuantizableModule):
+        return (node.args[0],)
+    return ()
+
+
+def _prepare(model: torch.nn.Module, config: QConfig, filter_fn: Optional[FilterFn],
+             qat: bool) -> fx.GraphModule:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, QConfig):
+        raise TypeError(f"config must be a pyfastcnn.quantization.QConfig, got "
+                        f"{type(config).__name__}")
+    if filter_fn is not None and not callable(filter_fn):
+        raise TypeError("filter_fn must be callable(name, module) -> bool")
+    model = copy.deepcopy(model)
+    model.train(qat)
+    gm = fusion.trace(model)
+    allowed = (lambda name, m: True) if filter_fn is None else filter_fn
+    unit_args = dict(weight_bits=config.weight_bits, per_channel=config.per_channel)
+
+    for chain in fusion.conv_chains(gm):
+        conv = fusion.module_of(gm, chain.first)
+        if conv.padding_mode != "zeros" or not allowed(chain.first.target, conv):
+            continue
+        bn = fusion.module_of(gm, chain.bn) if chain.bn is not None else None
+        unit = (QuantizableConv2d(conv, bn, chain.activation, **unit_args) if qat else
+                QuantizableConv2d(fusion.folded_conv(conv, bn), None, chain.activation,
+                                  **unit_args))
+        fusion.replace_chain(gm, chain, unit, chain.first.target, (chain.first.args[0],))
+    for chain in fusion.linear_chains(gm):
+        linear = fusion.module_of(gm, chain.first)
+        if not allowed(chain.first.target, linear):
+            continue
+        unit = QuantizableLinear(linear, chain.activation, **unit_args)
+        fusion.replace_chain(gm, chain, unit, chain.first.target, (chain.first.args[0],))
+    for i, chain in enumerate(fusion.add_chains(gm)):
+        name = f"residual_add_{i}"
+        if not allowed(name, None):
+            continue
+        fusion.replace_chain(gm, chain, QuantizableAdd(chain.activation == "relu"), name,
+                             tuple(chain.first.args))
+
+    # Which values are INT8 after conversion: unit outputs, and pass-through ops of them.
+    quantized: Dict[fx.Node, bool] = {}
+    for node in gm.graph.nodes:
+        quantized[node] = _is_unit(gm, node) or (
+            _is_passthrough(gm, node) and quantized.get(node.args[0], False))
+    consumers = {}  # value -> units that take it as an INT8 input
+    for node in gm.graph.nodes:
+        for arg in _q_inputs(gm, node):
+            consumers.setdefault(arg, []).append(node)
+
+    def feeds_int8(node) -> bool:  # directly or through pass-through ops
+        return node in consumers or any(
+            _is_passthrough(gm, u) and u.args[0] is node and feeds_int8(u) for u in node.users)
+
+    # An activation quantizer after every unit whose output an INT8 op consumes (its output
+    # scale; a conv/linear feeding only float ops gives float output, unquantized), after
+    # every residual add (always requantized), and after every float value an INT8 unit
+    # consumes (the scale of the Quantize at the boundary).
+    count = 0
+    for node in list(gm.graph.nodes):
+        is_unit = _is_unit(gm, node)
+        if is_unit:
+            if not (isinstance(_module(gm, node), QuantizableAdd) or feeds_int8(node)):
+                continue
+        elif quantized[node] or node not in consumers:
+            continue
+        fq = FakeQuantize(config.qat_activation if qat else config.activation,
+                          observe=True, fake_quant=qat, learnable=qat and config.learnable)
+        name = f"activation_quant_{count}"
+        count += 1
+        gm.add_submodule(name, fq)
+        with gm.graph.inserting_after(node):
+            fq_node = gm.graph.call_module(name, (node,))
+        users = list(node.users) if is_unit else consumers[node]
+        for user in users:
+            if user is not fq_node:
+                user.replace_input_with(node, fq_node)
+    if qat:
+        for m in gm.modules():
+            if isinstance(m, QuantizableModule):
+                m.fake_quant_weight = True
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm.train(qat)
+
+
+def prepare(model: torch.nn.Module, config: Optional[QConfig] = None, *,
+            filter_fn: Optional[FilterFn] = None) -> fx.GraphModule:
+    """Post-training quantization, step 1: a copy of ``model`` (eval mode, traced by torch.fx)
+    with BN folded into its convs, conv/linear + ReLU/ReLU6 and add + ReLU grouped into units,
+    and an observer on every activation an INT8 layer will produce or consume.
+
+    Args:
+        model: a float CNN (the original is untouched).
+        config: ``QConfig`` (observer, weight bits, per-channel).
+        filter_fn: ``filter_fn(name, module) -> bool``: which convs/linears (by qualified name;
+            residual adds are offered as ``("residual_add_<i>", None)``) to quantize; the rest
+            stay float.
+    Then run calibration batches through it (``calibrate(prepared, batches)``) and ``convert``.
+    """
+    return _prepare(model, config or QConfig(), filter_fn, qat=False)
+
+
+def prepare_qat(model: torch.nn.Module, config: Optional[QConfig] = None, *,
+                filter_fn: Optional[FilterFn] = None) -> fx.GraphModule:
+    """Quantization-aware training, step 1: like ``prepare`` but in train mode with fake
+    quantization on (straight-through gradients), activation ranges observed as a moving
+    average (or learned, ``QConfig(learnable=True)``), and BN kept and trained with the
+    folding-aware recipe. Late in training call ``freeze_bn_stats`` and ``disable_observer``;
+    then ``convert``.
+    """
+    return _prepare(model, config or QConfig(), filter_fn, qat=True)
+
+
+def freeze_bn_stats(model: torch.nn.Module) -> torch.nn.Module:
+    """QAT: use (and stop updating) BN running statistics from now on."""
+    from .modules import set_freeze_bn
+
+    return set_freeze_bn(model, True)
+
+
+def simulate(prepared: fx.GraphModule) -> fx.GraphModule:
+    """The prepared model with ranges frozen and fake quantization on: a float model computing
+    what the converted INT8 model computes (up to float rounding). Modifies ``prepared``."""
+    disable_observer(prepared)
+    return enable_fake_quant(prepared, True).eval()
+
+
+# ---- convert ----------------------------------------------------------------------------------
+
+
+def _quantize_weight(weight: torch.Tensor, bits: int, per_channel: bool,
+                     groups: int) -> QuantizedWeight:
+    qmax = 2 ** (bits - 1) - 1
+    w = weight.detach().float()
+    amax = w.abs().reshape(w.shape[0], -1).amax(dim=1)
+    if not per_channel:
+        amax = amax.amax().expand(w.shape[0])
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax)).contiguous()
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.clamp(torch.round(w / scale.view(shape)), -qmax, qmax).to(torch.int8)
+    return QuantizedWeight(q.contiguous(), scale.clone(), groups)
+
+
+class _FloatLinearAct(torch.nn.Module):
+    """A linear (+ activation) kept in float by ``convert(keep_float=...)``."""
+
+    def __init__(self, weight, bias, activation):
+        super().__init__()
+        self.linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias is not None)
+        with torch.no_grad():
+            self.linear.weight.copy_(weight)
+            if bias is not None:
+                self.linear.bias.copy_(bias)
+        self.activation = activation
+
+    def forward(self, x):
+        return apply_activation(self.linear(x), self.activation)
+
+
+def _float_unit(unit: QuantizableModule) -> torch.nn.Module:
+    w, b = (t.detach() if t is not None else None for t in unit.folded())
+    if isinstance(unit, QuantizableLinear):
+        return _FloatLinearAct(w, b, unit.activation)
+    c = unit.conv
+    relu = {None: False, "relu": True, "relu6": torch.nn.ReLU6()}[unit.activation]
+    conv = torch.nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
+                           c.dilation, c.groups, bias=b is not None)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        if b is not None:
+            conv.bias.copy_(b)
+    return FusedConvBNReLU2d.from_modules(conv, None, relu)
+
+
+def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = ()) -> fx.GraphModule:
+    """Step 3 of PTQ/QAT: a new inference model running pyfastcnn's INT8 kernels.
+
+    Each unit becomes a ``QuantConv2d``/``QuantLinear`` (weights symmetric per channel, the
+    requantization epilogue with bias and ReLU/ReLU6 fused; uint8 out when another INT8 op
+    follows, float32 out otherwise) at the conv's/linear's name; residual adds become
+    ``QuantAdd``. ``keep_float``: names of units to keep in float (e.g. the layers a
+    ``quantization_report`` shows to suffer): they become FP32 ``FusedConvBNReLU2d``/linear.
+    Input and output are float32, as for the original model.
+    """
+    if not isinstance(prepared, fx.GraphModule) or not any(
+            isinstance(m, FakeQuantize) for m in prepared.modules()):
+        raise TypeError("prepared must be the result of pyfastcnn.quantization.prepare or "
+                        "prepare_qat (after calibration or training)")
+    keep_float = set(keep_float)
+    unknown = keep_float - {n for n, m in prepared.named_modules()
+                            if isinstance(m, (QuantizableModule, QuantizableAdd))}
+    if unknown:
+        raise ValueError(f"keep_float names no quantizable unit: {sorted(unknown)}")
+    gm = copy.deepcopy(prepared).eval()
+    nodes = list(gm.graph.nodes)
+
+    def unit_kind(node):
+        m = _module(gm, node)
+        if isinstance(m, (QuantizableModule, QuantizableAdd)):
+            return "float" if node.target in keep_float else "int8"
+        return None
+
+    def is_int8_consumer(node):
+        return unit_kind(node) == "int8"
+
+    def wants_int8(node) -> bool:
+        """Whether some consumer of ``node`` takes INT8 directly."""
+        for user in node.users:
+            if _is_fq(gm, user) or _is_passthrough(gm, user):
+                if wants_int8(user) if _is_fq(gm, user) else (
+                        user.args[0] is node and wants_int8(user)):
+                    return True
+            elif is_int8_consumer(user):
+                return True
+        return False
+
+    def observer_after(node) -> Optional[FakeQuantize]:
+        for user in node.users:
+            if _is_fq(gm, user):
+                return _module(gm, user)
+        return None
+
+    def qparams_of(node):
+        if _is_fq(gm, node):
+            return _module(gm, node).qparams()
+        if _is_passthrough(gm, node):
+            return qparams_of(node.args[0])
+        fq = observer_after(node)
+        if fq is None:
+            raise RuntimeError(f"no observer for {node.name}: prepare() did not see it")
+        return fq.qparams()
+
+    graph = fx.Graph()
+    env: Dict[fx.Node, fx.Node] = {}
+    is_q: Dict[fx.Node, bool] = {}
+    as_q_cache: Dict[fx.Node, fx.Node] = {}
+    as_f_cache: Dict[fx.Node, fx.Node] = {}
+    new_modules: Dict[str, torch.nn.Module] = {}
+
+    def add_module(name, module):
+        new_modules[name] = module
+        return name
+
+    def as_q(node):
+        if is_q[node]:
+            return env[node]
+        if node not in as_q_cache:
+            scale, zp = qparams_of(node)
+            name = add_module(f"quantize_{node.name}", Quantize(scale, zp))
+            as_q_cache[node] = graph.call_module(name, (env[node],))
+        return as_q_cache[node]
+
+    def as_float(arg):
+        if not isinstance(arg, fx.Node):
+            return arg
+        if not is_q[arg]:
+            return env[arg]
+        if arg not in as_f_cache:
+            scale, zp = qparams_of(arg)
+            name = add_module(f"dequantize_{arg.name}", DeQuantize(scale, zp))
+            as_f_cache[arg] = graph.call_module(name, (env[arg],))
+        return as_f_cache[arg]
+
+    for node in nodes:
+        m = _module(gm, node)
+        kind = unit_kind(node)
+        if isinstance(m, FakeQuantize):
+            src = node.args[0]
+            env[node], is_q[node] = env[src], is_q[src]
+            if src in as_q_cache:
+                as_q_cache[node] = as_q_cache[src]
+            continue
+        if kind == "int8" and isinstance(m, QuantizableAdd):
+            (sa, za), (sb, zb) = qparams_of(node.args[0]), qparams_of(node.args[1])
+            so, zo = qparams_of(node)
+            name = add_module(node.target, QuantAdd(sa, za, sb, zb, so, zo, m.relu))
+            env[node] = graph.call_module(name, (as_q(node.args[0]), as_q(node.args[1])))
+            is_q[node] = True
+        elif kind == "int8":
+            src = node.args[0]
+            in_scale, in_zp = qparams_of(src)
+            w, b = (t.detach() if t is not None else None for t in m.folded())
+            out_q = wants_int8(node)
+            out = dict(out_dtype=torch.float32)
+            if out_q:
+                so, zo = qparams_of(node)
+                out = dict(out_scale=so, out_zero_point=zo, out_dtype=torch.uint8)
+            if isinstance(m, QuantizableConv2d):
+                c = m.conv
+                qw = _quantize_weight(w, m.weight_bits, m.per_channel, c.groups)
+                layer = QuantConv2d(qw, b, c.stride, c.padding, c.dilation, in_scale, in_zp,
+                                    activation=m.activation, **out)
+            else:
+                qw = _quantize_weight(w, m.weight_bits, m.per_channel, 1)
+                layer = QuantLinear(qw, b, in_scale, in_zp, activation=m.activation, **out)
+            name = add_module(node.target, layer)
+            env[node] = graph.call_module(name, (as_q(src),))
+            is_q[node] = out_q
+        elif kind == "float":
+            module = QuantizableAdd(m.relu) if isinstance(m, QuantizableAdd) else _float_unit(m)
+            name = add_module(node.target, module)
+            env[node] = graph.call_module(name, tuple(as_float(a) for a in node.args))
+            is_q[node] = False
+        elif isinstance(m, torch.nn.MaxPool2d) and is_q.get(node.args[0], False):
+            name = add_module(node.target, QuantMaxPool2d.from_float(m))
+            env[node] = graph.call_module(name, (env[node.args[0]],))
+            is_q[node] = True
+        elif _is_passthrough(gm, node) and is_q.get(node.args[0], False):
+            env[node] = graph.node_copy(
+                node, lambda a: env[a] if a is node.args[0] else as_float(a))
+            is_q[node] = True
+        elif node.op == "output":
+            env[node] = graph.output(fx.node.map_arg(node.args[0], as_float))
+            is_q[node] = False
+        else:
+            env[node] = graph.node_copy(node, as_float)
+            is_q[node] = False
+
+    for name, module in new_modules.items():
+        gm.add_submodule(name, module)
+    out = fx.GraphModule(gm, graph, class_name="QuantizedModel")
+    out.graph.lint()
+    return out.eval()
+

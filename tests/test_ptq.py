@@ -1,0 +1,362 @@
+"""PTQ / QAT flows: fake quantization, prepare → calibrate → convert, QAT, reports, fusion."""
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pyfastcnn
+from pyfastcnn import models
+from pyfastcnn.fusion import fuse, to_low_precision
+from pyfastcnn.nn.fused import FusedConvBNReLU2d
+from pyfastcnn.nn.quantized import QuantAdd, QuantConv2d, Quantize, QuantLinear
+from pyfastcnn.quantization import (
+    OBSERVERS,
+    FakeQuantize,
+    QConfig,
+    calibrate,
+    convert,
+    dequantize,
+    disable_observer,
+    fake_quantize,
+    fake_quantize_weight,
+    freeze_bn_stats,
+    prepare,
+    prepare_qat,
+    quantization_report,
+    quantize,
+    simulate,
+    sqnr,
+)
+
+
+def _randomize_bn(model):
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+    return model
+
+
+def _batches(n, shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g) for _ in range(n)]
+
+
+def _ptq(model, data, config=None, **kw):
+    prepared = prepare(model, config, **kw)
+    calibrate(prepared, data)
+    return prepared, convert(prepared)
+
+
+class ConvBNReLU(nn.Module):
+    def __init__(self, cin=5, cout=7, k=3, stride=1, groups=1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups)
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+# ---- fake quantization -------------------------------------------------------------------------
+
+
+def test_fake_quantize_is_quantize_then_dequantize():
+    x = torch.randn(1000) * 3
+    scale, zp = torch.tensor(0.02), torch.tensor(100.0)
+    got = fake_quantize(x, scale, zp, 0, 255)
+    want = dequantize(quantize(x, 0.02, 100, torch.uint8), 0.02, 100)
+    assert torch.equal(got, want)
+
+
+def test_fake_quantize_straight_through_gradient():
+    x = torch.tensor([-5.0, -0.3, 0.0, 0.7, 1.9, 9.0], requires_grad=True)
+    y = fake_quantize(x, torch.tensor(0.01), torch.tensor(128.0), 0, 255)  # range ±1.28
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_fake_quantize_weight_matches_quantize_weight():
+    w = torch.randn(6, 4, 3, 3)
+    want = pyfastcnn.quantize_weight(w).dequantize()
+    assert torch.allclose(fake_quantize_weight(w), want, rtol=0, atol=1e-7)
+    codes = fake_quantize_weight(w, bits=4) / (w.abs().amax(dim=(1, 2, 3), keepdim=True) / 7)
+    assert torch.allclose(codes, codes.round(), atol=1e-4) and codes.abs().max() <= 7 + 1e-4
+
+
+def test_learnable_fake_quantize_gets_gradients():
+    fq = FakeQuantize("minmax", observe=True, fake_quant=True, learnable=True)
+    x = torch.randn(256) * 2
+    fq(x)  # initialises the scale from the observer
+    y = fq(x * 1.5)
+    ((y - x * 1.5) ** 2).sum().backward()
+    assert fq.scale.grad is not None and fq.scale.grad.abs() > 0
+    assert fq.zero_point.grad is not None
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+def test_every_observer_drives_ptq(observer):
+    model = _randomize_bn(ConvBNReLU()).eval()
+    data = _batches(2, (2, 5, 9, 9))
+    _, q = _ptq(model, data, QConfig(activation=observer))
+    with torch.no_grad():
+        assert sqnr(model(data[0]), q(data[0])) > 20
+
+
+# ---- convert ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride,groups", [(1, 1), (2, 1), (1, 5)])
+def test_single_layer_matches_simulation(stride, groups):
+    # One INT8 layer with float output: integer sums are exact, so the INT8 result equals the
+    # float conv of the fake-quantized input and weight up to float32 rounding.
+    torch.manual_seed(0)
+    model = _randomize_bn(ConvBNReLU(5, 10 if groups > 1 else 7, 3, stride, groups)).eval()
+    data = _batches(3, (2, 5, 13, 11))
+    prepared, q = _ptq(model, data)
+    assert isinstance(q.conv, QuantConv2d) and q.conv.out_dtype == torch.float32
+    sim = simulate(prepared)
+    with torch.no_grad():
+        for x in data:
+            want, got = sim(x).double(), q(x).double()
+            assert (got - want).norm() / want.norm() < 1e-5
+
+
+def test_int8_output_within_one_step_of_simulation():
+    model = nn.Sequential(ConvBNReLU(5, 8), ConvBNReLU(8, 6)).eval()
+    _randomize_bn(model)
+    data = _batches(3, (2, 5, 9, 9))
+    prepared, q = _ptq(model, data)
+    first = q.get_submodule("0.conv")
+    assert first.out_dtype == torch.uint8
+    codes = {}
+    first.register_forward_hook(lambda m, a, out: codes.__setitem__("q", out))
+    sim = simulate(prepared)
+    fq = sim.get_submodule("activation_quant_1")  # the first layer's output quantizer
+    sim_codes = {}
+    fq.register_forward_hook(lambda m, a, out: sim_codes.__setitem__("q", out))
+    scale, zp = fq.qparams()
+    assert (scale, zp) == (first.out_scale, first.out_zero_point)
+    with torch.no_grad():
+        for x in data:
+            q(x)
+            sim(x)
+            want = quantize(sim_codes["q"], scale, zp).int()
+            assert (codes["q"].int() - want).abs().max() <= 1
+
+
+def test_int8_chain_and_float_boundaries():
+    model = nn.Sequential(ConvBNReLU(3, 8), ConvBNReLU(8, 8), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4)).eval()
+    _randomize_bn(model)
+    data = _batches(2, (2, 3, 10, 10))
+    _, q = _ptq(model, data)
+    convs = [m for m in q.modules() if isinstance(m, QuantConv2d)]
+    # the second conv feeds a float op (the pool): it ends the chain with float output
+    assert [c.out_dtype for c in convs] == [torch.uint8, torch.float32]
+    linear = [m for m in q.modules() if isinstance(m, QuantLinear)]
+    assert len(linear) == 1 and linear[0].out_dtype == torch.float32
+    assert len([m for m in q.modules() if isinstance(m, Quantize)]) == 2  # input, after pool
+    with torch.no_grad():
+        assert sqnr(model(data[0]), q(data[0])) > 25
+
+
+def test_resnet_with_residuals():
+    torch.manual_seed(0)
+    model = _randomize_bn(models.cifar_resnet(8, num_classes=10)).eval()
+    data = _batches(3, (2, 3, 32, 32))
+    prepared, q = _ptq(model, data)
+    adds = [m for m in q.modules() if isinstance(m, QuantAdd)]
+    assert len(adds) == 3 and all(a.relu for a in adds)
+    assert len([m for m in q.modules() if isinstance(m, QuantConv2d)]) == 9
+    with torch.no_grad():
+        ref, out = model(data[0]), q(data[0])
+        assert sqnr(ref, out) > 25
+        assert sqnr(simulate(prepared)(data[0]), out) > 35  # INT8 model ≈ its simulation
+
+
+def test_mobilenet_depthwise_relu6():
+    torch.manual_seed(0)
+    model = _randomize_bn(models.mobilenet_v2(num_classes=10)).eval()
+    data = _batches(2, (1, 3, 64, 64))
+    _, q = _ptq(model, data)
+    convs = [m for m in q.modules() if isinstance(m, QuantConv2d)]
+    assert any(c.weight.groups > 1 for c in convs)
+    assert any(c.activation == "relu6" for c in convs)
+    assert len([m for m in q.modules() if isinstance(m, QuantAdd)]) == 10
+    with torch.no_grad():
+        assert sqnr(model(data[0]), q(data[0])) > 25
+
+
+def test_filter_fn_and_keep_float():
+    model = _randomize_bn(models.cifar_resnet(8)).eval()
+    data = _batches(2, (2, 3, 32, 32))
+    _, q = _ptq(model, data, filter_fn=lambda name, m: name != "conv1")
+    assert isinstance(q.get_submodule("conv1"), (nn.Conv2d, FusedConvBNReLU2d))
+    prepared = prepare(model)
+    calibrate(prepared, data)
+    q2 = convert(prepared, keep_float=["layer1.0.conv1", "fc"])
+    assert isinstance(q2.get_submodule("layer1.0.conv1"), FusedConvBNReLU2d)
+    assert not isinstance(q2.get_submodule("fc"), QuantLinear)
+    with torch.no_grad():
+        assert sqnr(model(data[0]), q(data[0])) > 25
+        assert sqnr(model(data[0]), q2(data[0])) > 25
+    with pytest.raises(ValueError, match="keep_float"):
+        convert(prepared, keep_float=["no.such.layer"])
+
+
+def test_weight_bits():
+    model = _randomize_bn(ConvBNReLU()).eval()
+    data = _batches(2, (2, 5, 9, 9))
+    _, q = _ptq(model, data, QConfig(weight_bits=4))
+    assert q.conv.weight.int_weight.abs().max() <= 7
+    with pytest.raises(ValueError, match="weight_bits"):
+        prepare(model, QConfig(weight_bits=9))
+
+
+def test_report_lists_every_int8_layer():
+    model = _randomize_bn(models.cifar_resnet(8)).eval()
+    data = _batches(2, (2, 3, 32, 32))
+    prepared, q = _ptq(model, data)
+    rows = quantization_report(prepared, q, data)
+    names = [r["layer"] for r in rows]
+    assert names[0] == "conv1" and "fc" in names and "residual_add_0" in names
+    assert len(rows) == 9 + 3 + 1
+    assert all(10 < r["sqnr_db"] < 100 for r in rows)
+    # the report restores the prepared model's switches
+    assert all(m.observe for m in prepared.modules() if isinstance(m, FakeQuantize))
+
+
+def test_converted_model_saves_and_loads():
+    model = _randomize_bn(models.cifar_resnet(8)).eval()
+    data = _batches(2, (2, 3, 32, 32))
+    _, q = _ptq(model, data)
+    buffer = io.BytesIO()
+    torch.save(q, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(loaded(data[1]), q(data[1]))
+    # state_dict round trip into a second conversion of the same architecture
+    _, other = _ptq(model, _batches(1, (2, 3, 32, 32), seed=5))
+    other.load_state_dict(q.state_dict())
+    assert torch.equal(other.get_submodule("layer1.0.conv1").weight.int_weight,
+                       q.get_submodule("layer1.0.conv1").weight.int_weight)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="model"):
+        prepare("resnet")
+    with pytest.raises(TypeError, match="config"):
+        prepare(ConvBNReLU(), config={"weight_bits": 8})
+    with pytest.raises(TypeError, match="prepared"):
+        convert(ConvBNReLU())
+    with pytest.raises(ValueError, match="observer"):
+        prepare(ConvBNReLU(), QConfig(activation="median"))
+    q = _ptq(_randomize_bn(ConvBNReLU()).eval(), _batches(1, (1, 5, 8, 8)))[1]
+    with pytest.raises(TypeError, match="float32"):
+        q(torch.zeros(1, 5, 8, 8, dtype=torch.float64))
+
+
+def test_uncalibrated_model_fails_clearly():
+    prepared = prepare(ConvBNReLU())
+    with pytest.raises(RuntimeError, match="calibration"):
+        convert(prepared)
+
+
+# ---- QAT ---------------------------------------------------------------------------------
+
+
+def test_qat_gradients_flow_and_loss_drops():
+    torch.manual_seed(0)
+    model = nn.Sequential(ConvBNReLU(3, 8), ConvBNReLU(8, 8, stride=2), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 3))
+    x = torch.randn(32, 3, 12, 12)
+    y = (x[:, 0].mean(dim=(1, 2)) > 0).long() + (x[:, 1].mean(dim=(1, 2)) > 0).long()
+    qat = prepare_qat(model)
+    opt = torch.optim.SGD(qat.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for step in range(40):
+        loss = F.cross_entropy(qat(x), y)
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            grads = [p.grad for n, p in qat.named_parameters() if n.endswith("conv.weight")]
+            assert len(grads) == 2 and all(g is not None and g.abs().sum() > 0 for g in grads)
+        opt.step()
+        losses.append(float(loss))
+        if step == 30:
+            freeze_bn_stats(qat)
+            disable_observer(qat)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    q = convert(qat)
+    qat.eval()
+    with torch.no_grad():
+        assert sqnr(qat(x), q(x)) > 30  # the INT8 model computes what QAT trained
+
+
+def test_qat_bn_folding_matches_float_in_eval():
+    torch.manual_seed(0)
+    model = _randomize_bn(ConvBNReLU()).eval()
+    qat = prepare_qat(model).eval()
+    for m in qat.modules():
+        if isinstance(m, FakeQuantize):
+            m.fake_quant = False
+        if hasattr(m, "fake_quant_weight"):
+            m.fake_quant_weight = False
+    x = torch.randn(2, 5, 9, 9)
+    with torch.no_grad():
+        assert torch.allclose(qat(x), model(x), atol=1e-5)
+
+
+def test_learnable_qat_converts():
+    model = _randomize_bn(ConvBNReLU()).train()
+    qat = prepare_qat(model, QConfig(learnable=True))
+    x = torch.randn(4, 5, 9, 9)
+    qat(x).sum().backward()
+    learned = [m for m in qat.modules() if isinstance(m, FakeQuantize)]
+    assert all(m.scale.grad is not None for m in learned)
+    q = convert(qat)
+    qat.eval()
+    with torch.no_grad():
+        assert sqnr(qat(x), q(x)) > 30
+
+
+# ---- fusion and low precision -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory,shape", [
+    (lambda: models.cifar_resnet(8), (2, 3, 32, 32)),
+    (lambda: models.mobilenet_v2(10), (1, 3, 48, 48))])
+def test_fuse_matches_float(factory, shape):
+    model = _randomize_bn(factory()).eval()
+    fused = fuse(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(shape)
+    with torch.no_grad():
+        ref, out = model(x), fused(x)
+    assert (out - ref).norm() / ref.norm() < 1e-5
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # original untouched
+
+
+def test_low_precision():
+    model = _randomize_bn(models.cifar_resnet(8)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    bf16 = to_low_precision(model, torch.bfloat16)
+    assert all(m.dtype == torch.bfloat16 for m in bf16.modules()
+               if isinstance(m, FusedConvBNReLU2d))
+    with torch.no_grad():
+        ref, out = model(x), bf16(x)
+        torch_bf16 = copy.deepcopy(model).bfloat16()(x.bfloat16()).float()
+    # no worse than twice PyTorch's own bfloat16 error on the same model
+    assert (out - ref).norm() <= 2 * (torch_bf16 - ref).norm() + 1e-6
+    assert next(to_low_precision(model, torch.float16).parameters()).dtype == torch.float16
+    with pytest.raises(TypeError, match="dtype"):
+        to_low_precision(model, torch.int8)
