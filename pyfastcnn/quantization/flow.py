@@ -25,14 +25,6 @@ import torch.nn.functional as F
 
 from .. import fusion
 from ..nn.fused import FusedConvBNReLU2d
-from ..nn.quantized import (
-    DeQuantize,
-    QuantAdd,
-    QuantConv2d,
-    Quantize,
-    QuantLinear,
-    QuantMaxPool2d,
-)
 from ..ops.quantized import QuantizedWeight
 from .fake_quant import FakeQuantize, disable_observer, enable_fake_quant
 from .modules import (
@@ -293,6 +285,16 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = ()) -> fx.G
             isinstance(m, FakeQuantize) for m in prepared.modules()):
         raise TypeError("prepared must be the result of pyfastcnn.quantization.prepare or "
                         "prepare_qat (after calibration or training)")
+    # (imported here: pyfastcnn.nn.quantized itself imports this package's qparams)
+    from ..nn.quantized import (
+        DeQuantize,
+        QuantAdd,
+        QuantConv2d,
+        Quantize,
+        QuantLinear,
+        QuantMaxPool2d,
+    )
+
     keep_float = set(keep_float)
     unknown = keep_float - {n for n, m in prepared.named_modules()
                             if isinstance(m, (QuantizableModule, QuantizableAdd))}

@@ -6,7 +6,6 @@ from typing import Iterable, List, Optional
 
 import torch
 
-from ..nn.quantized import QuantAdd, QuantConv2d, QuantLinear
 from .fake_quant import FakeQuantize
 from .modules import QuantizableAdd, QuantizableModule
 
@@ -48,6 +47,8 @@ def quantization_report(prepared: torch.nn.Module, converted: torch.nn.Module,
     drops sharply below its input's is a candidate for ``convert(..., keep_float=[name])``.
     Returns rows {"layer", "kind", "sqnr_db"} in execution order.
     """
+    from ..nn.quantized import QuantAdd, QuantConv2d, QuantLinear  # (import cycle)
+
     fqs = [m for m in prepared.modules() if isinstance(m, FakeQuantize)]
     saved = [(m.observe, m.fake_quant) for m in fqs]
     weights = [m for m in prepared.modules() if isinstance(m, QuantizableModule)]
