@@ -144,6 +144,30 @@ PYBIND11_MODULE(_C, m) {
       "quantized conv, NHWC in and out: see ops.h for the exact math");
 
   m.def(
+      "sparse_int8_conv2d",
+      [](const py::tuple& x, const py::tuple& row_ptr, const py::tuple& block_k,
+         const py::tuple& values, const py::tuple& col_sums, int64_t c_per_group, int64_t kh,
+         int64_t kw, const py::tuple& w_scale, const py::object& bias, int64_t stride_h,
+         int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
+         int64_t groups, int32_t x_zero_point, float x_scale, int out_kind, float clamp_min,
+         float clamp_max, float out_scale, int32_t out_zero_point, const py::tuple& out) {
+        const TensorRef rx = to_ref(x, "input"), rp = to_ref(row_ptr, "row_ptr"),
+                        rk = to_ref(block_k, "block_k"), rv = to_ref(values, "values"),
+                        rs = to_ref(col_sums, "col_sums"), rw = to_ref(w_scale, "w_scale"),
+                        ro = to_ref(out, "out");
+        TensorRef rb;
+        if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
+                                         groups, clamp_min, clamp_max);
+        const QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
+                                           out_scale, out_zero_point);
+        py::gil_scoped_release release;
+        sparse_int8_conv2d(rx, rp, rk, rv, rs, c_per_group, kh, kw, rw,
+                           bias.is_none() ? nullptr : &rb, p, q, ro);
+      },
+      "quantized conv with a sparse weight in 4-channel blocks, NHWC: see ops.h");
+
+  m.def(
       "sparse_conv2d_csr",
       [](const py::tuple& input, const py::tuple& row_ptr, const py::tuple& col_idx,
          const py::tuple& values, const py::object& bias, int64_t oc, int64_t c_per_group,

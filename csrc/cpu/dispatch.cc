@@ -68,6 +68,15 @@ const SparsePlanesFn kSparsePlanes[kNumIsas] = {
 #endif
 };
 const Conv2dDenseFn kConv2dDense[kNumIsas] = {ref::conv2d_dense};
+// No AVX-512 (non-VNNI) entry: that level runs the AVX2 kernel.
+const SparseInt8ConvFn kSparseInt8Conv[kNumIsas] = {
+    nullptr,
+#ifdef PYFASTCNN_X86
+    avx2::sparse_int8_conv,
+    nullptr,
+    avx512_vnni::sparse_int8_conv,
+#endif
+};
 
 // Index of the entry to use at `isa`: the nearest level at or below it that has a kernel.
 template <class T, class HasKernel>
@@ -116,6 +125,9 @@ F32DepthwiseFn f32_depthwise_kernel() {
 SparsePlanesFn sparse_planes_kernel() {
   return kSparsePlanes[fn_level(kSparsePlanes, selected_isa())];
 }
+SparseInt8ConvFn sparse_int8_conv_kernel() {
+  return kSparseInt8Conv[fn_level(kSparseInt8Conv, selected_isa())];
+}
 Conv2dDenseFn conv2d_dense_kernel() { return kConv2dDense[fn_level(kConv2dDense, selected_isa())]; }
 
 const char* kernel_isa(const char* op) {
@@ -127,6 +139,8 @@ const char* kernel_isa(const char* op) {
     level = fn_level(kSparsePlanes, isa);
   } else if (std::strcmp(op, "conv2d_bf16") == 0) {
     level = bf16_conv_level(isa);
+  } else if (std::strcmp(op, "sparse_quantized_conv2d") == 0) {
+    level = fn_level(kSparseInt8Conv, isa);
   } else if (std::strcmp(op, "conv2d_dense") == 0) {
     level = f32_conv_level(isa);
   } else {

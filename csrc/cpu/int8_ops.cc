@@ -382,4 +382,101 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   }
 }
 
+namespace {
+
+// Where the sparse INT8 kernels' virtual planes go (see SparseInt8ConvArgs).
+void set_sparse_int8_planes(const Conv2dGeometry& g, SparseInt8ConvArgs* a) {
+  const int64_t cq = (g.C / g.groups + 3) / 4;
+  a->Wq = g.OW + (g.KW - 1) * g.dil_w / g.stride_w;
+  a->Hq = g.OH + (g.KH - 1) * g.dil_h / g.stride_h + 1;  // + 1 row: slack for ow >= OW
+  a->plane_pixels = a->Hq * a->Wq;
+  a->quad_bytes = g.stride_h * g.stride_w * a->plane_pixels * 4;
+  a->group_bytes = cq * a->quad_bytes;
+  a->image_bytes = g.groups * a->group_bytes;
+  a->q_count = g.OH * a->Wq;
+}
+
+}  // namespace
+
+void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const TensorRef& block_k,
+                        const TensorRef& values, const TensorRef& col_sums, int64_t C_per_group,
+                        int64_t KH, int64_t KW, const TensorRef& w_scale, const TensorRef* bias,
+                        const ConvParams& p, const QuantParams& q, const TensorRef& out) {
+  check_activation(x, "input");
+  check_tensor(x, "input", x.dtype, 4);
+  check_tensor(out, "out", out_dtype(q.out_kind), 4);
+  if (!is_channels_last(x)) fail("input must be channels_last contiguous (NHWC)");
+  if (!is_channels_last(out)) fail("out must be channels_last contiguous (NHWC)");
+  check_tensor(row_ptr, "row_ptr", DType::i64, 1);
+  check_contiguous(row_ptr, "row_ptr");
+  const int64_t OC = row_ptr.sizes[0] - 1;
+  if (OC < 1) fail("row_ptr must have out_channels + 1 >= 2 elements");
+  const Conv2dGeometry g = detail::conv_geometry(x, out, OC, C_per_group, KH, KW, p);
+  check_tensor(block_k, "block_k", DType::i32, 1);
+  check_contiguous(block_k, "block_k");
+  const int64_t blocks = block_k.sizes[0];
+  check_tensor(values, "values", DType::i8, 1);
+  check_contiguous(values, "values");
+  if (values.sizes[0] != 4 * blocks) fail("values must hold 4 weights per block");
+  if (reinterpret_cast<uintptr_t>(values.data) % 4 != 0) fail("values must be 4-byte aligned");
+  detail::check_vector(col_sums, "col_sums", DType::i32, OC);
+  check_quant(q, x.dtype, &w_scale, OC, bias);
+  // The block arrays decide which memory the kernels read: check every index.
+  const int64_t* rp = static_cast<const int64_t*>(row_ptr.data);
+  if (rp[0] != 0 || rp[OC] != blocks) fail("row_ptr must start at 0 and end at the block count");
+  for (int64_t oc = 0; oc < OC; ++oc) {
+    if (rp[oc + 1] < rp[oc]) fail("row_ptr must be non-decreasing");
+  }
+  const int64_t cq = (C_per_group + 3) / 4, k_count = cq * KH * KW;
+  const int32_t* bk = static_cast<const int32_t*>(block_k.data);
+  bool bad = false;
+  for (int64_t j = 0; j < blocks; ++j) bad |= static_cast<uint32_t>(bk[j]) >= k_count;
+  if (bad) fail("block_k entry out of range [0, ceil(C/groups/4)*KH*KW)");
+  const int64_t M = g.N * g.OH * g.OW;
+  if (M == 0) return;
+
+  const int32_t zp = kernel_zero_point(x.dtype, q.x_zero_point);
+  const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
+  Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
+                             static_cast<const float*>(w_scale.data),
+                             bias ? static_cast<const float*>(bias->data) : nullptr, q);
+  const int32_t* values32 = static_cast<const int32_t*>(values.data);
+  const uint8_t* xp = static_cast<const uint8_t*>(x.data);
+  const SparseInt8ConvFn kernel = sparse_int8_conv_kernel();
+  if (!kernel) {
+    ref::sparse_int8_conv2d(xp, flip, static_cast<uint8_t>(zp), g, rp, bk, values32, e.epi,
+                            out.data);
+    return;
+  }
+  SparseInt8ConvArgs a{};
+  a.x = xp;
+  a.g = g;
+  a.flip = flip;
+  a.zero_point = static_cast<uint8_t>(zp);
+  set_sparse_int8_planes(g, &a);
+  if (a.image_bytes > (int64_t{1} << 31) - 1024) fail("input too large for the sparse INT8 kernel");
+  // Slack past the last plane: a task's last vector may read up to 15 pixels beyond it.
+  a.planes = static_cast<uint8_t*>(
+      scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * a.image_bytes + 128)));
+  std::memset(a.planes + g.N * a.image_bytes, 0, 128);
+  std::vector<int32_t> k_offset(k_count);
+  for (int64_t k = 0; k < k_count; ++k) {
+    const int64_t c4 = k / (KH * KW), dh = (k / KW % KH) * g.dil_h, dw = (k % KW) * g.dil_w;
+    k_offset[k] = static_cast<int32_t>(
+        c4 * a.quad_bytes +
+        ((dh % g.stride_h) * g.stride_w + dw % g.stride_w) * a.plane_pixels * 4 +
+        ((dh / g.stride_h) * a.Wq + dw / g.stride_w) * 4);
+  }
+  // Tiles of up to 8 vectors of 16 virtual pixels, evened out so the last one is not short.
+  const int64_t vectors = (a.q_count + 15) / 16, tiles = (vectors + 7) / 8;
+  a.tile = (vectors + tiles - 1) / tiles * 16;
+  a.row_ptr = rp;
+  a.block_k = bk;
+  a.values32 = values32;
+  a.k_offset = k_offset.data();
+  a.out = out.data;
+  a.epi = e.epi;
+  kernel(a);
+}
+
 }  // namespace pyfastcnn

@@ -11,6 +11,7 @@ from .quantized import (
     quantized_linear,
 )
 from .sparse_conv import SparseWeight, pack_sparse, sparse_conv2d
+from .sparse_int8 import SparseInt8Weight, pack_sparse_int8, sparse_quantized_conv2d
 
 __all__ = [
     "conv_bn_relu",
@@ -26,4 +27,7 @@ __all__ = [
     "SparseWeight",
     "pack_sparse",
     "sparse_conv2d",
+    "SparseInt8Weight",
+    "pack_sparse_int8",
+    "sparse_quantized_conv2d",
 ]

@@ -16,6 +16,7 @@
 #include "pyfastcnn/kernels.h"
 #include "pyfastcnn/parallel.h"
 #include "../tile_loop.h"
+#include "int8_epilogue_avx512vnni.h"
 
 namespace pyfastcnn {
 namespace avx512_vnni {
@@ -30,11 +31,6 @@ int64_t k_quads(int64_t K) { return (K + 3) / 4; }
 int64_t panel_bytes(int64_t K) { return k_quads(K) * kPanelCols * 4; }
 int64_t num_panels(int64_t N) { return (N + kPanelCols - 1) / kPanelCols; }
 
-__mmask16 lane_mask(int valid) {
-  return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
-                     : (valid <= 0 ? 0 : static_cast<__mmask16>((1u << valid) - 1));
-}
-
 int32_t load_quad(const uint8_t* a) {
   int32_t v;
   std::memcpy(&v, a, 4);
@@ -45,33 +41,6 @@ int32_t load_tail_quad(const uint8_t* a, int64_t available) {
   uint8_t bytes[4] = {0, 0, 0, 0};  // past the end of K: multiplied by B's zero padding
   for (int64_t i = 0; i < available; ++i) bytes[i] = a[i];
   return load_quad(bytes);
-}
-
-template <Int8OutKind KIND>
-void store_tile_vector(__m512i acc, __mmask16 mask, const __m512& scale, const __m512& bias,
-                       const Int8Epilogue& epi, char* row, int64_t n) {
-  if constexpr (KIND == Int8OutKind::i32) {
-    _mm512_mask_storeu_epi32(reinterpret_cast<int32_t*>(row) + n, mask, acc);
-  } else {
-    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias);
-    y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(epi.clamp_min)),
-                      _mm512_set1_ps(epi.clamp_max));
-    if constexpr (KIND == Int8OutKind::f32) {
-      _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
-    } else {
-      constexpr bool kSigned = KIND == Int8OutKind::s8;
-      __m512i q = _mm512_add_epi32(
-          _mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_set1_ps(epi.out_inv_scale))),
-          _mm512_set1_epi32(epi.out_zero_point));
-      q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(kSigned ? -128 : 0)),
-                           _mm512_set1_epi32(kSigned ? 127 : 255));
-      _mm_mask_storeu_epi8(row + n, mask, _mm512_cvtepi32_epi8(q));
-    }
-  }
-}
-
-constexpr int64_t out_bytes(Int8OutKind kind) {
-  return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
 }
 
 // Adds one K-run of an MR x 32 tile: acc[r] += rows[r][0 .. K) . panel. Accumulators are named

@@ -40,6 +40,8 @@ SparseConv2dCsrFn sparse_conv2d_csr_kernel();
 // Vectorized sparse kernel over virtual planes at the selected level, or null (reference).
 SparsePlanesFn sparse_planes_kernel();
 Conv2dDenseFn conv2d_dense_kernel();
+// Vectorized sparse INT8 conv at the selected level, or null (scalar reference).
+SparseInt8ConvFn sparse_int8_conv_kernel();
 
 // Name of the ISA whose kernel an op runs under the current selection ("avx512_vnni", ...).
 const char* kernel_isa(const char* op);

@@ -169,6 +169,37 @@ struct Conv2dIO {
   float* output;
   int64_t out_strides[4];
 };
+// ---- Sparse INT8 convolution (pruned + quantized weights) -----------------------------------
+// Weight: per output channel, a list of blocks, each 4 consecutive input channels of its group
+// at one kernel tap: block_k[j] = c4 * KH * KW + kh * KW + kw (c4: channel quad within the
+// group), values32[j] = the 4 int8 weights (channels 4*c4 .. 4*c4+3, zero past the group's
+// channels) as one little-endian int32, so one vpdpbusd lane consumes a block.
+//
+// Vector kernels read "virtual planes" (as SparsePlanesArgs, with 4 channels per pixel): per
+// image, channel quad cq and stride phase (ph, pw), a zero-point-padded plane of Hq x Wq pixels
+// of 4 bytes, plane[i][j] = x[i*sh + ph - pad_top][j*sw + pw - pad_left][4cq .. 4cq+3] (+128
+// for int8 input). Output pixel (oh, ow) is virtual pixel q = oh * Wq + ow, and block k reads
+// planes + image + group_offset(oc) + k_offset[k] + 4 * q: 16 consecutive q are 64 contiguous bytes
+// (16 pixels x 4 channels), one vpdpbusd with the block's weights broadcast. Columns ow >= OW
+// are computed and dropped.
+struct SparseInt8ConvArgs {
+  // The input and how it becomes planes (kernels fill `planes` first; ref::
+  // sparse_int8_fill_planes does it for any geometry).
+  const uint8_t* x;           // NHWC [N, H, W, C], unsigned view: byte ^ flip
+  Conv2dGeometry g;
+  uint8_t flip, zero_point;   // zero_point: the kernel's (unsigned) zero point, pads planes
+  int64_t Hq, Wq, plane_pixels, quad_bytes, group_bytes, image_bytes;
+  uint8_t* planes;            // N * image_bytes + 128 bytes (slack read by the last vectors)
+  int64_t q_count;            // OH * Wq virtual pixels per image
+  int64_t tile;               // virtual pixels per task, a multiple of 16, <= 128
+  const int64_t* row_ptr;     // [OC + 1] into block_k / values32
+  const int32_t* block_k;
+  const int32_t* values32;
+  const int32_t* k_offset;    // [cq * KH * KW] byte offset of block k within a group
+  void* out;                  // NHWC [N, OH, OW, OC], typed by epi.kind
+  Int8Epilogue epi;           // arrays over OC (col_offset holds the zero-point correction)
+};
+using SparseInt8ConvFn = void (*)(const SparseInt8ConvArgs& args);
 // Sparse weight, CSR over output channels: row oc holds col_idx[row_ptr[oc] .. row_ptr[oc+1])
 // with col = (ci_in_group * KH + kh) * KW + kw.
 struct CsrWeight {
@@ -214,6 +245,14 @@ void sparse_conv2d_csr(const Conv2dIO& io, const Conv2dGeometry& g, const CsrWei
                        const Conv2dEpilogue& epi);
 void conv2d_dense(const Conv2dIO& io, const Conv2dGeometry& g, const float* weight,
                   const Conv2dEpilogue& epi);
+// Sparse INT8 conv straight from NHWC input x (unsigned view: byte ^ flip; taps outside the
+// image and channels past the group's read zero_point), weight blocks as in SparseInt8ConvArgs,
+// out NHWC typed by epi.kind.
+void sparse_int8_conv2d(const uint8_t* x, uint8_t flip, uint8_t zero_point,
+                        const Conv2dGeometry& g, const int64_t* row_ptr, const int32_t* block_k,
+                        const int32_t* values32, const Int8Epilogue& epi, void* out);
+// Fills args.planes from args.x (any channel count; the vector kernels' fallback).
+void sparse_int8_fill_planes(const SparseInt8ConvArgs& args);
 }  // namespace ref
 namespace avx2 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -221,6 +260,7 @@ void sparse_conv_planes(const SparsePlanesArgs& args);
 size_t f32_packed_floats(int64_t K, int64_t N);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 void conv2d_f32(const F32ConvArgs& args);
+void sparse_int8_conv(const SparseInt8ConvArgs& args);
 }
 namespace avx512 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -234,6 +274,7 @@ void depthwise_f32(const F32DepthwiseArgs& args);
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM
 void int8_conv(const Int8ConvArgs& args);
+void sparse_int8_conv(const SparseInt8ConvArgs& args);
 }
 namespace avx512_bf16 {
 size_t bf16_packed_elems(int64_t K, int64_t N);  // K even

@@ -53,6 +53,14 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
                  const TensorRef* bias, const ConvParams& p, const QuantParams& q,
                  const TensorRef& out);
 
+// Quantized conv with a sparse weight in 4-channel blocks (see SparseInt8ConvArgs): row_ptr
+// [OC + 1] (int64), block_k [blocks] (int32), values [4 * blocks] (int8), col_sums [OC] (int32,
+// the sum of each output channel's weights). Same math, arguments and layouts as int8_conv2d.
+void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const TensorRef& block_k,
+                        const TensorRef& values, const TensorRef& col_sums, int64_t C_per_group,
+                        int64_t KH, int64_t KW, const TensorRef& w_scale, const TensorRef* bias,
+                        const ConvParams& p, const QuantParams& q, const TensorRef& out);
+
 // output[N,OC,OH,OW] = clamp(conv2d(input, W) + bias). W in CSR (see kernels.h), shape
 // [OC, C/groups, KH, KW]. input/output: any strides.
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,

@@ -1,0 +1,52 @@
+// The INT8 requantization epilogue on 16 int32 lanes, shared by the AVX-512 VNNI kernels
+// (dense GEMM/conv and sparse conv). Only *_avx512vnni.cc units include it; everything here has
+// internal linkage, so each unit keeps its own copy compiled with its own flags and nothing
+// leaks to another ISA through the linker.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "pyfastcnn/kernels.h"
+
+namespace pyfastcnn {
+namespace avx512_vnni {
+namespace {
+
+__mmask16 lane_mask(int valid) {
+  return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
+                     : (valid <= 0 ? 0 : static_cast<__mmask16>((1u << valid) - 1));
+}
+
+constexpr int64_t out_bytes(Int8OutKind kind) {
+  return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
+}
+
+// Stores lanes `mask` of acc (int32 sums, offsets already added) at element n of `row` after the
+// epilogue of kernels.h (Int8Epilogue): scale and bias hold the lanes' channels.
+template <Int8OutKind KIND>
+void store_tile_vector(__m512i acc, __mmask16 mask, const __m512& scale, const __m512& bias,
+                       const Int8Epilogue& epi, char* row, int64_t n) {
+  if constexpr (KIND == Int8OutKind::i32) {
+    _mm512_mask_storeu_epi32(reinterpret_cast<int32_t*>(row) + n, mask, acc);
+  } else {
+    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias);
+    y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(epi.clamp_min)),
+                      _mm512_set1_ps(epi.clamp_max));
+    if constexpr (KIND == Int8OutKind::f32) {
+      _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
+    } else {
+      constexpr bool kSigned = KIND == Int8OutKind::s8;
+      __m512i q = _mm512_add_epi32(
+          _mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_set1_ps(epi.out_inv_scale))),
+          _mm512_set1_epi32(epi.out_zero_point));
+      q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(kSigned ? -128 : 0)),
+                           _mm512_set1_epi32(kSigned ? 127 : 255));
+      _mm_mask_storeu_epi8(row + n, mask, _mm512_cvtepi32_epi8(q));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace avx512_vnni
+}  // namespace pyfastcnn

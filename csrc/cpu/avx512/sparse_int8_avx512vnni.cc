@@ -1,0 +1,215 @@
+// Sparse INT8 convolution for AVX-512 VNNI (see SparseInt8ConvArgs in kernels.h).
+//
+// Layout choice: vector lanes are 16 output *pixels*, not 16 output channels. A weight block is
+// 4 input channels of ONE output channel at one tap (block-4 along the reduction), so each
+// output channel walks only its own blocks: per block, one 4-byte weight broadcast and, per 16
+// virtual pixels, one 64-byte activation load (16 pixels x 4 channels, contiguous in the
+// virtual planes) and one vpdpbusd. Nothing is wasted on other channels' zeros. With lanes = 16
+// output channels instead, a 16 x 4 block could only be skipped when all 16 channels are zero
+// there: for independently pruned 4-wide blocks at 90% sparsity that happens for 0.9^16 = 19%
+// of them, so ~80% of the dense work would remain.
+//
+// A task owns `tile` virtual pixels (up to 8 zmm accumulators) of one image for a range of
+// 16-channel chunks. Per chunk, each channel's sums go to a small buffer; 16 x 16 int32 blocks
+// are then transposed so that a register holds 16 channels of one pixel, and the shared
+// requantization epilogue (int8_epilogue_avx512vnni.h) stores them into the NHWC output.
+// Activations are unsigned (int8 input was flipped to uint8 + 128 in the planes); weights
+// signed: exactly vpdpbusd's operand types, and the zero point comes back through col_offset.
+// GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "pyfastcnn/kernels.h"
+#include "../tile_loop.h"
+#include "int8_epilogue_avx512vnni.h"
+
+namespace pyfastcnn {
+namespace avx512_vnni {
+namespace {
+
+constexpr int kMaxVectors = 8;  // accumulators per channel: tile <= 128 virtual pixels
+
+// dst[0 .. 16T) = sums over one channel's blocks of (16 pixels x 4 bytes) . weights.
+#define PYFASTCNN_SPARSE_DOT(t) \
+  if constexpr (T > t) c##t = _mm512_dpbusd_epi32(c##t, _mm512_loadu_si512(p + 64 * t), w);
+#define PYFASTCNN_SPARSE_STORE(t) \
+  if constexpr (T > t) _mm512_store_si512(dst + 16 * t, c##t);
+template <int T>
+void channel_sums(const uint8_t* base, const int32_t* block_k, const int32_t* values32,
+                  int64_t count, const int32_t* k_offset, int32_t* dst) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+          c7 = c0;
+  for (int64_t j = 0; j < count; ++j) {
+    const uint8_t* p = base + k_offset[block_k[j]];
+    const __m512i w = _mm512_set1_epi32(values32[j]);
+    PYFASTCNN_SPARSE_DOT(0) PYFASTCNN_SPARSE_DOT(1) PYFASTCNN_SPARSE_DOT(2)
+    PYFASTCNN_SPARSE_DOT(3) PYFASTCNN_SPARSE_DOT(4) PYFASTCNN_SPARSE_DOT(5)
+    PYFASTCNN_SPARSE_DOT(6) PYFASTCNN_SPARSE_DOT(7)
+  }
+  PYFASTCNN_SPARSE_STORE(0) PYFASTCNN_SPARSE_STORE(1) PYFASTCNN_SPARSE_STORE(2)
+  PYFASTCNN_SPARSE_STORE(3) PYFASTCNN_SPARSE_STORE(4) PYFASTCNN_SPARSE_STORE(5)
+  PYFASTCNN_SPARSE_STORE(6) PYFASTCNN_SPARSE_STORE(7)
+}
+#undef PYFASTCNN_SPARSE_STORE
+#undef PYFASTCNN_SPARSE_DOT
+
+// r[i] = row i of a 16 x 16 int32 block; on return r[j] = column j.
+void transpose16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  // u[4b + j] holds, per 128-bit lane L, rows 4b .. 4b+3 of column 4L + j.
+  for (int b = 0; b < 4; ++b) {
+    u[4 * b + 0] = _mm512_unpacklo_epi64(t[4 * b], t[4 * b + 2]);
+    u[4 * b + 1] = _mm512_unpackhi_epi64(t[4 * b], t[4 * b + 2]);
+    u[4 * b + 2] = _mm512_unpacklo_epi64(t[4 * b + 1], t[4 * b + 3]);
+    u[4 * b + 3] = _mm512_unpackhi_epi64(t[4 * b + 1], t[4 * b + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88);   // lanes 0, 2
+    const __m512i v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xDD);   // lanes 1, 3
+    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512i w1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xDD);
+    r[j] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+    r[8 + j] = _mm512_shuffle_i32x4(v0, w0, 0xDD);
+    r[4 + j] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+    r[12 + j] = _mm512_shuffle_i32x4(v1, w1, 0xDD);
+  }
+}
+
+template <int T, Int8OutKind KIND>
+void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begin,
+          int64_t chunk_end) {
+  alignas(64) int32_t sums[16][kMaxVectors * 16];
+  const uint8_t* image = a.planes + n * a.image_bytes + 4 * q0;
+  const Int8Epilogue& epi = a.epi;
+  const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups, OW = a.g.OW;
+  const int64_t pixel_bytes = OC * out_bytes(KIND);
+  char* out_image = static_cast<char*>(a.out) + n * a.g.OH * OW * pixel_bytes;
+  for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+    const int64_t oc0 = chunk * 16;
+    const int count = static_cast<int>(OC - oc0 < 16 ? OC - oc0 : 16);
+    for (int i = 0; i < count; ++i) {
+      const int64_t oc = oc0 + i, begin = a.row_ptr[oc];
+      channel_sums<T>(image + (oc / ocg) * a.group_bytes, a.block_k + begin,
+                      a.values32 + begin, a.row_ptr[oc + 1] - begin, a.k_offset, sums[i]);
+    }
+    const __mmask16 mask = lane_mask(count);
+    const __m512i offset = epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + oc0)
+                                          : _mm512_setzero_si512();
+    __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
+    if constexpr (KIND != Int8OutKind::i32) {
+      scale = _mm512_maskz_loadu_ps(mask, epi.scale + oc0);
+      if (epi.bias) bias = _mm512_maskz_loadu_ps(mask, epi.bias + oc0);
+    }
+    for (int v = 0; v < T; ++v) {
+      const int64_t q = q0 + 16 * v;
+      if (q >= a.q_count) break;
+      __m512i r[16];
+      // Rows past `count` are stale or unset; their lanes are masked off at the store.
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(sums[i] + 16 * v);
+      transpose16(r);
+      int64_t oh = q / a.Wq, ow = q % a.Wq;
+      const int pixels = static_cast<int>(a.q_count - q < 16 ? a.q_count - q : 16);
+      for (int p = 0; p < pixels; ++p) {
+        if (ow < OW) {
+          char* row = out_image + (oh * OW + ow) * pixel_bytes;
+          store_tile_vector<KIND>(_mm512_add_epi32(r[p], offset), mask, scale, bias, epi, row,
+                                  oc0);
+        }
+        if (++ow == a.Wq) {
+          ow = 0;
+          ++oh;
+        }
+      }
+    }
+  }
+}
+
+// The planes from NHWC input whose groups have a multiple of 4 channels (then channel quad gq
+// of the whole input is plane gq): per plane row, 16 pixels x 16 quads are loaded as 16 rows of
+// 64 bytes, transposed, and stored as 16 plane segments of 16 pixels.
+void fill_planes(const SparseInt8ConvArgs& a) {
+  const Conv2dGeometry& g = a.g;
+  const int64_t sh = g.stride_h, sw = g.stride_w, quads = g.C / 4;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(a.flip));
+  parallel_for(g.N * sh * sw * a.Hq, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t i = r % a.Hq, phase = r / a.Hq % (sh * sw), n = r / a.Hq / (sh * sw);
+      const int64_t ph = phase / sw, pw = phase % sw, ih = i * sh + ph - g.pad_top;
+      uint8_t* base = a.planes + n * a.image_bytes + phase * a.plane_pixels * 4 + i * a.Wq * 4;
+      // Columns j0 .. j1 read the image (iw = j * sw + pw - pad_left in [0, W)).
+      int64_t j0 = 0, j1 = 0;
+      if (ih >= 0 && ih < g.H) {
+        const int64_t lo = g.pad_left - pw, hi = g.W + g.pad_left - pw;  // j * sw in [lo, hi)
+        j0 = lo <= 0 ? 0 : (lo + sw - 1) / sw;
+        j1 = hi <= 0 ? 0 : (hi + sw - 1) / sw;
+        j0 = j0 < a.Wq ? j0 : a.Wq;
+        j1 = j1 < a.Wq ? (j1 > j0 ? j1 : j0) : a.Wq;
+      }
+      for (int64_t gq = 0; gq < quads; ++gq) {
+        uint8_t* plane_row = base + gq * a.quad_bytes;
+        std::memset(plane_row, a.zero_point, 4 * j0);
+        std::memset(plane_row + 4 * j1, a.zero_point, 4 * (a.Wq - j1));
+      }
+      if (j1 <= j0) continue;
+      const uint8_t* in = a.x + (n * g.H + ih) * g.W * g.C + (pw - g.pad_left) * g.C;
+      for (int64_t gq0 = 0; gq0 < quads; gq0 += 16) {
+        const int nq = static_cast<int>(quads - gq0 < 16 ? quads - gq0 : 16);
+        const __mmask16 quad_mask = lane_mask(nq);
+        for (int64_t j = j0; j < j1; j += 16) {
+          const int np = static_cast<int>(j1 - j < 16 ? j1 - j : 16);
+          __m512i v[16];
+          for (int p = 0; p < 16; ++p) {
+            v[p] = p < np ? _mm512_maskz_loadu_epi32(quad_mask, in + (j + p) * sw * g.C + 4 * gq0)
+                          : _mm512_setzero_si512();
+          }
+          transpose16(v);
+          const __mmask16 pixel_mask = lane_mask(np);
+          for (int qd = 0; qd < nq; ++qd) {
+            _mm512_mask_storeu_epi32(base + (gq0 + qd) * a.quad_bytes + 4 * j, pixel_mask,
+                                     _mm512_xor_si512(v[qd], flip));
+          }
+        }
+      }
+    }
+  });
+}
+
+template <Int8OutKind KIND>
+void run(const SparseInt8ConvArgs& a) {
+  if (a.g.C / a.g.groups % 4 == 0) {
+    fill_planes(a);
+  } else {
+    ref::sparse_int8_fill_planes(a);
+  }
+  using TaskFn = void (*)(const SparseInt8ConvArgs&, int64_t, int64_t, int64_t, int64_t);
+  static constexpr TaskFn kTasks[kMaxVectors + 1] = {
+      nullptr,           task<1, KIND>, task<2, KIND>, task<3, KIND>, task<4, KIND>,
+      task<5, KIND>,     task<6, KIND>, task<7, KIND>, task<8, KIND>};
+  const int64_t chunks = (a.g.OC + 15) / 16;
+  for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,
+                      [&](int64_t n, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
+                        const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
+                        kTasks[(left + 15) / 16](a, n, q0, chunk_begin, chunk_end);
+                      });
+}
+
+}  // namespace
+
+void sparse_int8_conv(const SparseInt8ConvArgs& args) {
+  switch (args.epi.kind) {
+    case Int8OutKind::i32: return run<Int8OutKind::i32>(args);
+    case Int8OutKind::f32: return run<Int8OutKind::f32>(args);
+    case Int8OutKind::s8: return run<Int8OutKind::s8>(args);
+    case Int8OutKind::u8: return run<Int8OutKind::u8>(args);
+  }
+}
+
+}  // namespace avx512_vnni
+}  // namespace pyfastcnn

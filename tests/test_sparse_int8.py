@@ -1,0 +1,232 @@
+import dataclasses
+import pickle
+
+import pytest
+import torch
+from conftest import rel_error
+from conv_cases import CASES, ConvCase
+
+import pyfastcnn
+from pyfastcnn.ops import SparseInt8Weight, pack_sparse_int8, reference, sparse_quantized_conv2d
+
+X_DTYPES = {"u8": (torch.uint8, 0, 256, 131), "s8": (torch.int8, -128, 128, -7)}
+OUTS = [(torch.float32, None, None), (torch.uint8, 0.05, 128), (torch.int8, 0.05, -3)]
+
+# Extra geometries: channel counts that are multiples of 4 and 16 (the vector plane fill),
+# channel tails, stride 2 with padding, asymmetric strides, 1 x k.
+EXTRA = [
+    ConvCase("c16-3x3-pad1", 2, 16, 9, 11, 20, (3, 3), padding=1),
+    ConvCase("c32-3x3-s2", 2, 32, 13, 11, 33, (3, 3), stride=2, padding=1),
+    ConvCase("c20-3x3-s2x1", 1, 20, 13, 11, 16, (3, 3), stride=(2, 1), padding=(1, 0)),
+    ConvCase("c48-1x3-s1x3", 1, 48, 5, 40, 7, (1, 3), stride=(1, 3), padding=(0, 4)),
+    ConvCase("c68-dil2-pad5", 1, 68, 9, 9, 3, (3, 3), padding=5, dilation=2),
+    ConvCase("c64-1x1-oc40", 3, 64, 14, 14, 40, (1, 1)),
+    ConvCase("groups2-c8", 1, 16, 9, 9, 10, (3, 3), padding=1, groups=2),
+]
+ALL_CASES = CASES + EXTRA
+
+
+def pruned_qweight(case: ConvCase, sparsity: float = 0.7, blocks: bool = True):
+    """A quantized conv weight with 4-channel blocks (or single weights) set to zero."""
+    qw = pyfastcnn.quantize_weight(case.weight(), groups=case.groups)
+    oc, cg, kh, kw = qw.int_weight.shape
+    if blocks:
+        cq = (cg + 3) // 4
+        keep = torch.rand(oc, cq, 1, kh, kw) >= sparsity
+        keep = keep.expand(-1, -1, 4, -1, -1).reshape(oc, 4 * cq, kh, kw)[:, :cg]
+    else:
+        keep = torch.rand(oc, cg, kh, kw) >= sparsity
+    return pyfastcnn.QuantizedWeight(qw.int_weight * keep, qw.scale, case.groups)
+
+
+def quant_x(case: ConvCase, kind: str):
+    dtype, lo, hi, zp = X_DTYPES[kind]
+    x = torch.randint(lo, hi, (case.n, case.c, case.h, case.w), dtype=dtype)
+    return x.contiguous(memory_format=torch.channels_last), zp
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
+def test_matches_dense_quantized_conv(isa, case):
+    qw = pruned_qweight(case)
+    packed = pack_sparse_int8(qw)
+    bias = torch.randn(case.oc)
+    geo = dict(stride=case.stride, padding=case.padding, dilation=case.dilation)
+    for kind in X_DTYPES:
+        x, zp = quant_x(case, kind)
+        for out_dtype, os_, ozp in OUTS:
+            for relu in (False, True):
+                out = dict(out_dtype=out_dtype, out_scale=os_, out_zero_point=ozp, relu=relu)
+                y = sparse_quantized_conv2d(x, 0.02, zp, packed, bias, **geo, **out)
+                dense = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo, **out)
+                assert y.dtype == out_dtype and y.shape == dense.shape
+                assert y.is_contiguous(memory_format=torch.channels_last)
+                if out_dtype == torch.float32:
+                    assert rel_error(y, dense) <= 1e-5
+                else:  # same integer sums, same epilogue code at this ISA
+                    assert torch.equal(y, dense)
+
+
+@pytest.mark.parametrize("case", EXTRA + CASES[2:6], ids=lambda c: c.id)
+@pytest.mark.parametrize("blocks", (True, False), ids=("block4", "unstructured"))
+def test_integer_sums_exact(isa, case, blocks):
+    """Float output with unit scales is the integer sum itself (|acc| < 2^24 here)."""
+    qw = pruned_qweight(case, 0.6, blocks)
+    ones = pyfastcnn.QuantizedWeight(qw.int_weight, torch.ones(case.oc), case.groups)
+    packed = pack_sparse_int8(ones)
+    geo = case.kwargs()
+    for kind in X_DTYPES:
+        x, zp = quant_x(case, kind)
+        y = sparse_quantized_conv2d(x, 1.0, zp, packed, None, **geo)
+        acc = torch.nn.functional.conv2d(
+            (x.long() - zp).double(), qw.int_weight.double(), None, **geo
+        )
+        assert torch.equal(y.double(), acc)
+
+
+@pytest.mark.parametrize("kind", X_DTYPES)
+def test_extremes(isa, kind):
+    dtype, lo, hi, _ = X_DTYPES[kind]
+    case = ConvCase("extreme", 2, 32, 6, 7, 19, (3, 3), padding=1)
+    for xv, wv, zp in ((hi - 1, -128, lo), (lo, -128, hi - 1), (lo, 127, hi - 1)):
+        x = torch.full((2, 32, 6, 7), xv, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.full((19, 32, 3, 3), wv, dtype=torch.int8)
+        w[:, :, 1, 1] = 0  # a hole: blocks skipped
+        packed = pack_sparse_int8(w, 1.0)
+        y = sparse_quantized_conv2d(x, 1.0, zp, packed, None, padding=1)
+        acc = torch.nn.functional.conv2d((x.long() - zp).double(), w.double(), None, padding=1)
+        assert torch.equal(y.double(), acc), case.id
+        q = sparse_quantized_conv2d(x, 1.0, zp, packed, None, padding=1, out_dtype=torch.int8,
+                                    out_scale=1.0)
+        ref = reference.quantized_conv2d(x, 1.0, zp, w, torch.ones(19), padding=1,
+                                         out_dtype=torch.int8, out_scale=1.0, out_zero_point=0)
+        assert torch.equal(q, ref.to(torch.int8))
+
+
+def test_unstructured_packing_pads_blocks():
+    case = ConvCase("u", 1, 10, 5, 5, 6, (3, 3), padding=1)
+    qw = pruned_qweight(case, 0.8, blocks=False)
+    packed = pack_sparse_int8(qw)
+    assert torch.equal(packed.to_dense(), qw.int_weight)
+    assert packed.nnz == int(torch.count_nonzero(qw.int_weight))
+    assert 0 < packed.block_fill < 1
+    assert abs(packed.density - packed.nnz / qw.int_weight.numel()) < 1e-12
+    blocked = pack_sparse_int8(pruned_qweight(ConvCase("b", 1, 16, 5, 5, 6, (3, 3)), 0.8))
+    assert blocked.block_fill > 0.95  # quantized values are rarely exactly zero in a kept block
+    assert torch.equal(packed.col_sums, qw.int_weight.reshape(6, -1).sum(1).int())
+    assert "SparseInt8Weight" in repr(packed)
+
+
+def test_pack_from_int8_tensor_and_pickle():
+    w = torch.randint(-128, 128, (8, 6, 3, 3), dtype=torch.int8)
+    w[:, :4] = 0
+    a = pack_sparse_int8(w, 0.5)
+    b = pack_sparse_int8(w, torch.full((8,), 0.5), groups=1)
+    assert torch.equal(a.scale, b.scale) and torch.equal(a.values, b.values)
+    assert torch.equal(a.dequantize(), w.float() * 0.5)
+    c = pickle.loads(pickle.dumps(a))
+    x = torch.randint(0, 256, (1, 6, 5, 5), dtype=torch.uint8)
+    assert torch.equal(sparse_quantized_conv2d(x, 0.1, 3, a), sparse_quantized_conv2d(x, 0.1, 3, c))
+    g = pack_sparse_int8(torch.randint(-3, 4, (8, 3, 1, 1), dtype=torch.int8), 1.0, groups=2)
+    assert g.groups == 2
+
+
+def test_nchw_input_and_empty_batch(isa):
+    case = ConvCase("c", 2, 12, 7, 7, 9, (3, 3), padding=1)
+    qw = pruned_qweight(case)
+    packed = pack_sparse_int8(qw)
+    x, zp = quant_x(case, "u8")
+    y = sparse_quantized_conv2d(x.contiguous(), 0.02, zp, packed, padding=1)
+    assert torch.equal(y, sparse_quantized_conv2d(x, 0.02, zp, packed, padding=1))
+    empty = torch.zeros(0, 12, 7, 7, dtype=torch.uint8)
+    out = sparse_quantized_conv2d(empty, 0.02, zp, packed, padding=1, out_dtype=torch.uint8,
+                                  out_scale=0.1)
+    assert out.shape == (0, 9, 7, 7) and out.dtype == torch.uint8
+
+
+def test_all_zero_weight_gives_bias():
+    w = torch.zeros(5, 8, 3, 3, dtype=torch.int8)
+    packed = pack_sparse_int8(w, 1.0)
+    assert packed.blocks == 0
+    bias = torch.randn(5)
+    x = torch.randint(0, 256, (2, 8, 6, 6), dtype=torch.uint8)
+    y = sparse_quantized_conv2d(x, 0.1, 7, packed, bias, padding=1, relu=True)
+    assert torch.equal(y, bias.clamp(min=0).view(1, 5, 1, 1).expand(2, 5, 6, 6))
+
+
+def test_kernel_isa_reported():
+    kernels = pyfastcnn.config()["kernels"]
+    expected = {"scalar": "scalar", "avx2": "avx2", "avx512": "avx2"}
+    isa = pyfastcnn.get_isa()
+    assert kernels["sparse_quantized_conv2d"] == expected.get(isa, "avx512_vnni")
+
+
+def _packed():
+    w = torch.randint(-128, 128, (4, 8, 3, 3), dtype=torch.int8)
+    return pack_sparse_int8(w, 0.1)
+
+
+X = torch.randint(0, 256, (1, 8, 6, 6), dtype=torch.uint8)
+BAD = [
+    (lambda: sparse_quantized_conv2d(X.float(), 0.1, 0, _packed()), TypeError, "x"),
+    (lambda: sparse_quantized_conv2d(X, 0.1, 0, torch.zeros(4, 8, 3, 3)), TypeError, "weight"),
+    (lambda: sparse_quantized_conv2d(X, -1.0, 0, _packed()), ValueError, "x_scale"),
+    (lambda: sparse_quantized_conv2d(X, 0.1, 300, _packed()), ValueError, "x_zero_point"),
+    (lambda: sparse_quantized_conv2d(X, 0.1, 0, _packed(), torch.zeros(3)), ValueError, "bias"),
+    (lambda: sparse_quantized_conv2d(X, 0.1, 0, _packed(), groups=2), ValueError, "groups"),
+    (lambda: sparse_quantized_conv2d(X[:, :4], 0.1, 0, _packed()), ValueError, "channels"),
+    (lambda: sparse_quantized_conv2d(X, 0.1, 0, _packed(), stride=0), ValueError, "stride"),
+    (lambda: sparse_quantized_conv2d(X, 0.1, 0, _packed(), out_dtype=torch.uint8), ValueError,
+     "out_scale"),
+    (lambda: sparse_quantized_conv2d(X, 0.1, 0, _packed(), out_dtype=torch.int32), TypeError,
+     "out_dtype"),
+    (lambda: sparse_quantized_conv2d(X, 0.1, 0, _packed(), relu=1), TypeError, "relu"),
+    (lambda: pack_sparse_int8(torch.zeros(4, 8, 3, 3)), TypeError, "weight"),
+    (lambda: pack_sparse_int8(torch.zeros(4, 8, 3, 3, dtype=torch.int8)), ValueError, "scale"),
+    (lambda: pack_sparse_int8(torch.zeros(4, 8, 3, 3, dtype=torch.int8), -1.0), ValueError,
+     "scale"),
+    (lambda: pack_sparse_int8(torch.zeros(4, 8, 3, 3, dtype=torch.int8), 1.0, groups=3),
+     ValueError, "groups"),
+    (lambda: pack_sparse_int8("w"), TypeError, "weight"),
+]
+
+
+@pytest.mark.parametrize("call,error,match", BAD, ids=[b[2] + str(i) for i, b in enumerate(BAD)])
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("block_k", lambda p: torch.full_like(p.block_k, 10**6), "block_k"),
+        ("block_k", lambda p: -torch.ones_like(p.block_k), "block_k"),
+        ("row_ptr", lambda p: p.row_ptr.flip(0).contiguous(), "row_ptr"),
+        ("values", lambda p: p.values[:-4].contiguous(), "values"),
+        ("col_sums", lambda p: p.col_sums[:-1].contiguous(), "col_sums"),
+    ],
+)
+def test_native_checks_refuse_corrupt_weights(field, value, match):
+    packed = _packed()
+    bad = dataclasses.replace(packed, **{field: value(packed)})
+    with pytest.raises(ValueError, match=match):
+        sparse_quantized_conv2d(X, 0.1, 0, bad)
+
+
+def test_opcheck():
+    from pyfastcnn.ops.sparse_int8 import _sparse_quantized_conv2d
+
+    packed = _packed()
+    x = X.contiguous(memory_format=torch.channels_last)
+    for kind, scale in ((1, 1.0), (3, 0.2)):
+        torch.library.opcheck(
+            _sparse_quantized_conv2d,
+            (x, packed.row_ptr, packed.block_k, packed.values, packed.col_sums, [4, 8, 3, 3],
+             packed.scale, torch.randn(4), [1, 1], [1, 1], [1, 1], 1, [6, 6], 0.1, 3, kind,
+             0.0, float("inf"), scale, 0),
+        )
+
+
+def test_is_exported():
+    assert isinstance(_packed(), SparseInt8Weight)
+    assert pyfastcnn.ops.sparse_quantized_conv2d is sparse_quantized_conv2d
