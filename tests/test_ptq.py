@@ -360,3 +360,18 @@ def test_low_precision():
     assert next(to_low_precision(model, torch.float16).parameters()).dtype == torch.float16
     with pytest.raises(TypeError, match="dtype"):
         to_low_precision(model, torch.int8)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation,ceil", [
+    (3, 2, 1, 1, False), (2, 2, 0, 1, False), (3, 1, 1, 2, False), ((3, 2), (2, 1), (1, 0), 1,
+                                                                      False), (3, 2, 1, 1, True)])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8])
+def test_quant_max_pool_matches_float(kernel, stride, padding, dilation, ceil, dtype):
+    from pyfastcnn.nn.quantized import QuantMaxPool2d
+
+    lo, hi = (0, 256) if dtype == torch.uint8 else (-128, 128)
+    q = torch.randint(lo, hi, (2, 5, 13, 10), dtype=dtype).contiguous(
+        memory_format=torch.channels_last)
+    pool = nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=ceil)
+    out = QuantMaxPool2d.from_float(pool)(q)
+    assert out.dtype == dtype and torch.equal(out, pool(q.float()).to(dtype))

@@ -214,13 +214,19 @@ class QuantAdd(torch.nn.Module):
 
 class QuantMaxPool2d(torch.nn.Module):
     """Max pooling on quantized codes (max commutes with the monotonic dequantization, so the
-    scale and zero point pass through). Pools in float32, which holds every code exactly:
-    PyTorch 2.13's uint8 channels_last max_pool2d fails on ordinary sizes."""
+    scale and zero point pass through). The window maximum is taken as an elementwise maximum
+    of kh·kw strided views of the zero-padded codes (code 0 is the smallest, so zero padding
+    never wins unless F.max_pool2d would see only padding, which its padding limit rules
+    out): it keeps channels_last and uint8, where PyTorch 2.13's uint8 channels_last
+    max_pool2d fails on ordinary sizes."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.ceil_mode = dilation, ceil_mode
+        pair = torch.nn.modules.utils._pair
+        self.kernel_size, self.padding, self.dilation = (pair(kernel_size), pair(padding),
+                                                         pair(dilation))
+        self.stride = self.kernel_size if stride is None else pair(stride)
+        self.ceil_mode = ceil_mode
 
     @classmethod
     def from_float(cls, pool: torch.nn.MaxPool2d) -> "QuantMaxPool2d":
@@ -229,10 +235,31 @@ class QuantMaxPool2d(torch.nn.Module):
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        y = torch.nn.functional.max_pool2d(q.float(), self.kernel_size, self.stride,
-                                           self.padding, self.dilation, self.ceil_mode)
-        return y.to(q.dtype)
+        if q.dtype != torch.uint8 or q.dim() != 4 or self.ceil_mode:
+            # int8 codes pad with -128 and ceil_mode has uneven windows: pool in float32,
+            # which holds every code exactly
+            y = torch.nn.functional.max_pool2d(q.float(), self.kernel_size, self.stride,
+                                               self.padding, self.dilation, self.ceil_mode)
+            return y.to(q.dtype)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel_size, self.stride, self.padding,
+                                                  self.dilation)
+        h, w = q.shape[2:]
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        if oh <= 0 or ow <= 0:
+            raise ValueError(f"max pool output would be empty for input {tuple(q.shape)}")
+        padded = torch.nn.functional.pad(q, (pw, pw, ph, ph)) if ph or pw else q
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                view = padded[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                              j * dw: j * dw + sw * (ow - 1) + 1: sw]
+                if out is None:
+                    out = view.clone(memory_format=torch.channels_last)
+                else:
+                    torch.maximum(out, view, out=out)
+        return out
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}")
+                f"padding={self.padding}, dilation={self.dilation}")
