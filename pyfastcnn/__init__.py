@@ -8,10 +8,12 @@ Ops (CPU today; see README for what each guarantees):
     sparse_conv2d(input, weight, ...)        conv2d with pruned weights, zeros skipped
     pack_sparse(weight) -> SparseWeight      pack a pruned weight once
     conv_bn_relu(input, weight, ...)         conv + eval BN + ReLU in one pass
+Models: compress(model, sparsity=, quantize=, calibration_data=) one-shot; report(model, x);
+pruning, quantization (PTQ/QAT), fusion (BN folding, FP32/BF16 fused convs), models.
 Settings: set_isa / get_isa / supported_isas, set_num_threads / get_num_threads, show_config.
 """
 
-from . import models, nn, pruning, quantization
+from . import fusion, models, nn, pruning, quantization
 from ._config import (
     __version__,
     config,
@@ -22,6 +24,8 @@ from ._config import (
     show_config,
     supported_isas,
 )
+from .compress import compress
+from .model_report import report
 from .ops import (
     PackedConvWeight,
     PackedInt8Weight,
@@ -40,6 +44,9 @@ from .ops import (
 
 __all__ = [
     "__version__",
+    "compress",
+    "report",
+    "fusion",
     "models",
     "nn",
     "pruning",

@@ -211,6 +211,26 @@ def fuse(model: torch.nn.Module, dtype: torch.dtype = torch.float32,
     return gm.eval()
 
 
+def fold_batchnorm(model: torch.nn.Module, inplace: bool = False) -> fx.GraphModule:
+    """Every conv → BatchNorm2d pair becomes one ``nn.Conv2d`` with BN folded into its weight and
+    bias (eval-mode statistics); activations stay where they are. Zeros of a pruned weight stay
+    zeros (folding scales whole output channels)."""
+    if not inplace:
+        model = copy.deepcopy(model)
+    gm = trace(model.eval())
+    for chain in conv_chains(gm):
+        if chain.bn is None:
+            continue
+        conv, bn = module_of(gm, chain.first), module_of(gm, chain.bn)
+        chain.act, chain.activation = None, None  # keep the activation node
+        replace_chain(gm, chain, folded_conv(conv, bn), chain.first.target,
+                      (chain.first.args[0],))
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm.eval()
+
+
 def to_low_precision(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """A copy of ``model`` for BF16/FP16 inference.
 
@@ -225,5 +245,5 @@ def to_low_precision(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Mod
     raise TypeError(f"dtype must be torch.bfloat16 or torch.float16, got {dtype}")
 
 
-__all__ = ["fuse", "to_low_precision", "trace", "conv_chains", "linear_chains", "add_chains",
-           "Chain"]
+__all__ = ["fuse", "fold_batchnorm", "to_low_precision", "trace", "conv_chains",
+           "linear_chains", "add_chains", "Chain"]

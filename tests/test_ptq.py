@@ -291,7 +291,7 @@ def test_qat_gradients_flow_and_loss_drops():
             grads = [p.grad for n, p in qat.named_parameters() if n.endswith("conv.weight")]
             assert len(grads) == 2 and all(g is not None and g.abs().sum() > 0 for g in grads)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step == 30:
             freeze_bn_stats(qat)
             disable_observer(qat)
