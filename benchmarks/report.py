@@ -222,6 +222,45 @@ def readme_tables(groups) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def sparse_int8_tables(groups) -> str:
+    """Sparse INT8 conv (bench_sparse_int8.py): geomean speed-up over the layer set per sparsity
+    and thread count against dense INT8 (torch x86) and dense FP32, and per-layer ratios."""
+    impls = sorted({i for g, v in groups.items() if g.startswith("sparse_int8 ") for i in v
+                    if i.startswith("pyfastcnn sparse int8 ")})
+    threads = sorted({int(g.split()[-1][1:]) for g in groups if g.startswith("sparse_int8 ")})
+    rows = [
+        "| sparse INT8 conv, geomean over layers x batches | threads | vs dense INT8 (x86) | "
+        "vs dense FP32 | layers >= 3x INT8 | layers >= 2x INT8 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for impl in impls:
+        for t in threads:
+            int8, fp32 = [], []
+            for g, v in groups.items():
+                if g.startswith("sparse_int8 ") and g.endswith(f" t{t}") and impl in v:
+                    int8.append(v["torch int8 x86"][0] / v[impl][0])
+                    fp32.append(v["torch fp32"][0] / v[impl][0])
+            if not int8:
+                continue
+            geo = lambda r: math.exp(sum(map(math.log, r)) / len(r))  # noqa: E731
+            rows.append(
+                f"| {impl.split()[-1]} | {t} | {geo(int8):.2f}× | {geo(fp32):.1f}× | "
+                f"{sum(r >= 3 for r in int8)}/{len(int8)} | {sum(r >= 2 for r in int8)}/{len(int8)} |"
+            )
+    out = ["\n".join(rows)]
+    rows = ["| layer | batch | threads | " + " | ".join(
+        f"{i.split()[-1]} vs INT8 / FP32" for i in impls) + " |",
+        "|---|---|---|" + "---|" * len(impls)]
+    for g in sorted(g for g in groups if g.startswith("sparse_int8 ")):
+        _, layer, b, t = g.split()
+        v = groups[g]
+        rows.append(f"| {layer} | {b[1:]} | {t[1:]} | " + " | ".join(
+            f"{v['torch int8 x86'][0] / v[i][0]:.2f}× / {v['torch fp32'][0] / v[i][0]:.1f}×"
+            if i in v else "—" for i in impls) + " |")
+    out.append("\n".join(rows))
+    return "\n\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path)
@@ -239,6 +278,8 @@ def main() -> None:
         f"run {data.get('datetime', '?')}; median of rounds; baseline in the same run.\n\n"
     )
     text = header + summary(groups) + "\n\n" + table(groups) + "\n"
+    if any(g.startswith("sparse_int8 ") for g in groups):
+        text += "\n" + sparse_int8_tables(groups)
     if args.output:
         args.output.write_text(text)
     print(text)

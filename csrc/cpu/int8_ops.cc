@@ -389,7 +389,8 @@ void set_sparse_int8_planes(const Conv2dGeometry& g, SparseInt8ConvArgs* a) {
   const int64_t cq = (g.C / g.groups + 3) / 4;
   a->Wq = g.OW + (g.KW - 1) * g.dil_w / g.stride_w;
   a->Hq = g.OH + (g.KH - 1) * g.dil_h / g.stride_h + 1;  // + 1 row: slack for ow >= OW
-  a->plane_pixels = a->Hq * a->Wq;
+  // Planes start 64-byte aligned: a 1x1 conv reads whole cache lines only.
+  a->plane_pixels = (a->Hq * a->Wq + 15) / 16 * 16;
   a->quad_bytes = g.stride_h * g.stride_w * a->plane_pixels * 4;
   a->group_bytes = cq * a->quad_bytes;
   a->image_bytes = g.groups * a->group_bytes;

@@ -56,8 +56,9 @@ void channel_sums(const uint8_t* base, const int32_t* block_k, const int32_t* va
 #undef PYFASTCNN_SPARSE_STORE
 #undef PYFASTCNN_SPARSE_DOT
 
-// r[i] = row i of a 16 x 16 int32 block; on return r[j] = column j.
-void transpose16(__m512i r[16]) {
+// r[i] = row i of a 16 x 16 int32 block; on return r[j] = column j. Inlined so that r stays in
+// registers.
+__attribute__((always_inline)) inline void transpose16(__m512i r[16]) {
   __m512i t[16], u[16];
   for (int i = 0; i < 16; i += 2) {
     t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
@@ -88,16 +89,19 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
   alignas(64) int32_t sums[16][kMaxVectors * 16];
   const uint8_t* image = a.planes + n * a.image_bytes + 4 * q0;
   const Int8Epilogue& epi = a.epi;
-  const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups, OW = a.g.OW;
+  // Fields as locals: stores through char* could alias `a`, which would reload them per pixel.
+  const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups, OW = a.g.OW, Wq = a.Wq;
+  const int64_t q_count = a.q_count, group_bytes = a.group_bytes;
+  const int64_t* const row_ptr = a.row_ptr;
   const int64_t pixel_bytes = OC * out_bytes(KIND);
   char* out_image = static_cast<char*>(a.out) + n * a.g.OH * OW * pixel_bytes;
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int64_t oc0 = chunk * 16;
     const int count = static_cast<int>(OC - oc0 < 16 ? OC - oc0 : 16);
     for (int i = 0; i < count; ++i) {
-      const int64_t oc = oc0 + i, begin = a.row_ptr[oc];
-      channel_sums<T>(image + (oc / ocg) * a.group_bytes, a.block_k + begin,
-                      a.values32 + begin, a.row_ptr[oc + 1] - begin, a.k_offset, sums[i]);
+      const int64_t oc = oc0 + i, begin = row_ptr[oc];
+      channel_sums<T>(image + (oc / ocg) * group_bytes, a.block_k + begin, a.values32 + begin,
+                      row_ptr[oc + 1] - begin, a.k_offset, sums[i]);
     }
     const __mmask16 mask = lane_mask(count);
     const __m512i offset = epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + oc0)
@@ -109,20 +113,20 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
     }
     for (int v = 0; v < T; ++v) {
       const int64_t q = q0 + 16 * v;
-      if (q >= a.q_count) break;
+      if (q >= q_count) break;
       __m512i r[16];
       // Rows past `count` are stale or unset; their lanes are masked off at the store.
       for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(sums[i] + 16 * v);
       transpose16(r);
-      int64_t oh = q / a.Wq, ow = q % a.Wq;
-      const int pixels = static_cast<int>(a.q_count - q < 16 ? a.q_count - q : 16);
+      int64_t oh = q / Wq, ow = q % Wq;
+      const int pixels = static_cast<int>(q_count - q < 16 ? q_count - q : 16);
       for (int p = 0; p < pixels; ++p) {
         if (ow < OW) {
           char* row = out_image + (oh * OW + ow) * pixel_bytes;
           store_tile_vector<KIND>(_mm512_add_epi32(r[p], offset), mask, scale, bias, epi, row,
                                   oc0);
         }
-        if (++ow == a.Wq) {
+        if (++ow == Wq) {
           ow = 0;
           ++oh;
         }
@@ -131,13 +135,15 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
   }
 }
 
-// The planes from NHWC input whose groups have a multiple of 4 channels (then channel quad gq
-// of the whole input is plane gq): per plane row, 16 pixels x 16 quads are loaded as 16 rows of
-// 64 bytes, transposed, and stored as 16 plane segments of 16 pixels.
+// The planes from NHWC input when channel quad gq of the whole input is plane gq (one group, or
+// groups of a multiple of 4 channels): per plane row, 16 pixels x 16 quads are loaded as 16 rows
+// of up to 64 bytes (bytes past the last channel read as the zero point), transposed, and
+// stored as 16 plane segments of 16 pixels.
 void fill_planes(const SparseInt8ConvArgs& a) {
   const Conv2dGeometry& g = a.g;
-  const int64_t sh = g.stride_h, sw = g.stride_w, quads = g.C / 4;
+  const int64_t sh = g.stride_h, sw = g.stride_w, quads = (g.C + 3) / 4;
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(a.flip));
+  const __m512i zp = _mm512_set1_epi8(static_cast<char>(a.zero_point ^ a.flip));
   parallel_for(g.N * sh * sw * a.Hq, 4, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t i = r % a.Hq, phase = r / a.Hq % (sh * sw), n = r / a.Hq / (sh * sw);
@@ -161,13 +167,14 @@ void fill_planes(const SparseInt8ConvArgs& a) {
       const uint8_t* in = a.x + (n * g.H + ih) * g.W * g.C + (pw - g.pad_left) * g.C;
       for (int64_t gq0 = 0; gq0 < quads; gq0 += 16) {
         const int nq = static_cast<int>(quads - gq0 < 16 ? quads - gq0 : 16);
-        const __mmask16 quad_mask = lane_mask(nq);
+        const int64_t bytes = g.C - 4 * gq0 < 64 ? g.C - 4 * gq0 : 64;
+        const __mmask64 byte_mask = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
         for (int64_t j = j0; j < j1; j += 16) {
           const int np = static_cast<int>(j1 - j < 16 ? j1 - j : 16);
           __m512i v[16];
           for (int p = 0; p < 16; ++p) {
-            v[p] = p < np ? _mm512_maskz_loadu_epi32(quad_mask, in + (j + p) * sw * g.C + 4 * gq0)
-                          : _mm512_setzero_si512();
+            v[p] = p < np ? _mm512_mask_loadu_epi8(zp, byte_mask, in + (j + p) * sw * g.C + 4 * gq0)
+                          : zp;
           }
           transpose16(v);
           const __mmask16 pixel_mask = lane_mask(np);
@@ -183,7 +190,7 @@ void fill_planes(const SparseInt8ConvArgs& a) {
 
 template <Int8OutKind KIND>
 void run(const SparseInt8ConvArgs& a) {
-  if (a.g.C / a.g.groups % 4 == 0) {
+  if (a.g.groups == 1 || a.g.C / a.g.groups % 4 == 0) {
     fill_planes(a);
   } else {
     ref::sparse_int8_fill_planes(a);
