@@ -158,10 +158,11 @@ void fill_planes(const SparseInt8ConvArgs& a) {
         j0 = j0 < a.Wq ? j0 : a.Wq;
         j1 = j1 < a.Wq ? (j1 > j0 ? j1 : j0) : a.Wq;
       }
-      for (int64_t gq = 0; gq < quads; ++gq) {
-        uint8_t* plane_row = base + gq * a.quad_bytes;
-        std::memset(plane_row, a.zero_point, 4 * j0);
-        std::memset(plane_row + 4 * j1, a.zero_point, 4 * (a.Wq - j1));
+      for (int64_t gq = 0; j0 > 0 && gq < quads; ++gq) {
+        std::memset(base + gq * a.quad_bytes, a.zero_point, 4 * j0);
+      }
+      for (int64_t gq = 0; j1 < a.Wq && gq < quads; ++gq) {
+        std::memset(base + gq * a.quad_bytes + 4 * j1, a.zero_point, 4 * (a.Wq - j1));
       }
       if (j1 <= j0) continue;
       const uint8_t* in = a.x + (n * g.H + ih) * g.W * g.C + (pw - g.pad_left) * g.C;
