@@ -52,8 +52,9 @@ def compress(
         skip: layer names (or fnmatch patterns) left dense and, for int8, in float.
         observer: activation observer for "int8" (see ``quantization.QConfig``).
 
-    FP32 with sparsity: each pruned conv runs the sparse kernel where the cost model predicts
-    it faster (``pruning.convert``), the others the fused dense kernel.
+    FP32: each conv with zero weights (pruned here, or earlier with ``pyfastcnn.pruning`` and
+    fine-tuned) runs the sparse kernel where the cost model predicts it faster
+    (``pruning.convert``), the others the fused dense kernel.
     """
     from . import pruning, quantization
 
@@ -78,10 +79,11 @@ def compress(
         return fusion.to_low_precision(model, torch.float16)
     if quantize == "bf16":
         return fusion.fuse(model, dtype=torch.bfloat16) if fuse else copy.deepcopy(model)
+    # Pruned convs (here or before: a model pruned by pyfastcnn.pruning and fine-tuned) get
+    # the sparse kernel where the cost model predicts a gain; the others stay dense.
     if not fuse:
-        return pruning.convert(model) if sparsity else model
+        return pruning.convert(model, skip=list(skip))
     gm = fusion.fold_batchnorm(model, inplace=True)
-    if sparsity is not None or ":" in structure:
-        pruning.convert(gm, skip=list(skip))
-        _fuse_sparse_relu(gm)
+    pruning.convert(gm, skip=list(skip))
+    _fuse_sparse_relu(gm)
     return fusion.fuse(gm, inplace=True)
