@@ -103,6 +103,9 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
       channel_sums<T>(image + (oc / ocg) * group_bytes, a.block_k + begin, a.values32 + begin,
                       row_ptr[oc + 1] - begin, a.k_offset, sums[i]);
     }
+    for (int i = count; i < 16; ++i) {  // rows of absent channels: defined, masked off below
+      for (int v = 0; v < T; ++v) _mm512_store_si512(sums[i] + 16 * v, _mm512_setzero_si512());
+    }
     const __mmask16 mask = lane_mask(count);
     const __m512i offset = epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + oc0)
                                           : _mm512_setzero_si512();
@@ -115,7 +118,6 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
       const int64_t q = q0 + 16 * v;
       if (q >= q_count) break;
       __m512i r[16];
-      // Rows past `count` are stale or unset; their lanes are masked off at the store.
       for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(sums[i] + 16 * v);
       transpose16(r);
       int64_t oh = q / Wq, ow = q % Wq;
