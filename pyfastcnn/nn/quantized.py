@@ -12,7 +12,14 @@ from typing import Optional
 
 import torch
 
-from ..ops.quantized import QuantizedWeight, quantized_conv2d, quantized_linear
+from ..ops._checks import conv_geometry
+from ..ops.quantized import (
+    QuantizedWeight,
+    _output_params,
+    _quantized_conv2d_impl,
+    quantized_conv2d,
+    quantized_linear,
+)
 from ..quantization.qparams import dequantize, quant_range, quantize
 
 
@@ -105,10 +112,40 @@ class QuantConv2d(_QuantLayer):
         if weight.int_weight.dim() != 4:
             raise ValueError("QuantConv2d needs a conv weight [OC, C/groups, KH, KW]")
         self.stride, self.padding, self.dilation = stride, padding, dilation
+        self._call_args: dict = {}  # input shape -> checked op arguments (see forward)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return quantized_conv2d(x, self.in_scale, self.in_zero_point, self.weight, self.bias,
-                                self.stride, self.padding, self.dilation, **self._out_kwargs())
+        # Fast path for plain eager inference: the geometry and epilogue arguments of an input
+        # shape are checked once (by quantized_conv2d) and reused; this saves ~10 us of Python
+        # per call, which is a good part of a small layer's time.
+        if (type(x) is torch.Tensor and x.dtype == self.in_dtype and x.dim() == 4
+                and not x.requires_grad and not torch.compiler.is_compiling()
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            args = self._call_args.get(x.shape)
+            if args is not None:
+                isa, data, col_sums = self.weight._packed.packed()
+                return _quantized_conv2d_impl(x, data, col_sums, isa, *args)
+        out = quantized_conv2d(x, self.in_scale, self.in_zero_point, self.weight, self.bias,
+                               self.stride, self.padding, self.dilation, **self._out_kwargs())
+        if type(x) is torch.Tensor and x.dim() == 4:
+            self._remember(x, out)
+        return out
+
+    def _remember(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        geo = conv_geometry(x.shape, self.weight.int_weight.shape, self.stride, self.padding,
+                            self.dilation, self.weight.groups)
+        kind, lo, hi, o_scale, o_zp = _output_params(
+            self.out_dtype, None if self.out_dtype == torch.float32 else self.out_scale,
+            None if self.out_dtype == torch.float32 else self.out_zero_point, self._relu,
+            self._clamp_max)
+        self._call_args[x.shape] = (
+            list(self.weight.int_weight.shape), self.weight.scale, self.bias, list(geo.stride),
+            list(geo.padding), list(geo.dilation), self.weight.groups, list(geo.output_size),
+            float(self.in_scale), self.in_zero_point, kind, lo, hi, o_scale, o_zp)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._call_args = {}
 
     def extra_repr(self) -> str:
         oc, cg, kh, kw = self.weight.int_weight.shape
