@@ -1,0 +1,150 @@
+"""Whole models against ONNX Runtime (random weights, 224×224, eval, no_grad): PyTorch FP32
+eager with channels_last (the baseline), pyfastcnn's INT8 model (``pyfastcnn.compress(...,
+quantize="int8")``), ONNX Runtime FP32 (the model exported by ``pyfastcnn.export.export_onnx``,
+BN folded) and ONNX Runtime INT8 (that ONNX model statically quantized by ONNX Runtime's own
+``quantize_static``: QDQ, per-channel int8 weights, uint8 activations, MinMax calibration on
+the same batches as pyfastcnn's), same thread count (ORT ``intra_op_num_threads``), same run.
+The model construction (seeds, randomized BN statistics) is bench_models.py's, so the numbers
+compare across the two files. Skipped when onnx/onnxruntime are not installed.
+
+    pytest benchmarks/bench_onnxruntime.py --benchmark-json=benchmarks/results/cpu-ort.json
+    python benchmarks/report.py benchmarks/results/cpu-ort.json -o benchmarks/results/cpu-ort.md
+"""
+
+import copy
+import functools
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUICK, run
+
+import pyfastcnn
+from pyfastcnn import models
+from pyfastcnn.fusion import fuse
+from pyfastcnn.quantization import sqnr
+
+onnx = pytest.importorskip("onnx", reason="needs onnx: pip install onnx")
+ort = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install onnxruntime")
+
+from onnxruntime import quantization as ortq  # noqa: E402
+
+from pyfastcnn.export import export_onnx  # noqa: E402
+
+MODELS = {"resnet18": models.resnet18, "resnet50": models.resnet50}
+IMPLS = ("torch fp32", "pyfastcnn int8", "onnxruntime fp32", "onnxruntime int8")
+BASELINE = "torch fp32"
+_WORKDIR = tempfile.mkdtemp(prefix="pyfastcnn-bench-ort-")
+
+
+def _flops(model, x) -> int:
+    """2 × multiply-adds of the convs and linears (as bench_models.py counts them)."""
+    total = 0
+
+    def hook(m, args, out):
+        nonlocal total
+        if isinstance(m, torch.nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            total += 2 * out.numel() * m.in_channels // m.groups * k
+        elif isinstance(m, torch.nn.Linear):
+            total += 2 * out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+@functools.lru_cache(maxsize=None)
+def _float_model(name):
+    """bench_models.py's construction: seed 0 weights, BN statistics as a trained model would
+    have them, two calibration batches of 2 from seed 1."""
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    calib = [torch.randn(2, 3, 224, 224, generator=g) for _ in range(2)]
+    return model, calib
+
+
+@functools.lru_cache(maxsize=None)
+def _onnx_path(name, impl) -> str:
+    """The FP32 ONNX file (pyfastcnn's export of the BN-folded model), or its INT8 QDQ form
+    made by ONNX Runtime's static quantizer."""
+    model, calib = _float_model(name)
+    fp32 = os.path.join(_WORKDIR, f"{name}-fp32.onnx")
+    if not os.path.exists(fp32):
+        export_onnx(fuse(model), calib[0][:1], fp32)
+    if impl == "onnxruntime fp32":
+        return fp32
+
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": x.numpy()} for x in calib])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    int8 = os.path.join(_WORKDIR, f"{name}-int8.onnx")
+    ortq.quantize_static(fp32, int8, Reader(), quant_format=ortq.QuantFormat.QDQ,
+                         per_channel=True, activation_type=ortq.QuantType.QUInt8,
+                         weight_type=ortq.QuantType.QInt8,
+                         calibrate_method=ortq.CalibrationMethod.MinMax)
+    return int8
+
+
+@functools.lru_cache(maxsize=None)
+def _session(name, impl, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(_onnx_path(name, impl), options,
+                                providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_model(name, impl):
+    model, calib = _float_model(name)
+    if impl == "torch fp32":
+        return copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return pyfastcnn.compress(model, quantize="int8", calibration_data=calib)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("batch", (1,) if QUICK else (1, 8), ids=lambda b: f"b{b}")
+@pytest.mark.parametrize("name", ("resnet18",) if QUICK else tuple(MODELS))
+def test_model_ort(benchmark, threads, name, batch, impl):
+    float_model, _ = _float_model(name)
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(2)).contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = float_model(x)
+    if impl.startswith("onnxruntime"):
+        session = _session(name, impl, threads)
+        feed = {"input": np.ascontiguousarray(x.numpy())}  # ORT takes NCHW
+
+        def fn():
+            return session.run(None, feed)[0]
+
+        out = torch.from_numpy(fn())
+    else:
+        net = _torch_model(name, impl)
+
+        def fn():
+            with torch.no_grad():
+                return net(x)
+
+        out = fn()
+    min_db = {"onnxruntime fp32": 90}.get(impl, 15)
+    assert sqnr(ref, out) > min_db, f"{impl} output too far from the float model"
+    run(benchmark, fn, group=f"model {name} b{batch} t{threads}", impl=impl,
+        ops=_flops(float_model, x), threads=threads, baseline=BASELINE)
