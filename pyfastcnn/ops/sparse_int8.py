@@ -282,6 +282,7 @@ def sparse_quantized_conv2d(
     out_scale: Optional[float] = None,
     out_zero_point: Optional[int] = None,
     relu: bool = False,
+    clamp_max: Optional[float] = None,
 ) -> torch.Tensor:
     """INT8 conv2d with a pruned weight (``pack_sparse_int8``): ``quantized_conv2d``'s math and
     arguments, work proportional to the kept 4-channel blocks.
@@ -295,6 +296,7 @@ def sparse_quantized_conv2d(
         groups: defaults to weight.groups; if given it must match.
         out_dtype: float32, or int8/uint8 with out_scale (and out_zero_point, default 0).
         relu: fuse ReLU.
+        clamp_max: upper clamp of y before the output conversion (6.0 with relu: ReLU6).
 
     Returns:
         [N, OC, OH, OW] of out_dtype, channels_last. Integer sums are exact, so the result
@@ -313,7 +315,8 @@ def sparse_quantized_conv2d(
     if bias is not None:
         check_vector("bias", bias, weight.out_channels)
     geo = conv_geometry(x.shape, weight.shape, stride, padding, dilation, weight.groups)
-    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu)
+    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
+                                                 clamp_max)
     x = x.contiguous(memory_format=torch.channels_last)
     return _native.run(
         _sparse_quantized_conv2d,
