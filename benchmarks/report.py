@@ -245,7 +245,8 @@ def sparse_int8_tables(groups) -> str:
             geo = lambda r: math.exp(sum(map(math.log, r)) / len(r))  # noqa: E731
             rows.append(
                 f"| {impl.split()[-1]} | {t} | {geo(int8):.2f}× | {geo(fp32):.1f}× | "
-                f"{sum(r >= 3 for r in int8)}/{len(int8)} | {sum(r >= 2 for r in int8)}/{len(int8)} |"
+                f"{sum(r >= 3 for r in int8)}/{len(int8)} | "
+                f"{sum(r >= 2 for r in int8)}/{len(int8)} |"
             )
     out = ["\n".join(rows)]
     rows = ["| layer | batch | threads | " + " | ".join(
