@@ -66,6 +66,8 @@ class ModelReport:
 
 def _kernel(module: torch.nn.Module) -> str:
     isa = _native.C.kernel_isa
+    if isinstance(module, QuantConv2d) and module.sparse:
+        return f"sparse int8 {isa('sparse_quantized_conv2d')}"
     if isinstance(module, (QuantConv2d, QuantLinear)):
         return f"int8 {isa('int8_gemm')}"
     if isinstance(module, SparseConv2d):
@@ -84,10 +86,10 @@ def _kernel(module: torch.nn.Module) -> str:
 def _weights(module: torch.nn.Module):
     """(params, non-zeros, bytes as stored) of one layer."""
     if isinstance(module, (QuantConv2d, QuantLinear)):
-        w = module.weight.int_weight
-        extra = module.weight.scale.numel() * 4 + (0 if module.bias is None else
-                                                     module.bias.numel() * 4)
-        return w.numel(), int(torch.count_nonzero(w)), w.numel() + extra
+        w = module.int_weight()
+        stored = sum(t.numel() * t.element_size() for t in module._weight_tensors().values())
+        bias = 0 if module.bias is None else module.bias.numel() * 4
+        return w.numel(), int(torch.count_nonzero(w)), stored + bias
     if isinstance(module, SparseConv2d):
         p = module.packed
         stored = sum(t.numel() * t.element_size() for t in (p.row_ptr, p.col_idx, p.values))
@@ -106,8 +108,11 @@ def _weights(module: torch.nn.Module):
 
 
 def _flops(module: torch.nn.Module, out: torch.Tensor) -> int:
-    if isinstance(module, (torch.nn.Conv2d, FusedConvBNReLU2d, SparseConv2d, QuantConv2d)):
-        w = module.weight.int_weight if isinstance(module, QuantConv2d) else module.weight
+    if isinstance(module, QuantConv2d):
+        _, cg, kh, kw = module.weight_shape
+        return 2 * out.numel() * cg * kh * kw
+    if isinstance(module, (torch.nn.Conv2d, FusedConvBNReLU2d, SparseConv2d)):
+        w = module.weight
         return 2 * out.numel() * w.shape[1] * w.shape[2] * w.shape[3]
     if isinstance(module, (torch.nn.Linear, QuantLinear)):
         w = module.weight.int_weight if isinstance(module, QuantLinear) else module.weight

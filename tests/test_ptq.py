@@ -375,3 +375,31 @@ def test_quant_max_pool_matches_float(kernel, stride, padding, dilation, ceil, d
     pool = nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=ceil)
     out = QuantMaxPool2d.from_float(pool)(q)
     assert out.dtype == dtype and torch.equal(out, pool(q.float()).to(dtype))
+
+
+def test_pruned_layers_run_the_sparse_int8_kernel():
+    from pyfastcnn import pruning
+
+    model = _randomize_bn(models.cifar_resnet(8)).eval()
+    pruning.prune(model, 0.9, "block", block_shape=(1, 4), skip=["conv1", "fc"])
+    pruning.remove(model)
+    data = _batches(2, (2, 3, 32, 32))
+    prepared = prepare(model)
+    calibrate(prepared, data)
+    sparse, dense = convert(prepared), convert(prepared, sparse=False)
+    convs = {n: m for n, m in sparse.named_modules() if isinstance(m, QuantConv2d)}
+    assert sum(m.sparse for m in convs.values()) == 8 and not convs["conv1"].sparse
+    assert not any(m.sparse for m in dense.modules() if isinstance(m, QuantConv2d))
+    with torch.no_grad():
+        assert torch.equal(sparse(data[0]), dense(data[0]))  # same integer math
+    buffer = io.BytesIO()
+    torch.save(sparse, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(loaded(data[1]), sparse(data[1]))
+    other = convert(prepared)
+    other.load_state_dict(sparse.state_dict())
+    assert "layer1.0.conv1.sparse_values" in sparse.state_dict()
+    with pytest.raises(ValueError, match="sparse"):
+        convert(prepared, sparse="yes")

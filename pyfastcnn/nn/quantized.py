@@ -20,6 +20,11 @@ from ..ops.quantized import (
     quantized_conv2d,
     quantized_linear,
 )
+from ..ops.sparse_int8 import (
+    SparseInt8Weight,
+    _sparse_quantized_conv2d_impl,
+    sparse_quantized_conv2d,
+)
 from ..quantization.qparams import dequantize, quant_range, quantize
 
 
@@ -47,9 +52,9 @@ class _QuantLayer(torch.nn.Module):
                  activation: Optional[str], in_dtype: torch.dtype = torch.uint8,
                  out_dtype: torch.dtype = torch.uint8):
         super().__init__()
-        if not isinstance(weight, QuantizedWeight):
-            raise TypeError(f"weight must be a pyfastcnn.QuantizedWeight, got "
-                            f"{type(weight).__name__}")
+        if not isinstance(weight, (QuantizedWeight, SparseInt8Weight)):
+            raise TypeError(f"weight must be a pyfastcnn.QuantizedWeight (or, for a conv, a "
+                            f"SparseInt8Weight), got {type(weight).__name__}")
         _check_qparams(in_scale, in_zero_point, in_dtype, "input")
         if out_dtype != torch.float32:
             _check_qparams(out_scale, out_zero_point, out_dtype, "output")
@@ -67,29 +72,62 @@ class _QuantLayer(torch.nn.Module):
                     out_zero_point=self.out_zero_point, relu=self._relu,
                     clamp_max=self._clamp_max)
 
-    # The packed weight is not a tensor: keep it in the state dict as its int8 values and
-    # scales so that save/load and repacking for another ISA work.
+    @property
+    def sparse(self) -> bool:
+        """Whether the weight is pruned and packed for the sparse INT8 kernel."""
+        return isinstance(self.weight, SparseInt8Weight)
+
+    def int_weight(self) -> torch.Tensor:
+        """The int8 weight, dense ([N, K] or [OC, C/groups, KH, KW])."""
+        return self.weight.to_dense() if self.sparse else self.weight.int_weight
+
+    # Packed weights are not tensors: the state dict holds their int8 values and scales (the
+    # sparse form for a sparse weight), so save/load and repacking for another ISA work.
+    _DENSE_KEYS = ("int_weight", "weight_scale")
+    _SPARSE_KEYS = ("sparse_row_ptr", "sparse_block_k", "sparse_values", "sparse_col_sums",
+                    "weight_scale")
+
+    def _weight_tensors(self) -> dict:
+        w = self.weight
+        if self.sparse:
+            return dict(zip(self._SPARSE_KEYS, (w.row_ptr, w.block_k, w.values, w.col_sums,
+                                                w.scale)))
+        return dict(zip(self._DENSE_KEYS, (w.int_weight, w.scale)))
+
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + "int_weight"] = self.weight.int_weight
-        destination[prefix + "weight_scale"] = self.weight.scale
+        for key, t in self._weight_tensors().items():
+            destination[prefix + key] = t
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        w, s = prefix + "int_weight", prefix + "weight_scale"
-        if w in state_dict and s in state_dict:
-            if state_dict[w].shape != self.weight.int_weight.shape:
-                error_msgs.append(f"size mismatch for {w}: {tuple(state_dict[w].shape)} vs "
-                                  f"{tuple(self.weight.int_weight.shape)}")
+        keys = [prefix + k for k in self._weight_tensors()]
+        if all(k in state_dict for k in keys):
+            mine = self._weight_tensors()
+            got = {k: state_dict[prefix + k] for k in mine}
+            bad = [k for k in ("int_weight", "weight_scale", "sparse_col_sums")
+                   if k in mine and got[k].shape != mine[k].shape]
+            if bad:
+                error_msgs.extend(f"size mismatch for {prefix + k}: {tuple(got[k].shape)} vs "
+                                  f"{tuple(mine[k].shape)}" for k in bad)
+            elif self.sparse:
+                w = self.weight
+                self.weight = SparseInt8Weight(
+                    w.shape, w.groups, got["weight_scale"].float().contiguous(),
+                    got["sparse_row_ptr"].long().contiguous(),
+                    got["sparse_block_k"].int().contiguous(),
+                    got["sparse_values"].to(torch.int8).contiguous(),
+                    got["sparse_col_sums"].int().contiguous())
             else:
-                self.weight = QuantizedWeight(state_dict[w].to(torch.int8).contiguous(),
-                                              state_dict[s].float().contiguous(),
+                self.weight = QuantizedWeight(got["int_weight"].to(torch.int8).contiguous(),
+                                              got["weight_scale"].float().contiguous(),
                                               self.weight.groups)
+            self._call_args = {}
         elif strict:
-            missing_keys.extend(k for k in (w, s) if k not in state_dict)
+            missing_keys.extend(k for k in keys if k not in state_dict)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        for k in (w, s):
+        for k in keys:
             if k in unexpected_keys:
                 unexpected_keys.remove(k)
 
@@ -102,69 +140,82 @@ class _QuantLayer(torch.nn.Module):
 
 class QuantConv2d(_QuantLayer):
     """INT8 Conv2d: uint8/int8 activations in (channels_last), int32 sums, the requantization
-    epilogue (per-channel scale, bias, ReLU/ReLU6) fused; uint8 (or float32) out."""
+    epilogue (per-channel scale, bias, ReLU/ReLU6) fused; uint8 (or float32) out.
 
-    def __init__(self, weight: QuantizedWeight, bias, stride, padding, dilation, in_scale,
-                 in_zero_point, out_scale=None, out_zero_point=None, activation=None,
-                 in_dtype=torch.uint8, out_dtype=torch.uint8):
+    ``weight``: a ``QuantizedWeight`` (dense kernel) or a ``SparseInt8Weight`` (a pruned
+    weight in 4-channel blocks: the sparse INT8 kernel, same results)."""
+
+    def __init__(self, weight, bias, stride, padding, dilation, in_scale, in_zero_point,
+                 out_scale=None, out_zero_point=None, activation=None, in_dtype=torch.uint8,
+                 out_dtype=torch.uint8):
         super().__init__(weight, bias, in_scale, in_zero_point, out_scale, out_zero_point,
                          activation, in_dtype, out_dtype)
-        if weight.int_weight.dim() != 4:
+        if len(self.weight_shape) != 4:
             raise ValueError("QuantConv2d needs a conv weight [OC, C/groups, KH, KW]")
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self._call_args: dict = {}  # input shape -> checked op arguments (see forward)
 
+    @property
+    def weight_shape(self) -> tuple:
+        return tuple(self.weight.shape if self.sparse else self.weight.int_weight.shape)
+
+    @property
+    def groups(self) -> int:
+        return self.weight.groups
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Fast path for plain eager inference: the geometry and epilogue arguments of an input
-        # shape are checked once (by quantized_conv2d) and reused; this saves ~10 us of Python
+        # shape are checked once (by the public op) and reused; this saves ~10 us of Python
         # per call, which is a good part of a small layer's time.
         if (type(x) is torch.Tensor and x.dtype == self.in_dtype and x.dim() == 4
                 and not x.requires_grad and not torch.compiler.is_compiling()
                 and x.is_contiguous(memory_format=torch.channels_last)):
             args = self._call_args.get(x.shape)
             if args is not None:
-                isa, data, col_sums = self.weight._packed.packed()
+                w = self.weight
+                if self.sparse:
+                    return _sparse_quantized_conv2d_impl(x, w.row_ptr, w.block_k, w.values,
+                                                         w.col_sums, *args)
+                isa, data, col_sums = w._packed.packed()
                 return _quantized_conv2d_impl(x, data, col_sums, isa, *args)
-        out = quantized_conv2d(x, self.in_scale, self.in_zero_point, self.weight, self.bias,
-                               self.stride, self.padding, self.dilation, **self._out_kwargs())
+        op = sparse_quantized_conv2d if self.sparse else quantized_conv2d
+        out = op(x, self.in_scale, self.in_zero_point, self.weight, self.bias, self.stride,
+                 self.padding, self.dilation, **self._out_kwargs())
         if type(x) is torch.Tensor and x.dim() == 4:
-            self._remember(x, out)
+            self._remember(x)
         return out
 
-    def _remember(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        geo = conv_geometry(x.shape, self.weight.int_weight.shape, self.stride, self.padding,
-                            self.dilation, self.weight.groups)
+    def _remember(self, x: torch.Tensor) -> None:
+        geo = conv_geometry(x.shape, self.weight_shape, self.stride, self.padding,
+                            self.dilation, self.groups)
         kind, lo, hi, o_scale, o_zp = _output_params(
             self.out_dtype, None if self.out_dtype == torch.float32 else self.out_scale,
             None if self.out_dtype == torch.float32 else self.out_zero_point, self._relu,
             self._clamp_max)
         self._call_args[x.shape] = (
-            list(self.weight.int_weight.shape), self.weight.scale, self.bias, list(geo.stride),
-            list(geo.padding), list(geo.dilation), self.weight.groups, list(geo.output_size),
+            list(self.weight_shape), self.weight.scale, self.bias, list(geo.stride),
+            list(geo.padding), list(geo.dilation), self.groups, list(geo.output_size),
             float(self.in_scale), self.in_zero_point, kind, lo, hi, o_scale, o_zp)
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._call_args = {}
-
     def extra_repr(self) -> str:
-        oc, cg, kh, kw = self.weight.int_weight.shape
-        return (f"{cg * self.weight.groups}, {oc}, kernel_size=({kh}, {kw}), "
+        oc, cg, kh, kw = self.weight_shape
+        sparse = f", sparse (density {self.weight.density:.2f})" if self.sparse else ""
+        return (f"{cg * self.groups}, {oc}, kernel_size=({kh}, {kw}), "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"groups={self.weight.groups}, {self._qparams_repr()}")
+                f"groups={self.groups}, {self._qparams_repr()}{sparse}")
 
 
 class QuantLinear(_QuantLayer):
-    """INT8 Linear with the requantization epilogue fused; float32 out by default position
-    (the classifier), uint8 when another INT8 layer follows."""
+    """INT8 Linear with the requantization epilogue fused; float32 out when it ends the INT8
+    chain (the classifier), uint8 when another INT8 layer follows."""
 
     def __init__(self, weight: QuantizedWeight, bias, in_scale, in_zero_point, out_scale=None,
                  out_zero_point=None, activation=None, in_dtype=torch.uint8,
                  out_dtype=torch.uint8):
         super().__init__(weight, bias, in_scale, in_zero_point, out_scale, out_zero_point,
                          activation, in_dtype, out_dtype)
-        if weight.int_weight.dim() != 2:
-            raise ValueError("QuantLinear needs a linear weight [N, K]")
+        if not isinstance(weight, QuantizedWeight) or weight.int_weight.dim() != 2:
+            raise ValueError("QuantLinear needs a dense linear QuantizedWeight [N, K]")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return quantized_linear(x, self.in_scale, self.in_zero_point, self.weight, self.bias,

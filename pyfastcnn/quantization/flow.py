@@ -271,7 +271,29 @@ def _float_unit(unit: QuantizableModule) -> torch.nn.Module:
     return FusedConvBNReLU2d.from_modules(conv, None, relu)
 
 
-def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = ()) -> fx.GraphModule:
+SPARSE_MODES = ("auto", True, False)
+# Largest fraction of kept 4-channel blocks at which the sparse INT8 kernel is used by
+# default: it breaks even with the dense INT8 kernel at ~65-70% sparsity (benchmarks/
+# bench_sparse_int8.py, 1 thread), so require clearly fewer blocks than that.
+SPARSE_INT8_MAX_BLOCK_DENSITY = 0.3
+
+
+def _conv_weight(w: QuantizedWeight, sparse) -> object:
+    """The dense weight, or its sparse INT8 packing when ``sparse`` says so."""
+    if sparse is False:
+        return w
+    from ..ops.sparse_int8 import BLOCK, pack_sparse_int8
+
+    packed = pack_sparse_int8(w)
+    oc, cg, kh, kw = w.int_weight.shape
+    block_density = packed.blocks / (oc * -(-cg // BLOCK) * kh * kw)
+    if sparse is True:
+        return packed if block_density < 1 else w
+    return packed if block_density <= SPARSE_INT8_MAX_BLOCK_DENSITY else w
+
+
+def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
+            sparse: Union[str, bool] = "auto") -> fx.GraphModule:
     """Step 3 of PTQ/QAT: a new inference model running pyfastcnn's INT8 kernels.
 
     Each unit becomes a ``QuantConv2d``/``QuantLinear`` (weights symmetric per channel, the
@@ -279,8 +301,13 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = ()) -> fx.G
     follows, float32 out otherwise) at the conv's/linear's name; residual adds become
     ``QuantAdd``. ``keep_float``: names of units to keep in float (e.g. the layers a
     ``quantization_report`` shows to suffer): they become FP32 ``FusedConvBNReLU2d``/linear.
-    Input and output are float32, as for the original model.
+    ``sparse``: pruned convs (e.g. ``pruning.prune(model, 0.9, "block", block_shape=(1, 4))``
+    before ``prepare``) run the sparse INT8 kernel, same results: "auto" where at most 30% of
+    their 4-input-channel blocks hold a non-zero (where it is faster), True wherever a block is
+    empty, False never. Input and output are float32, as for the original model.
     """
+    if sparse not in SPARSE_MODES:
+        raise ValueError(f"sparse must be 'auto', True or False, got {sparse!r}")
     if not isinstance(prepared, fx.GraphModule) or not any(
             isinstance(m, FakeQuantize) for m in prepared.modules()):
         raise TypeError("prepared must be the result of pyfastcnn.quantization.prepare or "
@@ -396,7 +423,8 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = ()) -> fx.G
                 out = dict(out_scale=so, out_zero_point=zo, out_dtype=torch.uint8)
             if isinstance(m, QuantizableConv2d):
                 c = m.conv
-                qw = _quantize_weight(w, m.weight_bits, m.per_channel, c.groups)
+                qw = _conv_weight(_quantize_weight(w, m.weight_bits, m.per_channel, c.groups),
+                                  sparse)
                 layer = QuantConv2d(qw, b, c.stride, c.padding, c.dilation, in_scale, in_zp,
                                     activation=m.activation, **out)
             else:
