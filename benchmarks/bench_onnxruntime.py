@@ -1,9 +1,14 @@
-"""Whole models against ONNX Runtime (random weights, 224×224, eval, no_grad): PyTorch FP32
-eager with channels_last (the baseline), pyfastcnn's INT8 model (``pyfastcnn.compress(...,
-quantize="int8")``), ONNX Runtime FP32 (the model exported by ``pyfastcnn.export.export_onnx``,
-BN folded) and ONNX Runtime INT8 (that ONNX model statically quantized by ONNX Runtime's own
-``quantize_static``: QDQ, per-channel int8 weights, uint8 activations, MinMax calibration on
-the same batches as pyfastcnn's), same thread count (ORT ``intra_op_num_threads``), same run.
+"""Whole models against ONNX Runtime (random weights, 224×224, eval, no_grad), same thread
+count (ORT ``intra_op_num_threads``), same run:
+
+* torch fp32: PyTorch eager, channels_last (the baseline);
+* pyfastcnn int8: ``pyfastcnn.compress(model, quantize="int8", calibration_data=...)``;
+* onnxruntime fp32: the BN-folded model exported by ``pyfastcnn.export.export_onnx``;
+* onnxruntime int8: that ONNX model quantized by ONNX Runtime's own ``quant_pre_process`` +
+  ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax calibration on
+  the same batches as pyfastcnn's);
+* onnxruntime int8 (pyfastcnn export): pyfastcnn's INT8 model exported in QDQ form, run by ORT.
+
 The model construction (seeds, randomized BN statistics) is bench_models.py's, so the numbers
 compare across the two files. Skipped when onnx/onnxruntime are not installed.
 
@@ -34,7 +39,8 @@ from onnxruntime import quantization as ortq  # noqa: E402
 from pyfastcnn.export import export_onnx  # noqa: E402
 
 MODELS = {"resnet18": models.resnet18, "resnet50": models.resnet50}
-IMPLS = ("torch fp32", "pyfastcnn int8", "onnxruntime fp32", "onnxruntime int8")
+IMPLS = ("torch fp32", "pyfastcnn int8", "onnxruntime fp32", "onnxruntime int8",
+         "onnxruntime int8 (pyfastcnn export)")
 BASELINE = "torch fp32"
 _WORKDIR = tempfile.mkdtemp(prefix="pyfastcnn-bench-ort-")
 
@@ -84,6 +90,10 @@ def _onnx_path(name, impl) -> str:
         export_onnx(fuse(model), calib[0][:1], fp32)
     if impl == "onnxruntime fp32":
         return fp32
+    if impl == "onnxruntime int8 (pyfastcnn export)":  # our INT8 model, QDQ, run by ORT
+        path = os.path.join(_WORKDIR, f"{name}-pyfastcnn-int8.onnx")
+        export_onnx(_torch_model(name, "pyfastcnn int8"), calib[0][:1], path)
+        return path
 
     class Reader(ortq.CalibrationDataReader):
         def __init__(self):
@@ -92,8 +102,10 @@ def _onnx_path(name, impl) -> str:
         def get_next(self):
             return next(self.batches, None)
 
+    prepared = os.path.join(_WORKDIR, f"{name}-fp32-pre.onnx")
+    ortq.quant_pre_process(fp32, prepared)  # ORT's recommended step (shape inference)
     int8 = os.path.join(_WORKDIR, f"{name}-int8.onnx")
-    ortq.quantize_static(fp32, int8, Reader(), quant_format=ortq.QuantFormat.QDQ,
+    ortq.quantize_static(prepared, int8, Reader(), quant_format=ortq.QuantFormat.QDQ,
                          per_channel=True, activation_type=ortq.QuantType.QUInt8,
                          weight_type=ortq.QuantType.QInt8,
                          calibrate_method=ortq.CalibrationMethod.MinMax)
