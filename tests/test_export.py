@@ -1,12 +1,15 @@
 """ONNX export (pyfastcnn.export.export_onnx): each exported model runs in ONNX Runtime and
 matches the pyfastcnn model on the same input.
 
-Tolerances: float models (plain, fused, pruned) ≤ 1e-4 relative error (only float summation
-order differs). INT8 models: SQNR > 30 dB of ONNX Runtime's logits against pyfastcnn's INT8
-logits and the same argmax on a batch (at most one near-tie of 16 may flip): the QDQ graph
-describes the same integer model, but ONNX Runtime's fused QLinearConv/QLinearAdd requantize
-with their own float multiplier and rounding, so a few activation codes differ by one and the
-difference propagates (measured here: 43-46 dB, every argmax equal).
+Tolerances: float models (plain, fused, pruned) <= 1e-4 relative error (only the float
+summation order differs). INT8 models: SQNR > 30 dB of ONNX Runtime's logits against
+pyfastcnn's INT8 logits, and the same argmax on a batch of 16 (one near-tie may flip). The QDQ
+graph describes the same integer model, but not bit for bit: ONNX Runtime's fused
+QLinearConv/QLinearAdd requantize with their own float multiplier (and its unfused path sums
+dequantized values in float32), so an activation code can land one step away where the real
+value is near a rounding boundary, and that propagates. Measured here: 45-56 dB with every
+argmax equal, against 32-40 dB between pyfastcnn's INT8 and the float model, so the export
+adds far less error than quantization itself.
 """
 import collections
 import importlib
@@ -28,7 +31,9 @@ ort = pytest.importorskip("onnxruntime",
 from pyfastcnn.export import export_onnx  # noqa: E402
 
 MODELS = {"cifar_resnet8": lambda: models.cifar_resnet(8),
-          "mobilenet_v2": lambda: models.mobilenet_v2(num_classes=10)}
+          "mobilenet_v2": lambda: models.mobilenet_v2(num_classes=10),
+          # ImageNet stem (7x7/2 conv, 3x3/2 max pool: QuantMaxPool2d in INT8), narrow
+          "resnet_stem": lambda: models.ResNet(models.BasicBlock, [1, 1], 10, (8, 16))}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -137,6 +142,10 @@ def test_int8_qdq_matches(name):
     assert (out.argmax(1) == ours.argmax(1)).sum() >= len(x) - 1
     # without ORT's fusions the QDQ graph is evaluated op by op in float: close too
     assert sqnr(ours, _run(_session(proto, optimize=False), x)) > 30
+    if name == "resnet_stem":  # max pooling runs on the uint8 codes
+        pool = next(n for n in proto.graph.node if n.op_type == "MaxPool")
+        producer = next(n for n in proto.graph.node if pool.input[0] in n.output)
+        assert producer.op_type == "QuantizeLinear"
 
 
 def test_int8_graph_is_qdq_and_fuses(tmp_path):
