@@ -12,7 +12,8 @@ from . import _native
 __version__ = "0.1.0"
 
 ISAS = _native._ISA_NAMES
-OPS = ("int8_gemm", "sparse_conv2d", "conv2d_dense", "conv2d_bf16", "sparse_quantized_conv2d")
+OPS = ("int8_gemm", "sparse_conv2d", "conv2d_dense", "conv2d_bf16", "sparse_quantized_conv2d",
+       "quantized_add", "quantize_per_tensor")
 
 
 def set_isa(name: str) -> None:

@@ -297,6 +297,26 @@ PYBIND11_MODULE(_C, m) {
       },
       "out = clamp(conv2d(bf16(input), W) + bias), W packed by conv2d_bf16_pack, FP32 out");
 
+  m.def(
+      "quantized_add",
+      [](const py::tuple& a, double a_scale, int32_t a_zero_point, const py::tuple& b,
+         double b_scale, int32_t b_zero_point, double out_scale, int32_t out_zero_point,
+         bool relu, const py::tuple& out) {
+        const TensorRef ra = to_ref(a, "a"), rb = to_ref(b, "b"), ro = to_ref(out, "out");
+        py::gil_scoped_release release;
+        quantized_add(ra, rb, ro, a_scale, a_zero_point, b_scale, b_zero_point, out_scale,
+                      out_zero_point, relu);
+      },
+      "out = quantized a + b (uint8/int8, same shape and dense strides): see kernels.h");
+  m.def(
+      "quantize_per_tensor",
+      [](const py::tuple& x, double scale, int32_t zero_point, const py::tuple& out) {
+        const TensorRef rx = to_ref(x, "x"), ro = to_ref(out, "out");
+        py::gil_scoped_release release;
+        quantize_per_tensor(rx, ro, scale, zero_point);
+      },
+      "out = clamp(round_half_even(x / scale) + zero_point) (NaN -> zero_point); NCHW x -> "
+      "channels_last out fused");
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); },
         "best ISA level of this CPU");
   m.def("selected_isa", [] { return std::string(isa_name(selected_isa())); },

@@ -78,6 +78,21 @@ const SparseInt8ConvFn kSparseInt8Conv[kNumIsas] = {
 #endif
 };
 
+const QuantAddFn kQuantAdd[kNumIsas] = {
+    ref::quantized_add,
+#ifdef PYFASTCNN_X86
+    avx2::quantized_add,
+    avx512::quantized_add,
+#endif
+};
+const QuantizeFn kQuantize[kNumIsas] = {
+    ref::quantize,
+#ifdef PYFASTCNN_X86
+    avx2::quantize,
+    avx512::quantize,
+#endif
+};
+
 // Index of the entry to use at `isa`: the nearest level at or below it that has a kernel.
 template <class T, class HasKernel>
 int level_for(const T (&table)[kNumIsas], Isa isa, HasKernel has_kernel) {
@@ -128,6 +143,8 @@ SparsePlanesFn sparse_planes_kernel() {
 SparseInt8ConvFn sparse_int8_conv_kernel() {
   return kSparseInt8Conv[fn_level(kSparseInt8Conv, selected_isa())];
 }
+QuantAddFn quantized_add_kernel() { return kQuantAdd[fn_level(kQuantAdd, selected_isa())]; }
+QuantizeFn quantize_kernel() { return kQuantize[fn_level(kQuantize, selected_isa())]; }
 Conv2dDenseFn conv2d_dense_kernel() { return kConv2dDense[fn_level(kConv2dDense, selected_isa())]; }
 
 const char* kernel_isa(const char* op) {
@@ -141,6 +158,10 @@ const char* kernel_isa(const char* op) {
     level = bf16_conv_level(isa);
   } else if (std::strcmp(op, "sparse_quantized_conv2d") == 0) {
     level = fn_level(kSparseInt8Conv, isa);
+  } else if (std::strcmp(op, "quantized_add") == 0) {
+    level = fn_level(kQuantAdd, isa);
+  } else if (std::strcmp(op, "quantize_per_tensor") == 0) {
+    level = fn_level(kQuantize, isa);
   } else if (std::strcmp(op, "conv2d_dense") == 0) {
     level = f32_conv_level(isa);
   } else {

@@ -1,6 +1,7 @@
 """The ops: validated Python entry points over torch.library custom ops over native kernels."""
 
 from .conv_bn_relu import PackedConvWeight, conv_bn_relu, fold_bn
+from .elementwise import quantize_per_tensor, quantized_add
 from .int8_gemm import int8_gemm
 from .quantized import (
     PackedInt8Weight,
@@ -18,6 +19,8 @@ __all__ = [
     "fold_bn",
     "PackedConvWeight",
     "int8_gemm",
+    "quantized_add",
+    "quantize_per_tensor",
     "PackedInt8Weight",
     "QuantizedWeight",
     "pack_int8_weight",

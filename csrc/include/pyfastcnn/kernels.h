@@ -230,6 +230,37 @@ using SparseConv2dCsrFn = void (*)(const Conv2dIO& io, const Conv2dGeometry& g, 
 using Conv2dDenseFn = void (*)(const Conv2dIO& io, const Conv2dGeometry& g, const float* weight,
                                const Conv2dEpilogue& epi);
 
+// ---- INT8 elementwise ops ------------------------------------------------------------------
+// Quantized add over n elements in memory order (uint8, or int8 when is_signed), all float32
+// operations rounded one by one (these units are compiled with -ffp-contract=off: no FMA):
+//   y = (ka * a[i] + c) + kb * b[i];   y = min(max(y, lo), hi);   out[i] = round_half_even(y)
+// lo/hi are integers inside the code range (lo = max(qmin, out_zero_point) for ReLU), so clamping
+// before rounding equals clamping after.
+struct QuantAddArgs {
+  const uint8_t* a;
+  const uint8_t* b;
+  uint8_t* out;
+  int64_t n;
+  bool is_signed;
+  float ka, kb, c, lo, hi;
+};
+using QuantAddFn = void (*)(const QuantAddArgs& args);
+// Per-tensor quantization of float32 x: v = x / scale (a true division); NaN -> 0;
+// v = min(max(v, lo), hi) with lo = qmin - zero_point, hi = qmax - zero_point;
+// out = round_half_even(v) + zero_point (so +-inf saturate and NaN gives zero_point).
+// transpose: x is [outer][channels][pixels] and out [outer][pixels][channels] (NCHW -> NHWC);
+// else x and out are n = outer * channels * pixels elements in the same order.
+struct QuantizeArgs {
+  const float* x;
+  uint8_t* out;
+  int64_t outer, channels, pixels;
+  bool transpose;
+  bool is_signed;  // int8 codes, else uint8
+  float scale, lo, hi;
+  int32_t zero_point;
+};
+using QuantizeFn = void (*)(const QuantizeArgs& args);
+
 #define PYFASTCNN_DECLARE_INT8_GEMM                                                    \
   size_t int8_packed_b_bytes(int64_t K, int64_t N);                                   \
   void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed); \
@@ -253,6 +284,8 @@ void sparse_int8_conv2d(const uint8_t* x, uint8_t flip, uint8_t zero_point,
                         const int32_t* values32, const Int8Epilogue& epi, void* out);
 // Fills args.planes from args.x (any channel count; the vector kernels' fallback).
 void sparse_int8_fill_planes(const SparseInt8ConvArgs& args);
+void quantized_add(const QuantAddArgs& args);
+void quantize(const QuantizeArgs& args);
 }  // namespace ref
 namespace avx2 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -261,6 +294,8 @@ size_t f32_packed_floats(int64_t K, int64_t N);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 void conv2d_f32(const F32ConvArgs& args);
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
+void quantized_add(const QuantAddArgs& args);
+void quantize(const QuantizeArgs& args);
 }
 namespace avx512 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -270,6 +305,8 @@ void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed
 void conv2d_f32(const F32ConvArgs& args);
 void conv2d_f32_block_sparse(const F32BlockSparseArgs& args);
 void depthwise_f32(const F32DepthwiseArgs& args);
+void quantized_add(const QuantAddArgs& args);
+void quantize(const QuantizeArgs& args);
 }
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM

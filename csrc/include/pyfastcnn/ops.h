@@ -61,6 +61,17 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
                         int64_t KH, int64_t KW, const TensorRef& w_scale, const TensorRef* bias,
                         const ConvParams& p, const QuantParams& q, const TensorRef& out);
 
+// ---- INT8 elementwise ----------------------------------------------------------------------
+// out = quantized a + b (QuantAddArgs in kernels.h gives the exact float32 math): a, b, out of
+// one dtype (uint8 or int8), one shape and the same dense strides (any dim order).
+void quantized_add(const TensorRef& a, const TensorRef& b, const TensorRef& out, double a_scale,
+                   int32_t a_zero_point, double b_scale, int32_t b_zero_point, double out_scale,
+                   int32_t out_zero_point, bool relu);
+// out (uint8/int8) = codes of x (float32), QuantizeArgs' math with float32(scale). x and out
+// dense with the same strides, or x NCHW-contiguous and out channels_last (fused transpose).
+void quantize_per_tensor(const TensorRef& x, const TensorRef& out, double scale,
+                         int32_t zero_point);
+
 // output[N,OC,OH,OW] = clamp(conv2d(input, W) + bias). W in CSR (see kernels.h), shape
 // [OC, C/groups, KH, KW]. input/output: any strides.
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
