@@ -79,9 +79,10 @@ def _compressed(name: str, kind: str) -> torch.nn.Module:
             _CACHE[key] = pyfastcnn.compress(model)
         elif kind == "pruned":
             _CACHE[key] = pyfastcnn.compress(model, sparsity=0.8, structure="block")
-        elif kind == "int8":
-            _CACHE[key] = pyfastcnn.compress(model, quantize="int8", observer="minmax",
-                                             calibration_data=[_input(8, seed=3)])
+        elif kind in ("int8", "pruned int8"):
+            _CACHE[key] = pyfastcnn.compress(
+                model, quantize="int8", observer="minmax", calibration_data=[_input(8, seed=3)],
+                sparsity=0.8 if kind == "pruned int8" else None)
         else:
             raise AssertionError(kind)
     return _CACHE[key]
@@ -146,6 +147,16 @@ def test_int8_qdq_matches(name):
         pool = next(n for n in proto.graph.node if n.op_type == "MaxPool")
         producer = next(n for n in proto.graph.node if pool.input[0] in n.output)
         assert producer.op_type == "QuantizeLinear"
+
+
+def test_pruned_int8_exports_its_zeros():
+    model = _compressed("cifar_resnet8", "pruned int8")
+    x = _input()
+    proto = export_onnx(model, x[:1], None)
+    assert sqnr(_ours(model, x), _run(_session(proto), x)) > 30
+    weights = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer
+               if t.name.endswith(".weight_int8") and len(t.dims) == 4]
+    assert sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights) > 0.75
 
 
 def test_int8_graph_is_qdq_and_fuses(tmp_path):
