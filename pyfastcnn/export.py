@@ -462,7 +462,10 @@ class _Exporter:
             raise ValueError(f"cannot export {_describe(self.gm, node)}: its input is not "
                              "quantized codes")
         xf = b.dequantize(x.name, m.in_scale, m.in_zero_point, m.in_dtype, name + ".x")
-        w_int, w_scale = m.weight.int_weight, m.weight.scale.float()
+        # int_weight(): the dense int8 weight, also of a sparse (SparseInt8Weight) layer
+        w_int = m.int_weight() if callable(getattr(m, "int_weight", None)) else \
+            m.weight.int_weight
+        w_scale, groups = m.weight.scale.float(), m.weight.groups
         oc = w_int.shape[0]
         if w_scale.numel() == 1:
             w_scale = w_scale.expand(oc)
@@ -489,7 +492,7 @@ class _Exporter:
                 float_bias = b.init(name + ".bias", m.bias.float())
         if conv:
             y = b.node("Conv", ins, name + ".conv", **b.conv_attrs(
-                w_int.shape, m.stride, m.padding, m.dilation, m.weight.groups))
+                w_int.shape, m.stride, m.padding, m.dilation, groups))
             if float_bias is not None:
                 shaped = b.node("Reshape", [float_bias, b.ints([1, oc, 1, 1])],
                                 name + ".bias4d")
