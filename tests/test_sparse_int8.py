@@ -230,3 +230,28 @@ def test_opcheck():
 def test_is_exported():
     assert isinstance(_packed(), SparseInt8Weight)
     assert pyfastcnn.ops.sparse_quantized_conv2d is sparse_quantized_conv2d
+
+
+# Planes large enough and weights dense enough that the VNNI kernel reads shifted, cache-line
+# aligned copies of the planes (rows padded to 16 pixels; one copy per kw shift).
+ALIGNED_CASES = [
+    ConvCase("c64-3x3-40x46", 1, 64, 40, 46, 24, (3, 3), padding=1),
+    ConvCase("c32-3x3-dil2-36x44", 1, 32, 36, 44, 20, (3, 3), padding=2, dilation=2),
+    ConvCase("c3-7x7-s2-100x116", 1, 3, 100, 116, 16, (7, 7), stride=2, padding=3),
+    ConvCase("c16-1x3-48x45", 2, 16, 48, 45, 64, (1, 3), padding=(0, 1)),
+]
+
+
+@pytest.mark.parametrize("case", ALIGNED_CASES, ids=lambda c: c.id)
+def test_aligned_plane_copies(isa, case):
+    qw = pruned_qweight(case, sparsity=0.3)
+    packed = pack_sparse_int8(qw)
+    bias = torch.randn(case.oc)
+    geo = dict(stride=case.stride, padding=case.padding, dilation=case.dilation)
+    for kind in X_DTYPES:
+        x, zp = quant_x(case, kind)
+        out = dict(out_dtype=torch.uint8, out_scale=0.5, out_zero_point=3, relu=True)
+        y = sparse_quantized_conv2d(x, 0.02, zp, packed, bias, **geo, **out)
+        assert torch.equal(y, pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo, **out))
+        y = sparse_quantized_conv2d(x, 0.02, zp, packed, None, **geo)
+        assert torch.equal(y, pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, None, **geo))
