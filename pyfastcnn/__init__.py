@@ -25,6 +25,7 @@ from ._config import (
     supported_isas,
 )
 from .compress import compress
+from .export import export_onnx
 from .model_report import report
 from .ops import (
     PackedConvWeight,
@@ -45,6 +46,7 @@ from .ops import (
 __all__ = [
     "__version__",
     "compress",
+    "export_onnx",
     "report",
     "fusion",
     "models",

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from ..ops._checks import conv_geometry
+from ..ops.elementwise import quantize_per_tensor, quantized_add
 from ..ops.quantized import (
     QuantizedWeight,
     _output_params,
@@ -25,7 +26,7 @@ from ..ops.sparse_int8 import (
     _sparse_quantized_conv2d_impl,
     sparse_quantized_conv2d,
 )
-from ..quantization.qparams import dequantize, quant_range, quantize
+from ..quantization.qparams import dequantize, quant_range
 
 
 def _activation_clamp(activation: Optional[str]):
@@ -237,8 +238,11 @@ class Quantize(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32:
             raise TypeError(f"Quantize expects a float32 input, got {x.dtype}")
-        q = quantize(x, self.scale, self.zero_point, self.dtype)
-        return q.contiguous(memory_format=torch.channels_last) if q.dim() == 4 else q
+        # one native pass (the NCHW -> NHWC transpose fused); the same codes as
+        # pyfastcnn.quantization.quantize
+        return quantize_per_tensor(x, self.scale, self.zero_point, self.dtype,
+                                   torch.channels_last if x.dim() == 4 else
+                                   torch.contiguous_format)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.4g}, zero_point={self.zero_point}, dtype={self.dtype}"
@@ -262,8 +266,9 @@ class DeQuantize(torch.nn.Module):
 
 class QuantAdd(torch.nn.Module):
     """Residual add of two quantized tensors, optional ReLU, requantized to the output params:
-    out = quantize(relu?(dequantize(a) + dequantize(b))). Memory-bound; computed in float32
-    (the result can differ from the exact real sum's rounding by one code at ties)."""
+    out = quantize(relu?(dequantize(a) + dequantize(b))), one native pass (``quantized_add``;
+    float32 math, so a result can differ from the exact real sum's rounding by one code at
+    ties)."""
 
     def __init__(self, a_scale: float, a_zero_point: int, b_scale: float, b_zero_point: int,
                  out_scale: float, out_zero_point: int, relu: bool = False,
@@ -276,7 +281,7 @@ class QuantAdd(torch.nn.Module):
         self.b_scale, self.b_zero_point = b_scale, b_zero_point
         self.out_scale, self.out_zero_point = out_scale, out_zero_point
         self.relu, self.dtype = relu, dtype
-        self._qmin, self._qmax = quant_range(dtype)
+
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         for name, t in (("a", a), ("b", b)):
@@ -285,15 +290,8 @@ class QuantAdd(torch.nn.Module):
         if a.shape != b.shape:
             raise ValueError(f"QuantAdd inputs differ in shape: {tuple(a.shape)} vs "
                              f"{tuple(b.shape)}")
-        # codes_out = round(ka·a + kb·b + c) with ka = sa/so, kb = sb/so and
-        # c = zo − ka·za − kb·zb: the same real number as quantize(dequant(a) + dequant(b)),
-        # in fewer passes over memory. ReLU in the code domain is a clamp at the zero point.
-        ka, kb = self.a_scale / self.out_scale, self.b_scale / self.out_scale
-        c = self.out_zero_point - ka * self.a_zero_point - kb * self.b_zero_point
-        y = a.float().mul_(ka).add_(c)
-        y.add_(b.float(), alpha=kb).round_()
-        y.clamp_(self.out_zero_point if self.relu else self._qmin, self._qmax)
-        return y.to(self.dtype)
+        return quantized_add(a, self.a_scale, self.a_zero_point, b, self.b_scale,
+                             self.b_zero_point, self.out_scale, self.out_zero_point, self.relu)
 
     def extra_repr(self) -> str:
         return (f"out=(scale={self.out_scale:.4g}, zero_point={self.out_zero_point}), "

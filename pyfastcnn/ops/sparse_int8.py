@@ -125,7 +125,8 @@ def pack_sparse_int8(
         if scale is not None:
             raise ValueError("scale comes from the QuantizedWeight; do not pass it")
         if weight.int_weight.dim() != 4:
-            raise ValueError(f"weight is not a conv weight (shape {tuple(weight.int_weight.shape)})")
+            raise ValueError(
+                f"weight is not a conv weight (shape {tuple(weight.int_weight.shape)})")
         if groups is not None and groups != weight.groups:
             raise ValueError(f"groups={groups} does not match the weight's groups={weight.groups}")
         w, w_scale, groups = weight.int_weight, weight.scale, weight.groups
@@ -139,7 +140,8 @@ def pack_sparse_int8(
         elif isinstance(scale, (int, float)) and not isinstance(scale, bool):
             w_scale = torch.full((oc,), float(scale), dtype=torch.float32)
         else:
-            raise TypeError(f"scale must be a float32 tensor or a float, got {type(scale).__name__}")
+            raise TypeError(
+                f"scale must be a float32 tensor or a float, got {type(scale).__name__}")
         if not bool((w_scale > 0).all()) or not bool(torch.isfinite(w_scale).all()):
             raise ValueError("scale must be positive and finite")
         groups = 1 if groups is None else groups
