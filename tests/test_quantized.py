@@ -339,3 +339,47 @@ def test_torch_compile_matches_eager():
 
     compiled = torch.compile(layer, fullgraph=True)
     assert torch.equal(compiled(x), layer(x))
+
+
+# Few input channels (the ResNet stem and its relatives): the VNNI conv reduces over whole kernel
+# rows of unpadded pixels there, reading up to 3 bytes of the next pixel against zero weights.
+# The sums must be exact.
+STEM_LIKE = [
+    # n, c, h, w, oc, kernel, stride, padding
+    (1, 1, 17, 13, 5, (7, 7), 2, 3),
+    (2, 2, 9, 11, 33, (7, 7), 2, 3),
+    (1, 3, 33, 31, 64, (7, 7), 2, 3),
+    (2, 3, 13, 7, 70, (3, 5), 1, (1, 2)),
+    (1, 3, 8, 8, 7, (7, 7), 1, 0),
+    (1, 5, 11, 13, 17, (7, 7), 2, 3),
+    (1, 6, 7, 9, 3, (3, 3), 1, 0),
+    (1, 7, 5, 19, 96, (1, 7), (1, 2), (0, 3)),
+]
+
+
+@pytest.mark.parametrize(
+    "n,c,h,w,oc,kernel,stride,padding", STEM_LIKE, ids=lambda v: str(v).replace(" ", "")
+)
+@pytest.mark.parametrize("xk", X_DTYPES)
+def test_conv_few_channels_exact(isa, n, c, h, w, oc, kernel, stride, padding, xk):
+    x, xs, xzp = quant_x((n, c, h, w), xk)
+    x = x.contiguous(memory_format=torch.channels_last)
+    qw = pyfastcnn.quantize_weight(torch.randn(oc, c, *kernel))
+    geo = dict(stride=stride, padding=padding)
+    # Unit scales and no bias: the float32 output is the int32 sum itself (|sum| < 2^24).
+    unit = pyfastcnn.QuantizedWeight(qw.int_weight, torch.ones(oc))
+    acc = pyfastcnn.quantized_conv2d(x, 1.0, xzp, unit, **geo)
+    expected = torch.nn.functional.conv2d(
+        (x.long() - xzp).double(), qw.int_weight.double(), None, **geo
+    )
+    assert torch.equal(acc.double(), expected)
+    bias = torch.randn(oc)
+    y = pyfastcnn.quantized_conv2d(
+        x, xs, xzp, qw, bias, **geo, out_dtype=torch.uint8, out_scale=0.05, out_zero_point=3,
+        relu=True,
+    )
+    ref = reference.quantized_conv2d(
+        x, xs, xzp, qw.int_weight, qw.scale, bias, **geo, out_dtype=torch.uint8, out_scale=0.05,
+        out_zero_point=3, relu=True,
+    )
+    check(y, ref, torch.uint8)

@@ -10,15 +10,16 @@
 namespace pyfastcnn {
 namespace {
 
-#define INT8_GEMM_ENTRY(isa, ns, fused, conv, signed_a) \
-  { isa, ns::int8_packed_b_bytes, ns::int8_pack_b, ns::int8_gemm, fused, conv, signed_a }
+#define INT8_GEMM_ENTRY(isa, ns, fused, conv, signed_a, repack) \
+  { isa, ns::int8_packed_b_bytes, ns::int8_pack_b, ns::int8_gemm, fused, conv, signed_a, repack }
 
 const Int8GemmKernel kInt8Gemm[kNumIsas] = {
-    INT8_GEMM_ENTRY(Isa::scalar, ref, true, nullptr, false),
+    INT8_GEMM_ENTRY(Isa::scalar, ref, true, nullptr, false, nullptr),
 #ifdef PYFASTCNN_X86
-    INT8_GEMM_ENTRY(Isa::avx2, avx2, false, nullptr, false),
-    INT8_GEMM_ENTRY(Isa::avx512, avx512, false, nullptr, false),
-    INT8_GEMM_ENTRY(Isa::avx512_vnni, avx512_vnni, true, avx512_vnni::int8_conv, true),
+    INT8_GEMM_ENTRY(Isa::avx2, avx2, false, nullptr, false, nullptr),
+    INT8_GEMM_ENTRY(Isa::avx512, avx512, false, nullptr, false, nullptr),
+    INT8_GEMM_ENTRY(Isa::avx512_vnni, avx512_vnni, true, avx512_vnni::int8_conv, true,
+                    avx512_vnni::int8_repack_conv_rows),
 #endif
 };
 

@@ -245,37 +245,58 @@ bool is_channels_last(const TensorRef& t) {
 }
 
 // The conv's source image as the kernels read it: NHWC bytes, unsigned, each group's channels
-// padded to a multiple of 4 (cg4), and spatially padded with the zero point so that every tap
-// of every output pixel is inside it. The input is used in place when it already is all that.
+// padded to a multiple of 4 (cg4; left unpadded when `compact`, see Int8RepackConvRowsFn), and
+// spatially padded with the zero point so that every tap of every output pixel is inside it.
+// The input is used in place when it already is all that. A compact copy ends with 64 slack
+// bytes: its last segment reads up to 3 bytes past the image.
 struct ConvSource {
   const uint8_t* data;
   int64_t Hs, Ws, Cs, cg4;
 };
 
-ConvSource conv_source(const uint8_t* x, const Conv2dGeometry& g, uint8_t flip, uint8_t zp) {
+ConvSource conv_source(const uint8_t* x, const Conv2dGeometry& g, uint8_t flip, uint8_t zp,
+                       bool compact) {
   ConvSource s;
   const int64_t cg = g.C / g.groups;
-  s.cg4 = (cg + 3) / 4 * 4;
+  s.cg4 = compact ? cg : (cg + 3) / 4 * 4;
   s.Cs = g.groups * s.cg4;
   s.Hs = (g.OH - 1) * g.stride_h + (g.KH - 1) * g.dil_h + 1;
   s.Ws = (g.OW - 1) * g.stride_w + (g.KW - 1) * g.dil_w + 1;
-  const bool in_place = !flip && s.cg4 == cg && g.pad_top == 0 && g.pad_left == 0 &&
-                        s.Hs <= g.H && s.Ws <= g.W;
+  const bool in_place = !compact && !flip && s.cg4 == cg && g.pad_top == 0 &&
+                        g.pad_left == 0 && s.Hs <= g.H && s.Ws <= g.W;
   if (in_place) {
     s.data = x;
     s.Hs = g.H;
     s.Ws = g.W;
     return s;
   }
+  const size_t image_bytes = static_cast<size_t>(g.N * s.Hs * s.Ws * s.Cs);
   uint8_t* dst = static_cast<uint8_t*>(
-      scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * s.Hs * s.Ws * s.Cs)));
+      scratch(ScratchSlot::conv_source, image_bytes + (compact ? 64 : 0)));
+  if (compact) std::memset(dst + image_bytes, zp, 64);
   const int64_t cg4 = s.cg4, C = g.C, groups = g.groups;
+  // Source columns lo .. hi hold input pixels (the rest is padding).
+  const int64_t lo = std::min(std::max<int64_t>(g.pad_left, 0), s.Ws);
+  const int64_t hi = std::max(lo, std::min(g.pad_left + g.W, s.Ws));
   parallel_for(g.N * s.Hs, 4, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / s.Hs, ih = row % s.Hs - g.pad_top;
       uint8_t* out = dst + row * s.Ws * s.Cs;
       if (ih < 0 || ih >= g.H) {
         std::memset(out, zp, s.Ws * s.Cs);
+        continue;
+      }
+      if (cg4 == cg) {  // same pixel layout: one run per row
+        const uint8_t* __restrict in = x + ((n * g.H + ih) * g.W + lo - g.pad_left) * C;
+        uint8_t* __restrict o = out;
+        std::memset(o, zp, lo * C);
+        const int64_t bytes = (hi - lo) * C;
+        if (flip) {
+          for (int64_t i = 0; i < bytes; ++i) o[lo * C + i] = in[i] ^ flip;
+        } else {
+          std::memcpy(o + lo * C, in, bytes);
+        }
+        std::memset(o + hi * C, zp, (s.Ws - hi) * C);
         continue;
       }
       for (int64_t wp = 0; wp < s.Ws; ++wp, out += s.Cs) {
@@ -285,10 +306,6 @@ ConvSource conv_source(const uint8_t* x, const Conv2dGeometry& g, uint8_t flip, 
           continue;
         }
         const uint8_t* __restrict in = x + ((n * g.H + ih) * g.W + iw) * g.C;
-        if (cg4 == cg && !flip) {
-          std::memcpy(out, in, C);
-          continue;
-        }
         uint8_t* __restrict o = out;
         for (int64_t grp = 0; grp < groups; ++grp) {
           for (int64_t c = 0; c < cg; ++c) o[grp * cg4 + c] = in[grp * cg + c] ^ flip;
@@ -341,8 +358,25 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
                              static_cast<const float*>(w_scale.data),
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
-  const ConvSource src = conv_source(static_cast<const uint8_t*>(x.data), g,
-                                     x.dtype == DType::i8 ? 0x80 : 0, static_cast<uint8_t>(zp));
+  const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
+  // Few channels: reduce over whole kernel rows of unpadded pixels (Int8RepackConvRowsFn).
+  const int64_t row_lq = (KW * C_per_group + 3) / 4 * 4;
+  if (k.conv && k.repack_conv_rows && g.groups == 1 && C_per_group % 4 != 0 && g.dil_w == 1 &&
+      row_lq < KW * cg4) {
+    const ConvSource src = conv_source(static_cast<const uint8_t*>(x.data), g, flip,
+                                       static_cast<uint8_t>(zp), true);
+    const int64_t K_rows = KH * row_lq;
+    void* rows_packed = scratch(ScratchSlot::packed_weights, int8_packed_bytes(layout, K_rows, OC));
+    k.repack_conv_rows(packed.data, KH, KW, C_per_group, OC, rows_packed);
+    std::vector<int64_t> segments(KH);
+    for (int64_t kh = 0; kh < KH; ++kh) segments[kh] = kh * g.dil_h * src.Ws * src.Cs;
+    k.conv(Int8ConvArgs{src.data, src.Hs, src.Ws, src.Cs, g.N, g.OH, g.OW, g.stride_h,
+                        g.stride_w, 1, src.cg4, OC, segments.data(), KH, row_lq, rows_packed,
+                        0, out.data, e.epi});
+    return;
+  }
+  const ConvSource src =
+      conv_source(static_cast<const uint8_t*>(x.data), g, flip, static_cast<uint8_t>(zp), false);
   int64_t segment_len;
   const std::vector<int64_t> segments = conv_segments(g, src, &segment_len);
   const int64_t group_bytes = static_cast<int64_t>(int8_packed_bytes(layout, K, ocg));

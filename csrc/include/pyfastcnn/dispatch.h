@@ -14,6 +14,7 @@ struct Int8GemmKernel {
   bool fused_epilogue;  // false: gemm handles Int8OutKind::i32 only
   Int8ConvFn conv;      // implicit-GEMM conv with fused epilogue, or null (im2col + gemm)
   bool signed_a;        // gemm reads int8 A directly (Int8GemmArgs::a_signed)
+  Int8RepackConvRowsFn repack_conv_rows;  // compact kernel rows for conv, or null
 };
 struct F32ConvKernel {
   Isa isa;

@@ -58,6 +58,16 @@ struct Int8ConvArgs {
 };
 using Int8ConvFn = void (*)(const Int8ConvArgs& args);
 
+// Compact kernel rows for convs with few channels (groups == 1, C % 4 != 0, no horizontal
+// dilation): a conv weight packed with K = KH * KW * c4 rows (c4 = C rounded up to 4, row
+// (kh * KW + kw) * c4 + c) is repacked with K = KH * Lq rows, Lq = KW * C rounded up to 4: row
+// kh * Lq + kw * C + c, rows kh * Lq + KW * C .. kh * Lq + Lq - 1 zero. One kernel row of an
+// unpadded NHWC source (Cs = C) is then one segment of Lq contiguous bytes, whose last
+// Lq - KW * C bytes belong to the next pixel and meet zero weights: the 3x7 stem reduces over
+// 7 * 24 bytes instead of 49 * 4. `out` holds packed_bytes(KH * Lq, N).
+using Int8RepackConvRowsFn = void (*)(const void* packed, int64_t KH, int64_t KW, int64_t C,
+                                      int64_t N, void* out);
+
 // ---- FP32 convolution as an implicit GEMM -----------------------------------------------------
 // Source as in Int8ConvArgs, in floats (no channel padding), zero-padded. Segment s is
 // segment_len[s] floats at segment_offset[s]; k-block b covers segments
@@ -311,6 +321,8 @@ void quantize(const QuantizeArgs& args);
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM
 void int8_conv(const Int8ConvArgs& args);
+void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
+                           void* out);
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
 }
 namespace avx512_bf16 {
