@@ -25,13 +25,18 @@ class DemoSettings:
     train_size: int = 12000
     test_size: int = 2000
     epochs: int = 15
-    finetune_epochs: int = 4
+    finetune_epochs: int = 6
     batch_size: int = 128
     depth: int = 8
     width: int = 16
     sparsity: float = 0.8
+    # blocks of 4 input channels: the sparse INT8 kernel's unit; one global magnitude
+    # threshold lets the layers that matter keep more weights (measured here: 88.5% vs 86.8%
+    # for the same 80% per layer, base model 89.9%)
     structure: str = "block"
-    block_shape: tuple = (32, 4)
+    block_shape: tuple = (1, 4)
+    scope: str = "global"
+    finetune_lr: float = 0.1
     latency_runs: int = 30
     seed: int = 0
 
@@ -205,14 +210,15 @@ def run(out_dir: str = "pyfastcnn-demo", settings: Optional[DemoSettings] = None
     # gradual pruning with fine-tuning (cubic schedule over the first 60% of the steps)
     pruned = copy.deepcopy(model)
     steps = s.finetune_epochs * (len(x_train) // s.batch_size)
-    opt = torch.optim.SGD(pruned.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
-                          nesterov=True)
+    opt = torch.optim.SGD(pruned.parameters(), lr=s.finetune_lr, momentum=0.9,
+                          weight_decay=5e-4, nesterov=True)
     schedule = pruning.CubicSchedule(s.sparsity, 0, max(1, int(0.6 * steps)),
                                      frequency=max(1, steps // 40))
     pruner = pruning.GradualPruner(pruned, schedule, structure=s.structure,
-                                   block_shape=s.block_shape, skip=["conv1", "fc"],
-                                   optimizer=opt)
-    _train(pruned, x_train, y_train, s.finetune_epochs, 0.05, s, bar, "pruning + fine-tuning",
+                                   block_shape=s.block_shape, scope=s.scope,
+                                   skip=["conv1", "fc"], optimizer=opt)
+    _train(pruned, x_train, y_train, s.finetune_epochs, s.finetune_lr, s, bar,
+           "pruning + fine-tuning",
            on_step=pruner.step, optimizer=opt)
     pruner.remove()
     pruned.eval()
@@ -245,7 +251,8 @@ def run(out_dir: str = "pyfastcnn-demo", settings: Optional[DemoSettings] = None
     cfg = config()
     header = (f"ResNet-{s.depth} (width {s.width}) on the built-in shapes dataset "
               f"({s.train_size} train / {s.test_size} test images, 32×32), {s.epochs} epochs; "
-              f"pruned: {s.structure} {tuple(s.block_shape)} to {s.sparsity:.0%}, "
+              f"pruned: {s.structure} {tuple(s.block_shape)}, {s.scope} magnitude, to "
+              f"{s.sparsity:.0%} of the conv weights (stem and classifier dense), "
               f"{s.finetune_epochs} fine-tuning epochs; threads: {cfg['num_threads']}; "
               f"ISA: {cfg['selected_isa']}; latency: median of {s.latency_runs}.\n")
     md = table_markdown(rows, header)

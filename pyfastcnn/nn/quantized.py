@@ -156,6 +156,13 @@ class QuantConv2d(_QuantLayer):
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self._call_args: dict = {}  # input shape -> checked op arguments (see forward)
 
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else \
+            self.__dict__.copy()
+        state = dict(state)
+        state["_call_args"] = {}  # a per-process cache, not part of the model
+        return state
+
     @property
     def weight_shape(self) -> tuple:
         return tuple(self.weight.shape if self.sparse else self.weight.int_weight.shape)
