@@ -22,6 +22,17 @@ constexpr int64_t out_bytes(Int8OutKind kind) {
   return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
 }
 
+// The 8-bit output code of int32 sums acc (offsets already added) before the final clamp to the
+// output range, which callers do with a clamp or with saturating packs (the same result).
+inline __m512i requantize_epi32(__m512i acc, const __m512& scale, const __m512& bias,
+                                const Int8Epilogue& epi) {
+  __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias);
+  y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(epi.clamp_min)),
+                    _mm512_set1_ps(epi.clamp_max));
+  return _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_set1_ps(epi.out_inv_scale))),
+                          _mm512_set1_epi32(epi.out_zero_point));
+}
+
 // Stores lanes `mask` of acc (int32 sums, offsets already added) at element n of `row` after the
 // epilogue of kernels.h (Int8Epilogue): scale and bias hold the lanes' channels.
 template <Int8OutKind KIND>
@@ -29,21 +40,17 @@ void store_tile_vector(__m512i acc, __mmask16 mask, const __m512& scale, const _
                        const Int8Epilogue& epi, char* row, int64_t n) {
   if constexpr (KIND == Int8OutKind::i32) {
     _mm512_mask_storeu_epi32(reinterpret_cast<int32_t*>(row) + n, mask, acc);
-  } else {
+  } else if constexpr (KIND == Int8OutKind::f32) {
     __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias);
     y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(epi.clamp_min)),
                       _mm512_set1_ps(epi.clamp_max));
-    if constexpr (KIND == Int8OutKind::f32) {
-      _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
-    } else {
-      constexpr bool kSigned = KIND == Int8OutKind::s8;
-      __m512i q = _mm512_add_epi32(
-          _mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_set1_ps(epi.out_inv_scale))),
-          _mm512_set1_epi32(epi.out_zero_point));
-      q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(kSigned ? -128 : 0)),
-                           _mm512_set1_epi32(kSigned ? 127 : 255));
-      _mm_mask_storeu_epi8(row + n, mask, _mm512_cvtepi32_epi8(q));
-    }
+    _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
+  } else {
+    constexpr bool kSigned = KIND == Int8OutKind::s8;
+    __m512i q = requantize_epi32(acc, scale, bias, epi);
+    q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(kSigned ? -128 : 0)),
+                         _mm512_set1_epi32(kSigned ? 127 : 255));
+    _mm_mask_storeu_epi8(row + n, mask, _mm512_cvtepi32_epi8(q));
   }
 }
 

@@ -138,10 +138,50 @@ void init_tile(const Int8Epilogue& epi, int64_t n0, int cols, __m512i acc[][4]) 
   }
 }
 
+// 8-bit epilogue of a tile with all 32 * NP columns: per row, the 2 * NP vectors are packed to
+// bytes with saturation (the final clamp), one permute and one store instead of a clamp, a
+// byte conversion and a store per vector.
+template <int MR, int NP, Int8OutKind KIND>
+void store_tile_bytes(__m512i acc[][4], const Int8Epilogue& epilogue, int64_t n0,
+                      char* const* c_rows) {
+  const Int8Epilogue epi = epilogue;  // a local: byte stores cannot alias it
+  __m512 scale[4], bias[4];
+  for (int v = 0; v < 2 * NP; ++v) {
+    scale[v] = _mm512_loadu_ps(epi.scale + n0 + 16 * v);
+    bias[v] = epi.bias ? _mm512_loadu_ps(epi.bias + n0 + 16 * v) : _mm512_setzero_ps();
+  }
+  // After the packs, dword 4L + m holds channels 16m + 4L .. 16m + 4L + 3: move it to 4m + L.
+  const __m512i order =
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int r = 0; r < MR; ++r) {
+    const __m512i y0 = requantize_epi32(acc[r][0], scale[0], bias[0], epi);
+    const __m512i y1 = requantize_epi32(acc[r][1], scale[1], bias[1], epi);
+    const __m512i a0 = _mm512_packs_epi32(y0, y1);
+    __m512i a1 = a0;
+    if constexpr (NP == 2) {
+      const __m512i y2 = requantize_epi32(acc[r][2], scale[2], bias[2], epi);
+      const __m512i y3 = requantize_epi32(acc[r][3], scale[3], bias[3], epi);
+      a1 = _mm512_packs_epi32(y2, y3);
+    }
+    const __m512i b = KIND == Int8OutKind::s8 ? _mm512_packs_epi16(a0, a1)
+                                              : _mm512_packus_epi16(a0, a1);
+    const __m512i bytes = _mm512_permutexvar_epi32(order, b);
+    if constexpr (NP == 2) {
+      _mm512_storeu_si512(c_rows[r] + n0, bytes);
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c_rows[r] + n0),
+                          _mm512_castsi512_si256(bytes));
+    }
+  }
+}
+
 // Epilogue of a tile, rows c_rows[r], columns n0 .. n0 + cols.
 template <int MR, int NP, Int8OutKind KIND>
 void store_tile(__m512i acc[][4], const Int8Epilogue& epi, int64_t n0, int cols,
                 char* const* c_rows) {
+  if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
+    if (cols == 32 * NP) return store_tile_bytes<MR, NP, KIND>(acc, epi, n0, c_rows);
+  }
   for (int v = 0; v < 2 * NP; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
     const int64_t n = n0 + 16 * v;
