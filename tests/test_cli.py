@@ -7,13 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
+import pyfastcnn
 from pyfastcnn.data import CLASSES, shapes_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+# The subprocess imports the same pyfastcnn as this test (installed, or the built source tree).
+PACKAGE_PARENT = Path(pyfastcnn.__file__).resolve().parents[1]
 
 
 def cli(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_PARENT) + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "pyfastcnn", *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=300)
 
