@@ -342,7 +342,8 @@ def test_torch_compile_matches_eager():
 
 
 # Few input channels (the ResNet stem and its relatives): the VNNI conv reduces over whole kernel
-# rows of unpadded pixels there, reading up to 3 bytes of the next pixel against zero weights.
+# rows of unpadded pixels there (when enough pixels pay for repacking the weight), reading up
+# to 3 bytes of the next pixel against zero weights.
 # The sums must be exact.
 STEM_LIKE = [
     # n, c, h, w, oc, kernel, stride, padding
@@ -350,10 +351,10 @@ STEM_LIKE = [
     (2, 2, 9, 11, 33, (7, 7), 2, 3),
     (1, 3, 33, 31, 64, (7, 7), 2, 3),
     (2, 3, 13, 7, 70, (3, 5), 1, (1, 2)),
-    (1, 3, 8, 8, 7, (7, 7), 1, 0),
+    (1, 3, 8, 8, 7, (7, 7), 1, 0),  # 4 pixels: padded taps (repacking would not pay)
     (1, 5, 11, 13, 17, (7, 7), 2, 3),
-    (1, 6, 7, 9, 3, (3, 3), 1, 0),
-    (1, 7, 5, 19, 96, (1, 7), (1, 2), (0, 3)),
+    (2, 6, 15, 17, 3, (3, 3), 1, 0),
+    (2, 7, 9, 37, 96, (1, 7), (1, 2), (0, 3)),
 ]
 
 

@@ -360,9 +360,12 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
   const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
   // Few channels: reduce over whole kernel rows of unpadded pixels (Int8RepackConvRowsFn).
+  // The weight is repacked per call (~1 cycle per byte, per 32-column panel) to save one
+  // vpdpbusd pair per output pixel and saved quad (per panel): taken when that saves at least
+  // twice the repacking (always for the stem; not for a large weight over a few pixels).
   const int64_t row_lq = (KW * C_per_group + 3) / 4 * 4;
   if (k.conv && k.repack_conv_rows && g.groups == 1 && C_per_group % 4 != 0 && g.dil_w == 1 &&
-      row_lq < KW * cg4) {
+      row_lq < KW * cg4 && M * (KW * cg4 - row_lq) >= 8 * row_lq) {
     const ConvSource src = conv_source(static_cast<const uint8_t*>(x.data), g, flip,
                                        static_cast<uint8_t>(zp), true);
     const int64_t K_rows = KH * row_lq;
