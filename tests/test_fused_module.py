@@ -121,3 +121,50 @@ def test_bfloat16_module_round_trips():
     assert torch.equal(torch.load(buffer, weights_only=False)(x), fused(x))
     with pytest.raises(TypeError, match="dtype must be"):
         FusedConvBNReLU2d.from_modules(conv, bn, dtype=torch.float16)
+
+
+# Depthwise 3x3 (the MobileNet kernel: rows and column edges handled without a padded copy,
+# 4-pixel tiles, 16-channel blocks with a masked tail) and its fallbacks: odd channel counts,
+# feature maps narrower than a tile, strides 1 and 2, asymmetric and over-wide padding,
+# dilation, batch 1 and 8, ReLU6.
+DEPTHWISE = [
+    # (batch, channels, h, w, stride, padding, dilation)
+    (1, 1, 7, 7, 1, 1, 1),
+    (1, 3, 13, 5, 2, 1, 1),
+    (8, 17, 9, 11, 1, 1, 1),
+    (8, 33, 13, 13, 2, 1, 1),
+    (1, 32, 17, 17, 1, 0, 1),
+    (1, 48, 1, 1, 1, 1, 1),
+    (2, 16, 2, 3, 2, 1, 1),
+    (1, 24, 7, 13, 1, (0, 1), 1),
+    (1, 40, 8, 8, 2, (1, 0), 1),
+    (1, 16, 6, 6, 1, 3, 1),
+    (1, 20, 11, 11, 1, 2, 2),
+    (8, 96, 12, 12, 2, 1, 1),
+    (1, 144, 7, 7, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("relu6", [False, True], ids=["relu", "relu6"])
+@pytest.mark.parametrize(
+    "shape", DEPTHWISE,
+    ids=lambda s: "n{}-c{}-{}x{}-s{}-p{}-d{}".format(*s).replace(" ", "").replace(",", "_"))
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_depthwise_3x3(isa, shape, relu6, layout):
+    n, c, h, w, stride, padding, dilation = shape
+    conv = torch.nn.Conv2d(c, c, 3, stride=stride, padding=padding, dilation=dilation,
+                           groups=c)
+    bn = torch.nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_()
+        bn.bias.normal_(0.0, 3.0)  # puts outputs on both sides of the ReLU6 bound
+    act = torch.nn.ReLU6() if relu6 else torch.nn.ReLU()
+    fused = FusedConvBNReLU2d.from_modules(conv, bn, relu=act)
+    x = 2 * torch.randn(n, c, h, w)
+    with torch.no_grad():
+        ref = torch.nn.Sequential(conv, bn, act).eval().double()(x.double())
+    out = fused(to_layout(x, layout))
+    assert out.shape == ref.shape
+    assert rel_error(out, ref) <= 1e-5
