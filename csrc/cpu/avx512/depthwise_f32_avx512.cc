@@ -167,7 +167,7 @@ inline void dw_prefetch(const float* begin, const float* end) {
 }
 
 template <int S>
-void dw3_rows(const F32DepthwiseArgs& a, int64_t row_begin, int64_t row_end) {
+void dw3_rows(const F32DepthwiseArgs& a, int64_t row_begin, int64_t row_end, bool prefetch) {
   const int64_t C = a.C, H = a.H, W = a.W, OH = a.OH, OW = a.OW;
   const int64_t pad_top = a.pad_top, pad_left = a.pad_left;
   const float* weight = a.weight;
@@ -197,7 +197,7 @@ void dw3_rows(const F32DepthwiseArgs& a, int64_t row_begin, int64_t row_end) {
     r.out = a.out + row * OW * C;
     // The input rows the next output row adds (S of them), spread over this row's tiles.
     const float* pf[2] = {nullptr, nullptr};
-    if (row + 1 < row_end) {
+    if (prefetch && row + 1 < row_end) {
       const int64_t n1 = (row + 1) / OH, oh1 = (row + 1) % OH;
       const float* image1 = a.src + n1 * H * row_floats;
       for (int k = 0; k < S; ++k) {
@@ -238,13 +238,17 @@ void depthwise_f32(const F32DepthwiseArgs& a) {
     if (tasks > rows) tasks = rows;
     if (tasks < 1) tasks = 1;
     const bool s1 = a.stride_h == 1;
+    // Prefetching pays at stride 1, and at stride 2 once the input no longer sits in L3
+    // (measured: 112x112x96 batch 8 1.5x faster with it; 28x28x192 and 14x14x576 batch 8,
+    // which the L3 holds, ~15% slower: at stride 2 it is twice the prefetches per output).
+    const bool prefetch = s1 || a.N * a.H * a.W * a.C * 4 > (int64_t{16} << 20);
     parallel_for(tasks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t r0 = rows * t / tasks, r1 = rows * (t + 1) / tasks;
         if (s1) {
-          dw3_rows<1>(a, r0, r1);
+          dw3_rows<1>(a, r0, r1, prefetch);
         } else {
-          dw3_rows<2>(a, r0, r1);
+          dw3_rows<2>(a, r0, r1, prefetch);
         }
       }
     });
