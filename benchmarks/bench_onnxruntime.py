@@ -27,57 +27,23 @@ import torch
 from conftest import QUICK, run
 
 import pyfastcnn
-from pyfastcnn import models
 from pyfastcnn.fusion import fuse
 from pyfastcnn.quantization import sqnr
 
 onnx = pytest.importorskip("onnx", reason="needs onnx: pip install onnx")
 ort = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install onnxruntime")
 
+# the same models, weights and calibration batches as bench_models.py
+from bench_models import _float_model, _flops  # noqa: E402
 from onnxruntime import quantization as ortq  # noqa: E402
 
 from pyfastcnn.export import export_onnx  # noqa: E402
 
-MODELS = {"resnet18": models.resnet18, "resnet50": models.resnet50}
+MODELS = ("resnet18", "resnet50")
 IMPLS = ("torch fp32", "pyfastcnn int8", "onnxruntime fp32", "onnxruntime int8",
          "onnxruntime int8 (pyfastcnn export)")
 BASELINE = "torch fp32"
 _WORKDIR = tempfile.mkdtemp(prefix="pyfastcnn-bench-ort-")
-
-
-def _flops(model, x) -> int:
-    """2 × multiply-adds of the convs and linears (as bench_models.py counts them)."""
-    total = 0
-
-    def hook(m, args, out):
-        nonlocal total
-        if isinstance(m, torch.nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            total += 2 * out.numel() * m.in_channels // m.groups * k
-        elif isinstance(m, torch.nn.Linear):
-            total += 2 * out.numel() * m.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return total
-
-
-@functools.lru_cache(maxsize=None)
-def _float_model(name):
-    """bench_models.py's construction: seed 0 weights, BN statistics as a trained model would
-    have them, two calibration batches of 2 from seed 1."""
-    torch.manual_seed(0)
-    model = MODELS[name]().eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    calib = [torch.randn(2, 3, 224, 224, generator=g) for _ in range(2)]
-    return model, calib
 
 
 @functools.lru_cache(maxsize=None)
