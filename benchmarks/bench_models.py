@@ -66,7 +66,8 @@ def _float_model(name):
 
 def _pruned(model, block_shape):
     pruned = copy.deepcopy(model)
-    pruning.prune(pruned, 0.9, "block", block_shape=block_shape, skip=["conv1", "fc"],
+    stem = next(n for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d))
+    pruning.prune(pruned, 0.9, "block", block_shape=block_shape, skip=[stem],
                   filter_fn=lambda m, n: isinstance(m, torch.nn.Conv2d) and m.groups == 1)
     pruning.remove(pruned)
     return pruned
