@@ -48,10 +48,10 @@ def _batches(n, shape, seed=0):
     return [torch.randn(shape, generator=g) for _ in range(n)]
 
 
-def _ptq(model, data, config=None, **kw):
+def _ptq(model, data, config=None, depthwise="int8", **kw):
     prepared = prepare(model, config, **kw)
     calibrate(prepared, data)
-    return prepared, convert(prepared)
+    return prepared, convert(prepared, depthwise=depthwise)
 
 
 class ConvBNReLU(nn.Module):
@@ -186,13 +186,21 @@ def test_mobilenet_depthwise_relu6():
     torch.manual_seed(0)
     model = _randomize_bn(models.mobilenet_v2(num_classes=10)).eval()
     data = _batches(2, (1, 3, 64, 64))
-    _, q = _ptq(model, data)
-    convs = [m for m in q.modules() if isinstance(m, QuantConv2d)]
-    assert any(c.weight.groups > 1 for c in convs)
-    assert any(c.activation == "relu6" for c in convs)
-    assert len([m for m in q.modules() if isinstance(m, QuantAdd)]) == 10
-    with torch.no_grad():
-        assert sqnr(model(data[0]), q(data[0])) > 25
+    prepared = prepare(model)
+    calibrate(prepared, data)
+    for mode in ("float", "int8"):
+        q = convert(prepared, depthwise=mode)
+        convs = [m for m in q.modules() if isinstance(m, QuantConv2d)]
+        fused_dw = [m for m in q.modules() if isinstance(m, FusedConvBNReLU2d) and m.groups > 1]
+        # default: depthwise convs on the FP32 depthwise kernel between INT8 layers
+        assert (len(fused_dw) == 17) == (mode == "float")
+        assert any(c.weight.groups > 1 for c in convs) == (mode == "int8")
+        assert any(c.activation == "relu6" for c in convs)
+        assert len([m for m in q.modules() if isinstance(m, QuantAdd)]) == 10
+        with torch.no_grad():
+            assert sqnr(model(data[0]), q(data[0])) > 25
+    with pytest.raises(ValueError, match="depthwise"):
+        convert(prepared, depthwise="bf16")
 
 
 def test_filter_fn_and_keep_float():

@@ -293,7 +293,7 @@ def _conv_weight(w: QuantizedWeight, sparse) -> object:
 
 
 def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
-            sparse: Union[str, bool] = "auto") -> fx.GraphModule:
+            sparse: Union[str, bool] = "auto", depthwise: str = "float") -> fx.GraphModule:
     """Step 3 of PTQ/QAT: a new inference model running pyfastcnn's INT8 kernels.
 
     Each unit becomes a ``QuantConv2d``/``QuantLinear`` (weights symmetric per channel, the
@@ -304,10 +304,15 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
     ``sparse``: pruned convs (e.g. ``pruning.prune(model, 0.9, "block", block_shape=(1, 4))``
     before ``prepare``) run the sparse INT8 kernel, same results: "auto" where at most 30% of
     their 4-input-channel blocks hold a non-zero (where it is faster), True wherever a block is
-    empty, False never. Input and output are float32, as for the original model.
+    empty, False never. ``depthwise``: "float" (default) runs depthwise convs on the FP32
+    depthwise kernel between INT8 layers (it is memory-bound, and the INT8 conv path has no
+    depthwise kernel: 10× slower on MobileNetV2), "int8" quantizes them too. Input and output
+    are float32, as for the original model.
     """
     if sparse not in SPARSE_MODES:
         raise ValueError(f"sparse must be 'auto', True or False, got {sparse!r}")
+    if depthwise not in ("float", "int8"):
+        raise ValueError(f"depthwise must be 'float' or 'int8', got {depthwise!r}")
     if not isinstance(prepared, fx.GraphModule) or not any(
             isinstance(m, FakeQuantize) for m in prepared.modules()):
         raise TypeError("prepared must be the result of pyfastcnn.quantization.prepare or "
@@ -333,7 +338,9 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
     def unit_kind(node):
         m = _module(gm, node)
         if isinstance(m, (QuantizableModule, QuantizableAdd)):
-            return "float" if node.target in keep_float else "int8"
+            dw = (depthwise == "float" and isinstance(m, QuantizableConv2d)
+                  and fusion.is_depthwise(m.conv))
+            return "float" if node.target in keep_float or dw else "int8"
         return None
 
     def is_int8_consumer(node):
