@@ -262,6 +262,26 @@ def sparse_int8_tables(groups) -> str:
     return "\n\n".join(out) + "\n"
 
 
+MODEL_IMPLS = ("pyfastcnn fused fp32", "pyfastcnn fused bf16", "pyfastcnn int8",
+               "torch int8 x86", "onnxruntime int8", "pyfastcnn 90% blocks fp32",
+               "pyfastcnn 90% blocks int8")
+
+
+def model_tables(groups) -> str:
+    """Whole models (bench_models.py, bench_onnxruntime.py): speed-up of each implementation
+    over PyTorch FP32 eager (channels_last), with the baseline's median."""
+    rows = ["| model | batch | threads | torch fp32 (ms) | "
+            + " | ".join(MODEL_IMPLS) + " |", "|---|---|---|---|" + "---|" * len(MODEL_IMPLS)]
+    keys = sorted((g.split()[1], int(g.split()[2][1:]), int(g.split()[3][1:]))
+                  for g in groups if g.startswith("model "))
+    for name, b, t in keys:
+        v = groups[f"model {name} b{b} t{t}"]
+        base = v["torch fp32"][0]
+        cells = [f"{base / v[i][0]:.2f}×" if i in v else "—" for i in MODEL_IMPLS]
+        rows.append(f"| {name} | {b} | {t} | {base * 1e3:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path)
@@ -273,6 +293,10 @@ def main() -> None:
     data, groups = load(args.json)
     if args.readme:
         print(readme_tables(groups))
+        if any(g.startswith("model ") for g in groups):
+            print(model_tables(groups))
+        if any(g.startswith("sparse_int8 ") for g in groups):
+            print(sparse_int8_tables(groups).split("\n\n")[0] + "\n")
         return
     header = (
         f"Machine: {cpu_name()}, {data['machine_info'].get('cpu', {}).get('count', '?')} CPUs; "
@@ -281,6 +305,8 @@ def main() -> None:
     text = header + summary(groups) + "\n\n" + table(groups) + "\n"
     if any(g.startswith("sparse_int8 ") for g in groups):
         text += "\n" + sparse_int8_tables(groups)
+    if any(g.startswith("model ") for g in groups):
+        text += "\n" + model_tables(groups)
     if args.output:
         args.output.write_text(text)
     print(text)
