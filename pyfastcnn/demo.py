@@ -28,11 +28,13 @@ class DemoSettings:
     finetune_epochs: int = 6
     batch_size: int = 128
     depth: int = 8
-    width: int = 16
+    width: int = 32
     sparsity: float = 0.8
     # blocks of 4 input channels: the sparse INT8 kernel's unit; one global magnitude
-    # threshold lets the layers that matter keep more weights (measured here: 88.5% vs 86.8%
-    # for the same 80% per layer, base model 89.9%)
+    # threshold lets the layers that matter keep more weights (measured at width 16: 88.5%
+    # vs 86.8% for the same 80% per layer). Width 32: a model with enough redundancy to prune
+    # 80% without losing accuracy, and enough work per layer for the kernels to show; the
+    # whole demo took 4 min 51 s here.
     structure: str = "block"
     block_shape: tuple = (1, 4)
     scope: str = "global"
