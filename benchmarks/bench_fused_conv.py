@@ -15,10 +15,11 @@ import pyfastcnn
 
 IMPLS = ("pyfastcnn fused", "torch eager conv-bn-relu", "torch conv+relu (BN folded)")
 BF16 = "pyfastcnn fused bf16"
+TORCH_BF16 = "torch bf16 conv+relu (BN folded)"  # PyTorch's own BF16 conv (oneDNN), bf16 in/out
 LAYERS = RESNET50_LAYERS[2:3] + RESNET50_LAYERS[4:5] if QUICK else RESNET50_LAYERS
 
 
-@pytest.mark.parametrize("impl", IMPLS + (BF16,))
+@pytest.mark.parametrize("impl", IMPLS + (BF16, TORCH_BF16))
 @pytest.mark.parametrize("batch", (1,) if QUICK else BATCHES, ids=lambda b: f"b{b}")
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: layer.id)
 def test_fused_conv(benchmark, threads, layer, batch, impl):
@@ -43,6 +44,12 @@ def test_fused_conv(benchmark, threads, layer, batch, impl):
         fn = pyfastcnn.nn.FusedConvBNReLU2d.from_modules(conv, bn, dtype=torch.bfloat16)
     elif impl == "torch eager conv-bn-relu":
         fn = eager
+    elif impl == TORCH_BF16:
+        wb, bb = fused.weight.bfloat16(), fused.bias.bfloat16()
+        xb = x.bfloat16()
+
+        def fn(t):
+            return torch.relu(F.conv2d(xb, wb, bb, layer.stride, layer.padding))
     else:
         w, b = fused.weight, fused.bias
 
@@ -52,7 +59,8 @@ def test_fused_conv(benchmark, threads, layer, batch, impl):
     with torch.no_grad():
         run(benchmark, lambda: fn(x), group=f"fused_conv {layer.id} b{batch} t{threads}",
             impl=impl, ops=layer.flops(batch), threads=threads,
-            baseline="torch conv+relu (BN folded)", kind="bf16" if impl == BF16 else "fp32")
+            baseline="torch conv+relu (BN folded)",
+            kind="bf16" if impl in (BF16, TORCH_BF16) else "fp32")
 
 
 DEPTHWISE = MOBILENETV2_DEPTHWISE[1:2] if QUICK else MOBILENETV2_DEPTHWISE
@@ -74,6 +82,12 @@ def test_fused_depthwise(benchmark, threads, layer, batch, impl):
         fn = fused
     elif impl == "torch eager conv-bn-relu":
         fn = eager
+    elif impl == TORCH_BF16:
+        wb, bb = fused.weight.bfloat16(), fused.bias.bfloat16()
+        xb = x.bfloat16()
+
+        def fn(t):
+            return torch.relu(F.conv2d(xb, wb, bb, layer.stride, layer.padding))
     else:
         w, b = fused.weight, fused.bias
 
