@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ PACKAGE_PARENT = Path(pyfastcnn.__file__).resolve().parents[1]
 
 
 def cli(*args, cwd=None):
+    # Not from the source tree: `python -m` puts the working directory first on sys.path,
+    # where an unbuilt source checkout would shadow the installed package.
+    cwd = cwd or tempfile.gettempdir()
     env = dict(os.environ, PYTHONPATH=str(PACKAGE_PARENT) + os.pathsep
                + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "pyfastcnn", *args], capture_output=True,
