@@ -76,10 +76,10 @@ def _kernel(module: torch.nn.Module) -> str:
         if module.dtype == torch.bfloat16:
             return f"fused bf16 {isa('conv2d_bf16')}"
         if module.weight.shape[1] == 1 and module.groups == module.weight.shape[0]:
-            return f"depthwise {isa('conv_bn_relu')}"
-        return f"fused fp32 {isa('conv_bn_relu')}"
+            return f"depthwise {isa('conv2d_dense')}"
+        return f"fused fp32 {isa('conv2d_dense')}"
     if isinstance(module, QuantAdd):
-        return "torch elementwise"
+        return f"int8 add {isa('quantized_add')}"
     return "torch"
 
 

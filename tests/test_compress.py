@@ -95,8 +95,12 @@ def test_report():
     srows = [r for r in srep.rows if r.kind == "SparseConv2d"]
     assert srows and all(r.kernel.startswith("sparse block") for r in srows)
     assert all(r.nonzeros <= 0.15 * r.params for r in srows)
+    fused = pyfastcnn.report(pyfastcnn.compress(model), X, runs=1)
+    assert all(r.kernel.startswith("fused fp32") for r in fused.rows
+               if r.kind == "FusedConvBNReLU2d")
     q = pyfastcnn.compress(model, quantize="int8", calibration_data=[X])
     qrep = pyfastcnn.report(q, X, runs=2)
+    assert {r.kernel.split()[0] for r in qrep.rows} <= {"int8", "torch"}
     assert qrep.bytes < 0.35 * rep.bytes  # int8 weights: about a quarter of FP32
     with pytest.raises(TypeError, match="example_input"):
         pyfastcnn.report(model, [X])
