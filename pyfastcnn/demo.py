@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import fusion, models, pruning
+from .compress import compress
 from .data import shapes_dataset
 
 
@@ -233,12 +234,12 @@ def run(out_dir: str = "pyfastcnn-demo", settings: Optional[DemoSettings] = None
     variants.append(("PyTorch FP32 (baseline)", model))
     variants.append(("fused FP32", fusion.fuse(model)))
     bar.advance(1, "compressing: pruned")
-    variants.append((f"pruned {s.sparsity:.0%} FP32", pyfastcnn_compress(pruned)))
+    variants.append((f"pruned {s.sparsity:.0%} FP32", compress(pruned)))
     bar.advance(1, "compressing: INT8")
-    variants.append(("INT8 (PTQ)", pyfastcnn_compress(model, "int8", calib)))
-    variants.append((f"pruned {s.sparsity:.0%} + INT8", pyfastcnn_compress(pruned, "int8",
-                                                                              calib)))
-    variants.append(("BF16", pyfastcnn_compress(model, "bf16")))
+    variants.append(("INT8 (PTQ)", compress(model, quantize="int8", calibration_data=calib)))
+    variants.append((f"pruned {s.sparsity:.0%} + INT8", compress(pruned, quantize="int8",
+                                                                    calibration_data=calib)))
+    variants.append(("BF16", compress(model, quantize="bf16")))
     bar.advance(1, "measuring")
     nets = [net for _, net in variants]
     b1, b8 = (latencies_ms(nets, b, s.latency_runs) for b in (1, 8))
@@ -270,13 +271,6 @@ def run(out_dir: str = "pyfastcnn-demo", settings: Optional[DemoSettings] = None
         + (f"{chart}, " if chart else "(no chart: pip install matplotlib), ")
         + f"{out / 'model-pruned-int8.pt'}")
     return rows
-
-
-def pyfastcnn_compress(model, quantize=None, calib=None):
-    from .compress import compress
-
-    return compress(model, quantize=quantize, calibration_data=calib,
-                    sparsity=None, structure="unstructured")
 
 
 __all__ = ["run", "DemoSettings", "shapes_dataset", "accuracy", "latencies_ms"]

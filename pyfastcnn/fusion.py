@@ -148,12 +148,6 @@ def is_depthwise(conv: torch.nn.Conv2d) -> bool:
     return conv.groups > 1 and conv.in_channels == conv.groups
 
 
-def set_submodule(root: torch.nn.Module, target: str, module: torch.nn.Module) -> None:
-    parent_name, _, name = target.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, name, module)
-
-
 def replace_chain(gm: fx.GraphModule, chain: Chain, module: torch.nn.Module, target: str,
                   args: tuple) -> fx.Node:
     """Replace the chain's nodes by one call of ``module`` (registered at ``target``)."""
