@@ -2,7 +2,7 @@
 
     pyfastcnn demo [--quick] [--out DIR]
     pyfastcnn compress --model FILE|NAME [--sparsity S] [--structure block] [--quantize int8]
-                       (--calib-data FILE.pt | --calib-random) --out FILE
+                       (--calib-data DIR|FILE.pt | --calib-random) --out FILE
     pyfastcnn bench --model NAME|FILE [--batch 1,8] [--threads 1,2] [--sparsity S] [--quantize]
     pyfastcnn report --model FILE|NAME [--input-size 3,224,224]
     pyfastcnn config [--isa LEVEL]
@@ -73,24 +73,47 @@ def _input_size(args, default) -> tuple:
     return size
 
 
+def _float_list(text: str) -> List[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _calibration(args, size) -> list:
     import torch
 
     if args.calib_random:
         g = torch.Generator().manual_seed(0)
         return [torch.randn(8, *size, generator=g) for _ in range(4)]
+    if args.calib_samples < 1:
+        raise CliError(f"--calib-samples must be at least 1, got {args.calib_samples}")
     if not args.calib_data:
-        raise CliError("--quantize int8 needs --calib-data FILE.pt (a tensor [N, C, H, W]) or "
-                       "--calib-random (speed-only runs)")
+        raise CliError("--quantize int8 needs --calib-data DIR (a folder of images) or FILE.pt "
+                       "(a tensor [N, C, H, W]), or --calib-random (speed-only runs)")
     path = Path(args.calib_data)
+    if path.is_dir():
+        from .data import load_image_folder
+
+        try:
+            return load_image_folder(path, size, limit=args.calib_samples, mean=args.mean,
+                                     std=args.std)
+        except (ValueError, ImportError) as err:
+            raise CliError(f"--calib-data: {err}") from None
     if not path.is_file():
-        raise CliError(f"--calib-data: no such file: {path}")
+        raise CliError(f"--calib-data: no such file or folder: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CliError(f"--calib-data: cannot load {path}: {err}") from None
     if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
-        raise CliError("--calib-data must hold a float tensor [N, C, H, W]")
+        raise CliError("--calib-data must be a folder of images or a file holding a float "
+                       "tensor [N, C, H, W]")
+    if tuple(data.shape[1:]) != tuple(size):
+        raise CliError(f"--calib-data holds images of shape {tuple(data.shape[1:])}, the model "
+                       f"takes {tuple(size)} (--input-size)")
+    data = data[:args.calib_samples]
     return [data[i:i + 32].float() for i in range(0, len(data), 32)]
 
 
@@ -213,7 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--structure", default="unstructured",
                            help="unstructured | block | 2:4 | N:M")
             p.add_argument("--quantize", choices=("int8", "bf16", "fp16"))
-            p.add_argument("--calib-data", help="calibration tensor file [N, C, H, W] (.pt)")
+            p.add_argument("--calib-data",
+                           help="calibration images: a folder (searched recursively; resized, "
+                                "centre-cropped to --input-size, normalized with --mean/--std) "
+                                "or a .pt file holding a float tensor [N, C, H, W]")
+            p.add_argument("--calib-samples", type=int, default=256,
+                           help="use at most this many calibration images (default 256)")
+            p.add_argument("--mean", type=_float_list,
+                           help="per-channel mean for image folders (default: ImageNet's for "
+                                "3 channels)")
+            p.add_argument("--std", type=_float_list,
+                           help="per-channel std for image folders (default: ImageNet's for "
+                                "3 channels)")
             p.add_argument("--calib-random", action="store_true",
                            help="random calibration data (speed-only runs)")
 

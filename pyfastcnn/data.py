@@ -4,11 +4,13 @@
 size, rotation and colours, on a noisy gradient background with a distracting blob: a task a
 small CNN learns to a high but not perfect accuracy in a minute or two on a CPU, so that
 accuracy losses from compression are visible.
+
+``load_image_folder(folder, size)`` reads a user's images as calibration batches (Pillow).
 """
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -79,3 +81,62 @@ def shapes_dataset(n: int, seed: int = 0, size: int = 32,
     image = image + 0.5 * (rand(n, 3) - 0.5)[:, :, None, None] * blob[:, None]
     image = image + noise * torch.randn(image.shape, generator=g)
     return ((image - 0.5) / 0.35).float().contiguous(), label
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif",
+                    ".tiff")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def load_image_folder(folder, size: Tuple[int, int, int], limit: int = 256,
+                      mean: Optional[Sequence[float]] = None,
+                      std: Optional[Sequence[float]] = None, batch: int = 32) -> List[torch.Tensor]:
+    """Calibration batches from the images under ``folder`` (searched recursively, so an
+    ImageFolder tree with one sub-folder per class works), in sorted path order, at most
+    ``limit`` of them.
+
+    Each image is converted to RGB (grayscale when ``size[0] == 1``), its shorter side resized to
+    ``H / 0.875`` (256 for 224, the usual ImageNet evaluation transform), centre-cropped to
+    ``size = (C, H, W)``, scaled to [0, 1] and normalized with ``mean`` and ``std`` (one value per
+    channel; ImageNet's by default for 3 channels, none otherwise). Returns float32 tensors
+    ``[≤ batch, C, H, W]``. Needs Pillow (``pip install pillow``)."""
+    from pathlib import Path
+
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("reading an image folder needs Pillow: pip install pillow") from None
+    c, h, w = size
+    if c not in (1, 3):
+        raise ValueError(f"images give 1 or 3 channels, the model takes {c}")
+    if mean is None and std is None and c == 3:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean = torch.tensor(mean if mean is not None else [0.0] * c, dtype=torch.float32)
+    std = torch.tensor(std if std is not None else [1.0] * c, dtype=torch.float32)
+    if mean.numel() != c or std.numel() != c or not bool((std > 0).all()):
+        raise ValueError(f"mean and std need {c} values each, std positive")
+    mean, std = mean.view(c, 1, 1), std.view(c, 1, 1)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and p.is_file())[:limit]
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if c == 1 else "RGB")
+                scale = max(h, w) / 0.875 / min(img.size)
+                img = img.resize((max(w, round(img.width * scale)),
+                                  max(h, round(img.height * scale))), Image.BILINEAR)
+                left, top = (img.width - w) // 2, (img.height - h) // 2
+                img = img.crop((left, top, left + w, top + h))
+                data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        except OSError as err:
+            raise ValueError(f"cannot read image {path}: {err}") from None
+        x = data.view(h, w, c).permute(2, 0, 1).float() / 255
+        images.append((x - mean) / std)
+    stacked = torch.stack(images)
+    return [stacked[i:i + batch] for i in range(0, len(stacked), batch)]

@@ -88,3 +88,64 @@ def test_shapes_dataset():
     assert abs(float(x.mean())) < 0.5 and 0.5 < float(x.std()) < 2
     with pytest.raises(ValueError, match="n must be"):
         shapes_dataset(0)
+
+
+def _write_images(folder, count, size=(40, 30)):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(count):
+        sub = folder / f"class{i % 2}"  # an ImageFolder tree
+        sub.mkdir(parents=True, exist_ok=True)
+        pixels = torch.randint(0, 256, (size[1], size[0], 3), dtype=torch.uint8, generator=g)
+        Image.fromarray(pixels.numpy()).save(sub / f"img{i}.png")
+
+
+def test_load_image_folder(tmp_path):
+    pytest.importorskip("PIL")
+    from pyfastcnn.data import load_image_folder
+
+    _write_images(tmp_path, 5)
+    (tmp_path / "notes.txt").write_text("not an image, ignored")
+    batches = load_image_folder(tmp_path, (3, 16, 16), limit=4, batch=3)
+    assert [tuple(b.shape) for b in batches] == [(3, 3, 16, 16), (1, 3, 16, 16)]
+    raw = load_image_folder(tmp_path, (3, 16, 16), mean=(0, 0, 0), std=(1, 1, 1))
+    assert raw[0].min() >= 0 and raw[0].max() <= 1 and len(raw[0]) == 5
+    # default normalization is ImageNet's: (x - mean) / std of the same pixels
+    norm = load_image_folder(tmp_path, (3, 16, 16))[0]
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
+    torch.testing.assert_close(norm, (raw[0] - mean) / std)
+    gray = load_image_folder(tmp_path, (1, 8, 12))[0]
+    assert gray.shape == (5, 1, 8, 12)
+    with pytest.raises(ValueError, match="no images"):
+        load_image_folder(tmp_path / "class0", (3, 8, 8), limit=0)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        load_image_folder(tmp_path, (4, 8, 8))
+    with pytest.raises(ValueError, match="mean and std"):
+        load_image_folder(tmp_path, (3, 8, 8), mean=(0.5,), std=(1,))
+    (tmp_path / "broken.png").write_text("not a png")
+    with pytest.raises(ValueError, match="cannot read image"):
+        load_image_folder(tmp_path, (3, 8, 8))
+
+
+def test_compress_with_image_folder(tmp_path):
+    pytest.importorskip("PIL")
+    _write_images(tmp_path / "images", 6)
+    out = tmp_path / "q.pt"
+    r = cli("compress", "--model", "cifar_resnet20", "--quantize", "int8", "--calib-data",
+            str(tmp_path / "images"), "--calib-samples", "4", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    model = torch.load(out, weights_only=False)
+    assert any(type(m).__name__ == "QuantConv2d" for m in model.modules())
+    (tmp_path / "empty").mkdir()
+    r = cli("compress", "--model", "cifar_resnet20", "--quantize", "int8", "--calib-data",
+            str(tmp_path / "empty"), "--out", str(out))
+    assert r.returncode == 2 and "no images" in r.stderr and "Traceback" not in r.stderr
+    torch.save(torch.randn(4, 3, 8, 8), tmp_path / "wrong.pt")
+    r = cli("compress", "--model", "cifar_resnet20", "--quantize", "int8", "--calib-data",
+            str(tmp_path / "wrong.pt"), "--out", str(out))
+    assert r.returncode == 2 and "--input-size" in r.stderr
+    r = cli("compress", "--model", "cifar_resnet20", "--quantize", "int8", "--calib-data",
+            str(tmp_path / "images"), "--calib-samples", "0", "--out", str(out))
+    assert r.returncode == 2 and "--calib-samples" in r.stderr
