@@ -263,12 +263,12 @@ def sparse_int8_tables(groups) -> str:
 
 
 MODEL_IMPLS = ("pyfastcnn fused fp32", "pyfastcnn fused bf16", "pyfastcnn int8",
-               "torch int8 x86", "onnxruntime int8", "pyfastcnn 90% blocks fp32",
+               "torch int8 x86", "onnxruntime int8", "openvino int8", "pyfastcnn 90% blocks fp32",
                "pyfastcnn 90% blocks int8")
 
 
 def model_tables(groups) -> str:
-    """Whole models (bench_models.py, bench_onnxruntime.py): speed-up of each implementation
+    """Whole models (bench_models.py, bench_onnxruntime.py, bench_openvino.py): speed-up of each implementation
     over PyTorch FP32 eager (channels_last), with the baseline's median."""
     rows = ["| model | batch | threads | torch fp32 (ms) | "
             + " | ".join(MODEL_IMPLS) + " |", "|---|---|---|---|" + "---|" * len(MODEL_IMPLS)]

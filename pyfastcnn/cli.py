@@ -4,6 +4,7 @@
     pyfastcnn compress --model FILE|NAME [--sparsity S] [--structure block] [--quantize int8]
                        (--calib-data DIR|FILE.pt | --calib-random) --out FILE
     pyfastcnn bench --model NAME|FILE [--batch 1,8] [--threads 1,2] [--sparsity S] [--quantize]
+                    [--no-runtimes]
     pyfastcnn report --model FILE|NAME [--input-size 3,224,224]
     pyfastcnn config [--isa LEVEL]
 """
@@ -149,6 +150,61 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_variants(model, size):
+    """ONNX Runtime and OpenVINO running `model` exported to ONNX (QDQ for INT8), when they are
+    installed: (name, make(threads) -> run(x)) pairs, and notes on what was left out."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from .export import export_onnx
+
+    variants, notes = [], []
+    try:
+        import onnxruntime
+    except ImportError:
+        onnxruntime = None
+        notes.append("onnxruntime not installed")
+    try:
+        import openvino
+    except ImportError:
+        openvino = None
+        notes.append("openvino not installed")
+    if onnxruntime is None and openvino is None:
+        return variants, notes
+    import torch
+
+    path = os.path.join(tempfile.mkdtemp(prefix="pyfastcnn-bench-"), "model.onnx")
+    try:
+        export_onnx(model, torch.randn(1, *size), path)
+    except Exception as err:  # a model with no ONNX mapping: bench the rest
+        notes.append(f"ONNX export failed, no ONNX Runtime/OpenVINO rows: {err}")
+        return variants, notes
+
+    def feed(x):
+        return np.ascontiguousarray(x.contiguous().numpy())
+
+    if onnxruntime is not None:
+        def make_ort(threads):
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            session = onnxruntime.InferenceSession(path, options,
+                                                   providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            return lambda x: session.run(None, {name: feed(x)})
+        variants.append(("onnxruntime (same model)", make_ort))
+    if openvino is not None:
+        def make_ov(threads):
+            compiled = openvino.Core().compile_model(path, "CPU", {
+                "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+            request = compiled.create_infer_request()
+            return lambda x: request.infer({0: feed(x)})
+        variants.append(("openvino (same model)", make_ov))
+    return variants, notes
+
+
 def _bench(args: argparse.Namespace) -> int:
     import copy
     import time
@@ -162,8 +218,18 @@ def _bench(args: argparse.Namespace) -> int:
     size = _input_size(args, default)
     compressed = _compress_model(args, model, size) if (args.sparsity or args.quantize) else \
         pyfastcnn.compress(model)
-    variants = [("torch fp32 (channels_last)", copy.deepcopy(model).to(
-        memory_format=torch.channels_last)), ("pyfastcnn", compressed)]
+
+    def torch_variant(net):
+        def make(threads):
+            def call(x):
+                with torch.no_grad():
+                    return net(x)
+            return call
+        return make
+
+    variants = [("torch fp32 (channels_last)",
+                 torch_variant(copy.deepcopy(model).to(memory_format=torch.channels_last))),
+                ("pyfastcnn", torch_variant(compressed))]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -175,27 +241,33 @@ def _bench(args: argparse.Namespace) -> int:
                                   (example,))
             with torch.no_grad():
                 prepared(torch.randn(4, *size))
-            variants.append(("torch int8 x86", convert_fx(prepared)))
+            variants.append(("torch int8 x86", torch_variant(convert_fx(prepared))))
     except Exception as err:  # the deprecated torch.ao path may be missing
         print(f"(torch int8 x86 not available: {err})")
-    print(f"| batch | threads | {' | '.join(name for name, _ in variants)} | speed-up |")
+    if not args.no_runtimes:
+        runtimes, notes = _runtime_variants(compressed, size)
+        variants += runtimes
+        for note in notes:
+            print(f"({note})")
+    names = [name for name, _ in variants]
+    print(f"| batch | threads | {' | '.join(names)} | pyfastcnn speed-up vs torch fp32 |")
     print("|---|---|" + "---|" * (len(variants) + 1))
     for threads in args.threads:
         torch.set_num_threads(threads)
         pyfastcnn.set_num_threads(threads)
+        runners = [make(threads) for _, make in variants]
         for batch in args.batch:
             x = torch.randn(batch, *size).contiguous(memory_format=torch.channels_last)
-            medians = []
-            for _, net in variants:
-                with torch.no_grad():
-                    for _ in range(2):
-                        net(x)
-                    times = []
-                    for _ in range(args.runs):
-                        t0 = time.perf_counter()
-                        net(x)
-                        times.append(time.perf_counter() - t0)
-                medians.append(sorted(times)[len(times) // 2] * 1e3)
+            times = [[] for _ in runners]
+            for run in runners:
+                for _ in range(2):
+                    run(x)
+            for _ in range(args.runs):  # the variants take turns: a noisy moment hits all
+                for i, run in enumerate(runners):
+                    t0 = time.perf_counter()
+                    run(x)
+                    times[i].append(time.perf_counter() - t0)
+            medians = [sorted(t)[len(t) // 2] * 1e3 for t in times]
             cells = " | ".join(f"{m:.2f} ms" for m in medians)
             print(f"| {batch} | {threads} | {cells} | {medians[0] / medians[1]:.2f}× |")
     return 0
@@ -261,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=_int_list, default=[1, 8])
     bench.add_argument("--threads", type=_int_list, default=[1, 2])
     bench.add_argument("--runs", type=int, default=10)
+    bench.add_argument("--no-runtimes", action="store_true",
+                       help="leave out ONNX Runtime and OpenVINO (run when installed: the "
+                            "compressed model exported to ONNX, QDQ for INT8)")
     bench.set_defaults(run=_bench)
 
     rep = sub.add_parser("report", help="per-layer params, sizes, FLOPs, kernels, latency")
