@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "../tile_loop.h"
+#include "epilogue_avx2.h"
 #include "pyfastcnn/kernels.h"
 
 namespace pyfastcnn {
@@ -78,14 +79,12 @@ void conv_tile(const F32ConvArgs& g, int64_t kb, const float* const* base, float
   for (int64_t s = 0; s < g.block_begin[kb]; ++s) k_before += g.segment_len[s];
   dot_tile<MR>(base, g.segment_offset, g.segment_len, g.block_begin[kb], g.block_begin[kb + 1],
                panel + k_before * kPanelCols, acc);
-  const __m256 lo = _mm256_set1_ps(g.clamp_min), hi = _mm256_set1_ps(g.clamp_max);
+  const Epilogue256 epi(g.clamp_min, g.clamp_max);
   for (int v = 0; v < 2; ++v) {
-    const __m256 bias =
-        g.bias ? _mm256_maskload_ps(g.bias + n_global + 8 * v, mask[v]) : _mm256_setzero_ps();
+    const __m256 bias = Epilogue256::load_bias(g.bias, n_global + 8 * v, mask[v]);
     for (int r = 0; r < MR; ++r) {
       __m256 y = acc[r][v];
-      // x as the second operand of max/min: they return it when it is NaN.
-      if (last) y = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(y, bias)));
+      if (last) y = epi.apply(y, bias);
       _mm256_maskstore_ps(out + r * out_ld + 8 * v, mask[v], y);
     }
   }

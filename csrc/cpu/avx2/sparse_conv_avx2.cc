@@ -4,6 +4,7 @@
 
 #include "pyfastcnn/kernels.h"
 #include "../tile_loop.h"
+#include "epilogue_avx2.h"
 
 namespace pyfastcnn {
 namespace avx2 {
@@ -21,7 +22,7 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, i
                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
   const bool full = left >= kTile;
-  const __m256 lo = _mm256_set1_ps(a.clamp_min), hi = _mm256_set1_ps(a.clamp_max);
+  const Epilogue256 epi(a.clamp_min, a.clamp_max);
   const float* base = src + q0;
   for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
     __m256 c[kVectors];
@@ -37,12 +38,10 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, i
         }
       }
     }
-    const __m256 bias = _mm256_set1_ps(a.bias ? a.bias[oc] : 0.0f);
+    const __m256 bias = Epilogue256::broadcast_bias(a.bias, oc);
     float* o = out + oc * a.q_count + q0;
     for (int v = 0; v < kVectors; ++v) {
-      // x as the second operand of max/min: they return it when it is NaN.
-      const __m256 y = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(c[v], bias)));
-      _mm256_maskstore_ps(o + 8 * v, mask[v], y);
+      _mm256_maskstore_ps(o + 8 * v, mask[v], epi.apply(c[v], bias));
     }
   }
 }

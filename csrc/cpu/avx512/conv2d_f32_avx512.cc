@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include "../tile_loop.h"
+#include "epilogue_avx512.h"
 #include "pyfastcnn/kernels.h"
 
 namespace pyfastcnn {
@@ -100,19 +101,16 @@ void conv_tile(const F32ConvArgs& g, int64_t kb, const float* const* base, float
   for (int64_t s = 0; s < g.block_begin[kb]; ++s) k_before += g.segment_len[s];
   dot_tile<MR, NP>(base, g.segment_offset, g.segment_len, g.block_begin[kb],
                    g.block_begin[kb + 1], panel + k_before * kPanelCols, panel_stride, acc);
-  const __m512 lo = _mm512_set1_ps(g.clamp_min), hi = _mm512_set1_ps(g.clamp_max);
+  const Epilogue512 epi(g.clamp_min, g.clamp_max);
   for (int v = 0; v < 2 * NP; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
     if (!last) {
       for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(out + r * out_ld + 16 * v, mask, acc[r][v]);
       continue;
     }
-    const __m512 bias =
-        g.bias ? _mm512_maskz_loadu_ps(mask, g.bias + n_global + 16 * v) : _mm512_setzero_ps();
+    const __m512 bias = Epilogue512::load_bias(g.bias, n_global + 16 * v, mask);
     for (int r = 0; r < MR; ++r) {
-      // x as the second operand: max/min return it when it is NaN.
-      const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[r][v], bias)));
-      _mm512_mask_storeu_ps(out + r * out_ld + 16 * v, mask, y);
+      _mm512_mask_storeu_ps(out + r * out_ld + 16 * v, mask, epi.apply(acc[r][v], bias));
     }
   }
 }
@@ -141,14 +139,12 @@ void block_sparse_tile(const F32BlockSparseArgs& g, const float* const* base, fl
   }
   const __m512 acc[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                             {c30, c31}, {c40, c41}, {c50, c51}};
-  const __m512 lo = _mm512_set1_ps(g.clamp_min), hi = _mm512_set1_ps(g.clamp_max);
+  const Epilogue512 epi(g.clamp_min, g.clamp_max);
   for (int v = 0; v < 2; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
-    const __m512 bias =
-        g.bias ? _mm512_maskz_loadu_ps(mask, g.bias + n_global + 16 * v) : _mm512_setzero_ps();
+    const __m512 bias = Epilogue512::load_bias(g.bias, n_global + 16 * v, mask);
     for (int r = 0; r < MR; ++r) {
-      const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[r][v], bias)));
-      _mm512_mask_storeu_ps(out + r * out_ld + 16 * v, mask, y);
+      _mm512_mask_storeu_ps(out + r * out_ld + 16 * v, mask, epi.apply(acc[r][v], bias));
     }
   }
 }

@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include "epilogue_avx512.h"
 #include "pyfastcnn/kernels.h"
 #include "pyfastcnn/parallel.h"
 
@@ -48,12 +49,10 @@ void tile(const F32DepthwiseArgs& a, const float* image, float* out_row, int64_t
       }
     }
   }
-  const __m512 bias = a.bias ? _mm512_maskz_loadu_ps(mask, a.bias + c) : _mm512_setzero_ps();
-  const __m512 lo = _mm512_set1_ps(a.clamp_min), hi = _mm512_set1_ps(a.clamp_max);
+  const __m512 bias = Epilogue512::load_bias(a.bias, c, mask);
+  const Epilogue512 epi(a.clamp_min, a.clamp_max);
   for (int j = 0; j < P; ++j) {
-    // x as the second operand of max/min: they return it when it is NaN.
-    const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[j], bias)));
-    _mm512_mask_storeu_ps(out_row + (ow0 + j) * C + c, mask, y);
+    _mm512_mask_storeu_ps(out_row + (ow0 + j) * C + c, mask, epi.apply(acc[j], bias));
   }
 }
 
@@ -98,10 +97,9 @@ void tile(const F32DepthwiseArgs& a, const float* image, float* out_row, int64_t
     DW_FMA(a0, x2, w2); DW_FMA(a1, x4, w2); DW_FMA(a2, x6, w2); DW_FMA(a3, x8, w2);   \
   } while (0)
 
-// clamp(acc + bias), x as the second operand of max/min: they return it when it is NaN.
 #define DW_STORE(MASKED, p, acc)                                                          \
   do {                                                                                    \
-    const __m512 y_ = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc, bias)));     \
+    const __m512 y_ = epi.apply((acc), bias);                                             \
     if (MASKED) {                                                                         \
       _mm512_mask_storeu_ps((p), mask, y_);                                               \
     } else {                                                                              \
@@ -118,7 +116,8 @@ struct DwRow {
 // Four interior output pixels starting at input column iw0 (all nine taps' columns inside).
 template <int S, bool MASKED>
 inline void dw3_tile4(const DwRow& r, const float* weight, const float* bias_p, int64_t C,
-                      int64_t iw0, int64_t ow0, int64_t c, __mmask16 mask, __m512 lo, __m512 hi) {
+                      int64_t iw0, int64_t ow0, int64_t c, __mmask16 mask,
+                      const Epilogue512& epi) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   for (int kh = 0; kh < 3; ++kh) {
     if (!(r.rows >> kh & 1)) continue;
@@ -130,7 +129,8 @@ inline void dw3_tile4(const DwRow& r, const float* weight, const float* bias_p, 
       DW_ROW_S2(src, wk);
     }
   }
-  const __m512 bias = bias_p ? DW_LD(MASKED, bias_p + c) : _mm512_setzero_ps();
+  const __m512 bias = MASKED ? Epilogue512::load_bias(bias_p, c, mask)
+                             : Epilogue512::load_bias(bias_p, c);
   float* dst = r.out + ow0 * C + c;
   DW_STORE(MASKED, dst, a0);
   DW_STORE(MASKED, dst + C, a1);
@@ -140,7 +140,7 @@ inline void dw3_tile4(const DwRow& r, const float* weight, const float* bias_p, 
 
 // One output pixel, any column (taps outside the image skipped), all channel blocks.
 inline void dw3_pixel(const DwRow& r, const float* weight, const float* bias_p, int64_t C,
-                      int64_t W, int64_t iw0, int64_t ow, __m512 lo, __m512 hi) {
+                      int64_t W, int64_t iw0, int64_t ow, const Epilogue512& epi) {
   for (int64_t c = 0; c < C; c += 16) {
     const __mmask16 mask = lane_mask(C - c);
     __m512 acc = _mm512_setzero_ps();
@@ -153,7 +153,7 @@ inline void dw3_pixel(const DwRow& r, const float* weight, const float* bias_p, 
                               _mm512_maskz_loadu_ps(mask, weight + (kh * 3 + kw) * C + c), acc);
       }
     }
-    const __m512 bias = bias_p ? _mm512_maskz_loadu_ps(mask, bias_p + c) : _mm512_setzero_ps();
+    const __m512 bias = Epilogue512::load_bias(bias_p, c, mask);
     DW_STORE(true, r.out + ow * C + c, acc);
   }
 }
@@ -172,7 +172,7 @@ void dw3_rows(const F32DepthwiseArgs& a, int64_t row_begin, int64_t row_end, boo
   const int64_t pad_top = a.pad_top, pad_left = a.pad_left;
   const float* weight = a.weight;
   const float* bias_p = a.bias;
-  const __m512 lo = _mm512_set1_ps(a.clamp_min), hi = _mm512_set1_ps(a.clamp_max);
+  const Epilogue512 epi(a.clamp_min, a.clamp_max);
   const int64_t C_full = C / 16 * 16;
   const __mmask16 tail_mask = lane_mask(C - C_full);
   // Interior output columns: ow_lo <= ow < ow_hi has every tap column inside.
@@ -206,7 +206,7 @@ void dw3_rows(const F32DepthwiseArgs& a, int64_t row_begin, int64_t row_end, boo
       }
     }
     int64_t ow = 0;
-    for (; ow < ow_lo; ++ow) dw3_pixel(r, weight, bias_p, C, W, ow * S - pad_left, ow, lo, hi);
+    for (; ow < ow_lo; ++ow) dw3_pixel(r, weight, bias_p, C, W, ow * S - pad_left, ow, epi);
     for (; ow + 4 <= ow_hi; ow += 4) {
       const int64_t iw0 = ow * S - pad_left;
       if (pf[0] || pf[1]) {
@@ -219,11 +219,11 @@ void dw3_rows(const F32DepthwiseArgs& a, int64_t row_begin, int64_t row_end, boo
       const __mmask16 mask = 0xFFFF;
       int64_t c = 0;
       for (; c < C_full; c += 16) {
-        dw3_tile4<S, false>(r, weight, bias_p, C, iw0, ow, c, mask, lo, hi);
+        dw3_tile4<S, false>(r, weight, bias_p, C, iw0, ow, c, mask, epi);
       }
-      if (c < C) dw3_tile4<S, true>(r, weight, bias_p, C, iw0, ow, c, tail_mask, lo, hi);
+      if (c < C) dw3_tile4<S, true>(r, weight, bias_p, C, iw0, ow, c, tail_mask, epi);
     }
-    for (; ow < OW; ++ow) dw3_pixel(r, weight, bias_p, C, W, ow * S - pad_left, ow, lo, hi);
+    for (; ow < OW; ++ow) dw3_pixel(r, weight, bias_p, C, W, ow * S - pad_left, ow, epi);
   }
 }
 

@@ -1,12 +1,13 @@
 // The INT8 requantization epilogue on 16 int32 lanes, shared by the AVX-512 VNNI kernels
-// (dense GEMM/conv and sparse conv). Only *_avx512vnni.cc units include it; everything here has
-// internal linkage, so each unit keeps its own copy compiled with its own flags and nothing
-// leaks to another ISA through the linker.
+// (dense GEMM/conv and sparse conv); its float part (scale, bias, clamp) is Epilogue512's. Only
+// *_avx512vnni.cc units include it; everything here has internal linkage, so each unit keeps its
+// own copy compiled with its own flags and nothing leaks to another ISA through the linker.
 #pragma once
 #include <immintrin.h>
 
 #include <cstdint>
 
+#include "epilogue_avx512.h"
 #include "pyfastcnn/kernels.h"
 
 namespace pyfastcnn {
@@ -26,9 +27,8 @@ constexpr int64_t out_bytes(Int8OutKind kind) {
 // output range, which callers do with a clamp or with saturating packs (the same result).
 inline __m512i requantize_epi32(__m512i acc, const __m512& scale, const __m512& bias,
                                 const Int8Epilogue& epi) {
-  __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias);
-  y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(epi.clamp_min)),
-                    _mm512_set1_ps(epi.clamp_max));
+  const __m512 y =
+      Epilogue512(epi.clamp_min, epi.clamp_max).apply(_mm512_cvtepi32_ps(acc), scale, bias);
   return _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_set1_ps(epi.out_inv_scale))),
                           _mm512_set1_epi32(epi.out_zero_point));
 }
@@ -41,9 +41,8 @@ void store_tile_vector(__m512i acc, __mmask16 mask, const __m512& scale, const _
   if constexpr (KIND == Int8OutKind::i32) {
     _mm512_mask_storeu_epi32(reinterpret_cast<int32_t*>(row) + n, mask, acc);
   } else if constexpr (KIND == Int8OutKind::f32) {
-    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias);
-    y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(epi.clamp_min)),
-                      _mm512_set1_ps(epi.clamp_max));
+    const __m512 y =
+        Epilogue512(epi.clamp_min, epi.clamp_max).apply(_mm512_cvtepi32_ps(acc), scale, bias);
     _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
   } else {
     constexpr bool kSigned = KIND == Int8OutKind::s8;

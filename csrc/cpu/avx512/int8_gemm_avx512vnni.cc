@@ -148,7 +148,7 @@ void store_tile_bytes(__m512i acc[][4], const Int8Epilogue& epilogue, int64_t n0
   __m512 scale[4], bias[4];
   for (int v = 0; v < 2 * NP; ++v) {
     scale[v] = _mm512_loadu_ps(epi.scale + n0 + 16 * v);
-    bias[v] = epi.bias ? _mm512_loadu_ps(epi.bias + n0 + 16 * v) : _mm512_setzero_ps();
+    bias[v] = Epilogue512::load_bias(epi.bias, n0 + 16 * v);
   }
   // After the packs, dword 4L + m holds channels 16m + 4L .. 16m + 4L + 3: move it to 4m + L.
   const __m512i order =
@@ -188,7 +188,7 @@ void store_tile(__m512i acc[][4], const Int8Epilogue& epi, int64_t n0, int cols,
     __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
     if constexpr (KIND != Int8OutKind::i32) {
       scale = _mm512_maskz_loadu_ps(mask, epi.scale + n);
-      if (epi.bias) bias = _mm512_maskz_loadu_ps(mask, epi.bias + n);
+      bias = Epilogue512::load_bias(epi.bias, n, mask);
     }
     for (int r = 0; r < MR; ++r) {
       store_tile_vector<KIND>(acc[r][v], mask, scale, bias, epi, c_rows[r], n);

@@ -10,6 +10,7 @@
 
 #include "pyfastcnn/kernels.h"
 #include "../tile_loop.h"
+#include "epilogue_avx512.h"
 
 namespace pyfastcnn {
 namespace avx512 {
@@ -28,7 +29,7 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, i
   const int64_t left = a.q_count - q0;
   const __mmask16 m0 = lane_mask(left), m1 = lane_mask(left - 16), m2 = lane_mask(left - 32),
                   m3 = lane_mask(left - 48);
-  const __m512 lo = _mm512_set1_ps(a.clamp_min), hi = _mm512_set1_ps(a.clamp_max);
+  const Epilogue512 epi(a.clamp_min, a.clamp_max);
   const float* base = src + q0;
   for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
@@ -47,16 +48,12 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, i
         c3 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m3, p + 48), c3);
       }
     }
-    const __m512 bias = _mm512_set1_ps(a.bias ? a.bias[oc] : 0.0f);
+    const __m512 bias = Epilogue512::broadcast_bias(a.bias, oc);
     float* o = out + oc * a.q_count + q0;
-    // x as the second operand of max/min: they return it when it is NaN.
-    const auto finish = [&](__m512 x) {
-      return _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(x, bias)));
-    };
-    _mm512_mask_storeu_ps(o, m0, finish(c0));
-    _mm512_mask_storeu_ps(o + 16, m1, finish(c1));
-    _mm512_mask_storeu_ps(o + 32, m2, finish(c2));
-    _mm512_mask_storeu_ps(o + 48, m3, finish(c3));
+    _mm512_mask_storeu_ps(o, m0, epi.apply(c0, bias));
+    _mm512_mask_storeu_ps(o + 16, m1, epi.apply(c1, bias));
+    _mm512_mask_storeu_ps(o + 32, m2, epi.apply(c2, bias));
+    _mm512_mask_storeu_ps(o + 48, m3, epi.apply(c3, bias));
   }
 }
 

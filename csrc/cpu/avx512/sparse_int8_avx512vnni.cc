@@ -190,7 +190,7 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
     __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
     if constexpr (KIND != Int8OutKind::i32) {
       scale = _mm512_maskz_loadu_ps(mask, epi.scale + oc0);
-      if (epi.bias) bias = _mm512_maskz_loadu_ps(mask, epi.bias + oc0);
+      bias = Epilogue512::load_bias(epi.bias, oc0, mask);
     }
     if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
       requantize_bytes<T, KIND>(sums, count, oc0, epi, q0, q_count, Wq, OW, pixel_bytes,
