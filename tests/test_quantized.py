@@ -384,3 +384,44 @@ def test_conv_few_channels_exact(isa, n, c, h, w, oc, kernel, stride, padding, x
         out_zero_point=3, relu=True,
     )
     check(y, ref, torch.uint8)
+
+
+# A fused residual add: every conv case (odd channels, 1x1/1xk, stride 2, dilation, groups,
+# depthwise, the few-channel stem path), residual codes of both signs, relu on and off.
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("rk", ["u8", "s8"])
+def test_conv_residual_add_matches_reference(isa, case: ConvCase, rk):
+    x, xs, xzp = quant_x((case.n, case.c, case.h, case.w), "u8")
+    qw = pyfastcnn.quantize_weight(case.weight(), groups=case.groups)
+    bias = torch.randn(case.oc)
+    geo = dict(stride=case.stride, padding=case.padding, dilation=case.dilation)
+    shape = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, bias, **geo).shape
+    r, rs, rzp = quant_x(shape, rk)
+    r = r.contiguous(memory_format=torch.channels_last) if case.n % 2 else r  # both layouts
+    for (out_dtype, os_, ozp), relu in zip(OUTS, (True, False, True)):
+        kw = dict(out_dtype=out_dtype, out_scale=os_, out_zero_point=ozp, relu=relu)
+        y = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, bias, **geo, **kw, residual=r,
+                                       residual_scale=rs * 3, residual_zero_point=rzp)
+        ref = reference.quantized_conv2d(x, xs, xzp, qw.int_weight, qw.scale, bias, **geo,
+                                         groups=case.groups, **kw, residual=r,
+                                         residual_scale=rs * 3, residual_zero_point=rzp)
+        check(y, ref, out_dtype)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(residual=torch.zeros(1, 8, 5, 5, dtype=torch.uint8)), ValueError, "residual_scale"),
+    (dict(residual=torch.zeros(1, 8, 4, 5, dtype=torch.uint8), residual_scale=0.1), ValueError,
+     "output's shape"),
+    (dict(residual=torch.zeros(1, 8, 5, 5), residual_scale=0.1), TypeError, "residual"),
+    (dict(residual=torch.zeros(1, 8, 5, 5, dtype=torch.uint8), residual_scale=-1.0), ValueError,
+     "residual_scale"),
+    (dict(residual=torch.zeros(1, 8, 5, 5, dtype=torch.int8), residual_scale=0.1,
+          residual_zero_point=200), ValueError, "residual_zero_point"),
+    (dict(residual_scale=0.1), ValueError, "need a residual"),
+])
+def test_conv_residual_bad_input(kwargs, error, match):
+    x = torch.zeros(1, 4, 5, 5, dtype=torch.uint8)
+    qw = pyfastcnn.quantize_weight(torch.randn(8, 4, 3, 3))
+    with pytest.raises(error, match=match):
+        pyfastcnn.quantized_conv2d(x, 0.1, 0, qw, padding=1, out_dtype=torch.uint8,
+                                   out_scale=0.1, **kwargs)

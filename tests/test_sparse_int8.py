@@ -255,3 +255,26 @@ def test_aligned_plane_copies(isa, case):
         assert torch.equal(y, pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo, **out))
         y = sparse_quantized_conv2d(x, 0.02, zp, packed, None, **geo)
         assert torch.equal(y, pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, None, **geo))
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
+def test_residual_add_matches_dense(isa, case):
+    """A fused residual add gives the dense kernel's bytes (same sums, same epilogue)."""
+    qw = pruned_qweight(case)
+    packed = pack_sparse_int8(qw)
+    bias = torch.randn(case.oc)
+    geo = dict(stride=case.stride, padding=case.padding, dilation=case.dilation)
+    x, zp = quant_x(case, "u8")
+    shape = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo).shape
+    for rdtype, rzp in ((torch.uint8, 17), (torch.int8, -5)):
+        r = torch.randint(-128 if rdtype == torch.int8 else 0, 128 if rdtype == torch.int8
+                          else 256, shape, dtype=rdtype)
+        for out_dtype, os_, ozp in OUTS:
+            out = dict(out_dtype=out_dtype, out_scale=os_, out_zero_point=ozp, relu=True,
+                       residual=r, residual_scale=0.03, residual_zero_point=rzp)
+            y = sparse_quantized_conv2d(x, 0.02, zp, packed, bias, **geo, **out)
+            dense = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo, **out)
+            if out_dtype == torch.float32:
+                assert rel_error(y, dense) <= 1e-5
+            else:
+                assert torch.equal(y, dense)

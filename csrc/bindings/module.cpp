@@ -51,6 +51,13 @@ QuantParams quant_params(int32_t x_zero_point, float x_scale, int out_kind, floa
           out_scale, out_zero_point};
 }
 
+void set_residual_params(QuantParams* q, const TensorRef* residual, float scale,
+                         int32_t zero_point) {
+  q->residual = residual;
+  q->residual_scale = scale;
+  q->residual_zero_point = zero_point;
+}
+
 Isa isa_from_name(const std::string& name) {
   Isa isa;
   if (!parse_isa(name.c_str(), &isa)) {
@@ -126,22 +133,34 @@ PYBIND11_MODULE(_C, m) {
          const py::tuple& w_scale, const py::object& bias, int64_t stride_h, int64_t stride_w,
          int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups,
          int32_t x_zero_point, float x_scale, int out_kind, float clamp_min, float clamp_max,
-         float out_scale, int32_t out_zero_point, const py::tuple& out) {
+         float out_scale, int32_t out_zero_point, const py::tuple& out,
+         const py::object& residual, float residual_scale, int32_t residual_zero_point) {
         const Isa isa = isa_from_name(layout);
         const TensorRef rx = to_ref(x, "input"), rp = to_ref(packed, "packed"),
                         rs = to_ref(col_sums, "col_sums"), rw = to_ref(w_scale, "w_scale"),
                         ro = to_ref(out, "out");
-        TensorRef rb;
+        TensorRef rb, rr;
         if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        if (!residual.is_none()) rr = to_ref(residual.cast<py::tuple>(), "residual");
         const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
                                          groups, clamp_min, clamp_max);
-        const QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
-                                           out_scale, out_zero_point);
+        QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
+                                     out_scale, out_zero_point);
+        set_residual_params(&q, residual.is_none() ? nullptr : &rr, residual_scale,
+                            residual_zero_point);
         py::gil_scoped_release release;
         int8_conv2d(rx, isa, rp, rs, c_per_group, kh, kw, rw, bias.is_none() ? nullptr : &rb, p,
                     q, ro);
       },
-      "quantized conv, NHWC in and out: see ops.h for the exact math");
+      "quantized conv, NHWC in and out (optionally + a residual): see ops.h for the exact math",
+      py::arg("x"), py::arg("layout"), py::arg("packed"), py::arg("col_sums"),
+      py::arg("c_per_group"), py::arg("kh"), py::arg("kw"), py::arg("w_scale"), py::arg("bias"),
+      py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_left"),
+      py::arg("dil_h"), py::arg("dil_w"), py::arg("groups"), py::arg("x_zero_point"),
+      py::arg("x_scale"), py::arg("out_kind"), py::arg("clamp_min"), py::arg("clamp_max"),
+      py::arg("out_scale"), py::arg("out_zero_point"), py::arg("out"),
+      py::arg("residual") = py::none(), py::arg("residual_scale") = 1.0f,
+      py::arg("residual_zero_point") = 0);
 
   m.def(
       "sparse_int8_conv2d",
@@ -150,22 +169,34 @@ PYBIND11_MODULE(_C, m) {
          int64_t kw, const py::tuple& w_scale, const py::object& bias, int64_t stride_h,
          int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
          int64_t groups, int32_t x_zero_point, float x_scale, int out_kind, float clamp_min,
-         float clamp_max, float out_scale, int32_t out_zero_point, const py::tuple& out) {
+         float clamp_max, float out_scale, int32_t out_zero_point, const py::tuple& out,
+         const py::object& residual, float residual_scale, int32_t residual_zero_point) {
         const TensorRef rx = to_ref(x, "input"), rp = to_ref(row_ptr, "row_ptr"),
                         rk = to_ref(block_k, "block_k"), rv = to_ref(values, "values"),
                         rs = to_ref(col_sums, "col_sums"), rw = to_ref(w_scale, "w_scale"),
                         ro = to_ref(out, "out");
-        TensorRef rb;
+        TensorRef rb, rr;
         if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
+        if (!residual.is_none()) rr = to_ref(residual.cast<py::tuple>(), "residual");
         const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
                                          groups, clamp_min, clamp_max);
-        const QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
-                                           out_scale, out_zero_point);
+        QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
+                                     out_scale, out_zero_point);
+        set_residual_params(&q, residual.is_none() ? nullptr : &rr, residual_scale,
+                            residual_zero_point);
         py::gil_scoped_release release;
         sparse_int8_conv2d(rx, rp, rk, rv, rs, c_per_group, kh, kw, rw,
                            bias.is_none() ? nullptr : &rb, p, q, ro);
       },
-      "quantized conv with a sparse weight in 4-channel blocks, NHWC: see ops.h");
+      "quantized conv with a sparse weight in 4-channel blocks, NHWC: see ops.h",
+      py::arg("x"), py::arg("row_ptr"), py::arg("block_k"), py::arg("values"),
+      py::arg("col_sums"), py::arg("c_per_group"), py::arg("kh"), py::arg("kw"),
+      py::arg("w_scale"), py::arg("bias"), py::arg("stride_h"), py::arg("stride_w"),
+      py::arg("pad_top"), py::arg("pad_left"), py::arg("dil_h"), py::arg("dil_w"),
+      py::arg("groups"), py::arg("x_zero_point"), py::arg("x_scale"), py::arg("out_kind"),
+      py::arg("clamp_min"), py::arg("clamp_max"), py::arg("out_scale"),
+      py::arg("out_zero_point"), py::arg("out"), py::arg("residual") = py::none(),
+      py::arg("residual_scale") = 1.0f, py::arg("residual_zero_point") = 0);
 
   m.def(
       "sparse_conv2d_csr",

@@ -74,7 +74,7 @@ Epilogue make_epilogue(const int32_t* col_sums, int64_t N, int32_t zp, const flo
   }
   e.epi = Int8Epilogue{q.out_kind,   e.offset.data(), e.scale.empty() ? nullptr : e.scale.data(),
                        bias,         q.clamp_min,     q.clamp_max,
-                       1.0f / q.out_scale, q.out_zero_point};
+                       1.0f / q.out_scale, q.out_zero_point, nullptr, 0, false, 0.0f, 0};
   return e;
 }
 
@@ -99,7 +99,7 @@ void run_gemm(const Int8GemmKernel& k, const Int8GemmArgs& args) {
   const int64_t row_bytes = args.ldc * out_elem_size(epi.kind);
   parallel_for(s.M, 16, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
-      ref::int8_epilogue_row(acc + m * s.N, 0, s.N, epi, c + m * row_bytes);
+      ref::int8_epilogue_row(acc + m * s.N, 0, s.N, epi, c + m * row_bytes, m);
     }
   });
 }
@@ -244,6 +244,29 @@ bool is_channels_last(const TensorRef& t) {
          (H <= 1 || t.strides[2] == W * C) && (W <= 1 || t.strides[3] == C);
 }
 
+// The fused residual add of a conv (QuantParams::residual) into its epilogue, after checking
+// the residual against the output it is added to.
+void set_residual(const QuantParams& q, const TensorRef& out, Int8Epilogue* epi) {
+  if (!q.residual) return;
+  const TensorRef& r = *q.residual;
+  check_activation(r, "residual");
+  check_tensor(r, "residual", r.dtype, 4);
+  for (int d = 0; d < 4; ++d) {
+    if (r.sizes[d] != out.sizes[d]) fail("residual must have the output's shape");
+  }
+  if (!is_channels_last(r)) fail("residual must be channels_last contiguous (NHWC)");
+  if (q.out_kind == Int8OutKind::i32) fail("a residual add needs float or 8-bit output");
+  if (!(q.residual_scale > 0) || !std::isfinite(q.residual_scale)) {
+    fail("residual_scale must be a finite positive number");
+  }
+  check_zero_point(q.residual_zero_point, r.dtype, "residual_zero_point");
+  epi->residual = static_cast<const uint8_t*>(r.data);
+  epi->residual_ld = out.sizes[1];
+  epi->residual_signed = r.dtype == DType::i8;
+  epi->residual_scale = q.residual_scale;
+  epi->residual_zero_point = q.residual_zero_point;
+}
+
 // The conv's source image as the kernels read it: NHWC bytes, unsigned, each group's channels
 // padded to a multiple of 4 (cg4; left unpadded when `compact`, see Int8RepackConvRowsFn), and
 // spatially padded with the zero point so that every tap of every output pixel is inside it.
@@ -358,6 +381,7 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
                              static_cast<const float*>(w_scale.data),
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
+  set_residual(q, out, &e.epi);
   const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
   // Few channels: reduce over whole kernel rows of unpadded pixels (Int8RepackConvRowsFn).
   // The weight is repacked per call (~1 cycle per byte, per 32-column panel) to save one
@@ -414,7 +438,9 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
         }
       });
       char* c = static_cast<char*>(out.data) + (m0 * OC + grp * ocg) * out_size;
-      run_gemm(k, Int8GemmArgs{cols, K, b, {rows, ocg, K}, c, OC, epi, false});
+      Int8Epilogue chunk_epi = epi;
+      if (chunk_epi.residual) chunk_epi.residual += m0 * OC + grp * ocg;
+      run_gemm(k, Int8GemmArgs{cols, K, b, {rows, ocg, K}, c, OC, chunk_epi, false});
     }
   }
 }
@@ -483,6 +509,7 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
                              static_cast<const float*>(w_scale.data),
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
+  set_residual(q, out, &e.epi);
   const int32_t* values32 = static_cast<const int32_t*>(values.data);
   const uint8_t* xp = static_cast<const uint8_t*>(x.data);
   const SparseInt8ConvFn kernel = sparse_int8_conv_kernel();

@@ -309,6 +309,9 @@ def _quantized_conv2d_impl(
     clamp_max: float,
     out_scale: float,
     out_zero_point: int,
+    residual: Optional[torch.Tensor] = None,
+    residual_scale: float = 1.0,
+    residual_zero_point: int = 0,
 ) -> torch.Tensor:
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
     out = conv_output(x, weight_shape[0], output_size, dtype, torch.channels_last)
@@ -337,6 +340,9 @@ def _quantized_conv2d_impl(
         out_scale,
         out_zero_point,
         _native.tensor_arg(out),
+        _native.optional_arg(residual),
+        residual_scale,
+        residual_zero_point,
     )
     return out
 
@@ -367,6 +373,9 @@ def _(
     clamp_max,
     out_scale,
     out_zero_point,
+    residual=None,
+    residual_scale=1.0,
+    residual_zero_point=0,
 ):
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
     return conv_output(x, weight_shape[0], output_size, dtype, torch.channels_last)
@@ -420,6 +429,31 @@ def _output_params(out_dtype, out_scale, out_zero_point, relu, clamp_max=None) -
     elif math.isnan(clamp_max) or clamp_max < clamp_min:
         raise ValueError(f"clamp_max must be >= {clamp_min}, got {clamp_max}")
     return _OUT_KINDS[out_dtype], clamp_min, float(clamp_max), float(out_scale), out_zero_point
+
+
+def _residual_params(residual, residual_scale, residual_zero_point, x: torch.Tensor,
+                     output_channels: int, output_size) -> tuple:
+    """Checked (residual, scale, zero point) of a fused residual add: the codes, channels_last,
+    shaped like the conv's output [N, OC, OH, OW]."""
+    if residual is None:
+        if residual_scale is not None or residual_zero_point is not None:
+            raise ValueError("residual_scale/residual_zero_point need a residual")
+        return None, 1.0, 0
+    check_tensor("residual", residual, (torch.uint8, torch.int8))
+    shape = (x.shape[0], output_channels, *output_size)
+    if tuple(residual.shape) != shape:
+        raise ValueError(f"residual must have the output's shape {shape}, got "
+                         f"{tuple(residual.shape)}")
+    if residual_scale is None:
+        raise ValueError("a residual needs residual_scale")
+    if isinstance(residual_scale, bool) or not isinstance(residual_scale, (int, float)):
+        raise TypeError(f"residual_scale must be a float, got {type(residual_scale).__name__}")
+    if not (residual_scale > 0 and math.isfinite(residual_scale)):
+        raise ValueError(f"residual_scale must be positive and finite, got {residual_scale}")
+    residual_zero_point = 0 if residual_zero_point is None else residual_zero_point
+    _check_zero_point("residual_zero_point", residual_zero_point, residual.dtype)
+    return (residual.contiguous(memory_format=torch.channels_last), float(residual_scale),
+            residual_zero_point)
 
 
 def _check_weight(weight: object, dim: int, what: str) -> QuantizedWeight:
@@ -509,6 +543,9 @@ def quantized_conv2d(
     out_zero_point: Optional[int] = None,
     relu: bool = False,
     clamp_max: Optional[float] = None,
+    residual: Optional[torch.Tensor] = None,
+    residual_scale: Optional[float] = None,
+    residual_zero_point: Optional[int] = None,
 ) -> torch.Tensor:
     """INT8 conv2d (F.conv2d geometry) with the requantization epilogue fused.
 
@@ -517,6 +554,10 @@ def quantized_conv2d(
             converted once per call: keep activations channels_last between layers).
         weight: ``quantize_weight(conv.weight, groups=conv.groups)``.
         groups: defaults to weight.groups; if given it must match.
+        residual: a fused residual add (ResNet's ``relu(conv(x) + identity)``): uint8/int8
+            codes shaped like the output, quantized with (residual_scale,
+            residual_zero_point); ``residual_scale * (residual - residual_zero_point)`` is added
+            to y before ReLU/clamp and the output conversion.
         Others: as ``quantized_linear``.
 
     Returns:
@@ -533,6 +574,8 @@ def quantized_conv2d(
     geo = conv_geometry(x.shape, weight.int_weight.shape, stride, padding, dilation, weight.groups)
     kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
                                                    clamp_max)
+    residual, r_scale, r_zp = _residual_params(residual, residual_scale, residual_zero_point,
+                                               x, weight.out_channels, geo.output_size)
     isa, data, col_sums = weight._packed.packed()
     x = x.contiguous(memory_format=torch.channels_last)
     return _native.run(
@@ -557,4 +600,7 @@ def quantized_conv2d(
         hi,
         o_scale,
         o_zp,
+        residual,
+        r_scale,
+        r_zp,
     )

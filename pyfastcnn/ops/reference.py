@@ -65,13 +65,17 @@ def conv_bn_relu(
 
 
 def _requantize(
-    acc: torch.Tensor, scale: torch.Tensor, bias, out_dtype, out_scale, out_zero_point, relu: bool
+    acc: torch.Tensor, scale: torch.Tensor, bias, out_dtype, out_scale, out_zero_point, relu: bool,
+    residual=None, residual_scale=1.0, residual_zero_point=0,
 ) -> torch.Tensor:
-    """The INT8 epilogue in float64: y = acc * scale + bias, ReLU, then quantize if asked."""
+    """The INT8 epilogue in float64: y = acc * scale + bias [+ residual_scale * (residual -
+    residual_zero_point)], ReLU, then quantize if asked."""
     y = acc * scale
     if bias is not None:
         # Linear: [M, N] + [N]; conv: [N, OC, OH, OW] + [OC, 1, 1].
         y = y + (bias.double().view(-1, 1, 1) if acc.dim() == 4 else bias.double())
+    if residual is not None:
+        y = y + residual_scale * (residual.double() - (residual_zero_point or 0))
     if relu:
         y = torch.relu(y)
     if out_dtype == torch.float32:
@@ -114,6 +118,9 @@ def quantized_conv2d(
     out_scale=None,
     out_zero_point=None,
     relu=False,
+    residual=None,
+    residual_scale=1.0,
+    residual_zero_point=0,
 ) -> torch.Tensor:
     """Float64 reference of pyfastcnn.quantized_conv2d: integer sums are exact in float64."""
     acc = F.conv2d(
@@ -133,4 +140,7 @@ def quantized_conv2d(
         out_scale,
         out_zero_point,
         relu,
+        residual,
+        residual_scale,
+        residual_zero_point,
     )

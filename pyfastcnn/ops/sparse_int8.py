@@ -28,6 +28,7 @@ from .quantized import (
     QuantizedWeight,
     _check_activation,
     _output_params,
+    _residual_params,
 )
 
 BLOCK = 4  # input channels per block: one vpdpbusd lane
@@ -222,6 +223,9 @@ def _sparse_quantized_conv2d_impl(
     clamp_max: float,
     out_scale: float,
     out_zero_point: int,
+    residual: Optional[torch.Tensor] = None,
+    residual_scale: float = 1.0,
+    residual_zero_point: int = 0,
 ) -> torch.Tensor:
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
     out = conv_output(x, weight_shape[0], output_size, dtype, torch.channels_last)
@@ -251,6 +255,9 @@ def _sparse_quantized_conv2d_impl(
         out_scale,
         out_zero_point,
         _native.tensor_arg(out),
+        _native.optional_arg(residual),
+        residual_scale,
+        residual_zero_point,
     )
     return out
 
@@ -282,6 +289,9 @@ def _(
     clamp_max,
     out_scale,
     out_zero_point,
+    residual=None,
+    residual_scale=1.0,
+    residual_zero_point=0,
 ):
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
     return conv_output(x, weight_shape[0], output_size, dtype, torch.channels_last)
@@ -303,6 +313,9 @@ def sparse_quantized_conv2d(
     out_zero_point: Optional[int] = None,
     relu: bool = False,
     clamp_max: Optional[float] = None,
+    residual: Optional[torch.Tensor] = None,
+    residual_scale: Optional[float] = None,
+    residual_zero_point: Optional[int] = None,
 ) -> torch.Tensor:
     """INT8 conv2d with a pruned weight (``pack_sparse_int8``): ``quantized_conv2d``'s math and
     arguments, work proportional to the kept 4-channel blocks.
@@ -317,6 +330,8 @@ def sparse_quantized_conv2d(
         out_dtype: float32, or int8/uint8 with out_scale (and out_zero_point, default 0).
         relu: fuse ReLU.
         clamp_max: upper clamp of y before the output conversion (6.0 with relu: ReLU6).
+        residual, residual_scale, residual_zero_point: a fused residual add, as in
+            ``quantized_conv2d``.
 
     Returns:
         [N, OC, OH, OW] of out_dtype, channels_last. Integer sums are exact, so the result
@@ -337,6 +352,8 @@ def sparse_quantized_conv2d(
     geo = conv_geometry(x.shape, weight.shape, stride, padding, dilation, weight.groups)
     kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
                                                  clamp_max)
+    residual, r_scale, r_zp = _residual_params(residual, residual_scale, residual_zero_point,
+                                               x, weight.out_channels, geo.output_size)
     x = x.contiguous(memory_format=torch.channels_last)
     return _native.run(
         _sparse_quantized_conv2d,
@@ -361,4 +378,7 @@ def sparse_quantized_conv2d(
         hi,
         o_scale,
         o_zp,
+        residual,
+        r_scale,
+        r_zp,
     )

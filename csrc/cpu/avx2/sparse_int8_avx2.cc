@@ -90,7 +90,8 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
       if (ow < OW) {
         for (int i = 0; i < count; ++i) pixel[i] = sums[i][p];
         ref::int8_epilogue_row(pixel, oc0, count, a.epi,
-                               out_image + (oh * OW + ow) * pixel_bytes);
+                               out_image + (oh * OW + ow) * pixel_bytes,
+                               (n * a.g.OH + oh) * OW + ow);
       }
       if (++ow == a.Wq) {
         ow = 0;

@@ -23,30 +23,51 @@ constexpr int64_t out_bytes(Int8OutKind kind) {
   return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
 }
 
+// residual_scale * (r - residual_zero_point) of the 16 residual codes at `res` (lanes `mask`).
+inline __m512 residual_term(const uint8_t* res, __mmask16 mask, const Int8Epilogue& epi) {
+  const __m128i bytes = _mm_maskz_loadu_epi8(mask, res);
+  const __m512i r = epi.residual_signed ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
+  return _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_sub_epi32(r, _mm512_set1_epi32(epi.residual_zero_point))),
+      _mm512_set1_ps(epi.residual_scale));
+}
+
+// The float value of int32 sums acc (offsets already added): clamp(acc * scale + bias [+ the
+// residual term of the codes at `res`, when not null]).
+inline __m512 epilogue_ps(__m512i acc, const __m512& scale, const __m512& bias,
+                          const Int8Epilogue& epi, const uint8_t* res, __mmask16 mask) {
+  const Epilogue512 e(epi.clamp_min, epi.clamp_max);
+  if (!res) return e.apply(_mm512_cvtepi32_ps(acc), scale, bias);
+  return e.clamp(_mm512_add_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias),
+                               residual_term(res, mask, epi)));
+}
+
 // The 8-bit output code of int32 sums acc (offsets already added) before the final clamp to the
 // output range, which callers do with a clamp or with saturating packs (the same result).
 inline __m512i requantize_epi32(__m512i acc, const __m512& scale, const __m512& bias,
-                                const Int8Epilogue& epi) {
-  const __m512 y =
-      Epilogue512(epi.clamp_min, epi.clamp_max).apply(_mm512_cvtepi32_ps(acc), scale, bias);
+                                const Int8Epilogue& epi, const uint8_t* res = nullptr,
+                                __mmask16 mask = 0xFFFF) {
+  const __m512 y = epilogue_ps(acc, scale, bias, epi, res, mask);
   return _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_set1_ps(epi.out_inv_scale))),
                           _mm512_set1_epi32(epi.out_zero_point));
 }
 
 // Stores lanes `mask` of acc (int32 sums, offsets already added) at element n of `row` after the
-// epilogue of kernels.h (Int8Epilogue): scale and bias hold the lanes' channels.
+// epilogue of kernels.h (Int8Epilogue): scale and bias hold the lanes' channels; res_row is the
+// row's residual codes (null without a residual add).
 template <Int8OutKind KIND>
 void store_tile_vector(__m512i acc, __mmask16 mask, const __m512& scale, const __m512& bias,
-                       const Int8Epilogue& epi, char* row, int64_t n) {
+                       const Int8Epilogue& epi, char* row, int64_t n,
+                       const uint8_t* res_row = nullptr) {
+  const uint8_t* res = res_row ? res_row + n : nullptr;
   if constexpr (KIND == Int8OutKind::i32) {
     _mm512_mask_storeu_epi32(reinterpret_cast<int32_t*>(row) + n, mask, acc);
   } else if constexpr (KIND == Int8OutKind::f32) {
-    const __m512 y =
-        Epilogue512(epi.clamp_min, epi.clamp_max).apply(_mm512_cvtepi32_ps(acc), scale, bias);
+    const __m512 y = epilogue_ps(acc, scale, bias, epi, res, mask);
     _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
   } else {
     constexpr bool kSigned = KIND == Int8OutKind::s8;
-    __m512i q = requantize_epi32(acc, scale, bias, epi);
+    __m512i q = requantize_epi32(acc, scale, bias, epi, res, mask);
     q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(kSigned ? -128 : 0)),
                          _mm512_set1_epi32(kSigned ? 127 : 255));
     _mm_mask_storeu_epi8(row + n, mask, _mm512_cvtepi32_epi8(q));

@@ -143,7 +143,7 @@ void init_tile(const Int8Epilogue& epi, int64_t n0, int cols, __m512i acc[][4]) 
 // byte conversion and a store per vector.
 template <int MR, int NP, Int8OutKind KIND>
 void store_tile_bytes(__m512i acc[][4], const Int8Epilogue& epilogue, int64_t n0,
-                      char* const* c_rows) {
+                      char* const* c_rows, const uint8_t* const* res_rows) {
   const Int8Epilogue epi = epilogue;  // a local: byte stores cannot alias it
   __m512 scale[4], bias[4];
   for (int v = 0; v < 2 * NP; ++v) {
@@ -154,13 +154,15 @@ void store_tile_bytes(__m512i acc[][4], const Int8Epilogue& epilogue, int64_t n0
   const __m512i order =
       _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   for (int r = 0; r < MR; ++r) {
-    const __m512i y0 = requantize_epi32(acc[r][0], scale[0], bias[0], epi);
-    const __m512i y1 = requantize_epi32(acc[r][1], scale[1], bias[1], epi);
+    const uint8_t* res = res_rows[r] ? res_rows[r] + n0 : nullptr;
+    const auto part = [&](int v) {
+      return requantize_epi32(acc[r][v], scale[v], bias[v], epi, res ? res + 16 * v : nullptr);
+    };
+    const __m512i y0 = part(0), y1 = part(1);
     const __m512i a0 = _mm512_packs_epi32(y0, y1);
     __m512i a1 = a0;
     if constexpr (NP == 2) {
-      const __m512i y2 = requantize_epi32(acc[r][2], scale[2], bias[2], epi);
-      const __m512i y3 = requantize_epi32(acc[r][3], scale[3], bias[3], epi);
+      const __m512i y2 = part(2), y3 = part(3);
       a1 = _mm512_packs_epi32(y2, y3);
     }
     const __m512i b = KIND == Int8OutKind::s8 ? _mm512_packs_epi16(a0, a1)
@@ -175,12 +177,16 @@ void store_tile_bytes(__m512i acc[][4], const Int8Epilogue& epilogue, int64_t n0
   }
 }
 
-// Epilogue of a tile, rows c_rows[r], columns n0 .. n0 + cols.
+// Epilogue of a tile, rows c_rows[r] (output rows m .. m + MR), columns n0 .. n0 + cols.
 template <int MR, int NP, Int8OutKind KIND>
 void store_tile(__m512i acc[][4], const Int8Epilogue& epi, int64_t n0, int cols,
-                char* const* c_rows) {
+                char* const* c_rows, int64_t m) {
+  const uint8_t* res_rows[MR];
+  for (int r = 0; r < MR; ++r) {
+    res_rows[r] = epi.residual ? epi.residual + (m + r) * epi.residual_ld : nullptr;
+  }
   if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
-    if (cols == 32 * NP) return store_tile_bytes<MR, NP, KIND>(acc, epi, n0, c_rows);
+    if (cols == 32 * NP) return store_tile_bytes<MR, NP, KIND>(acc, epi, n0, c_rows, res_rows);
   }
   for (int v = 0; v < 2 * NP; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
@@ -191,16 +197,17 @@ void store_tile(__m512i acc[][4], const Int8Epilogue& epi, int64_t n0, int cols,
       bias = Epilogue512::load_bias(epi.bias, n, mask);
     }
     for (int r = 0; r < MR; ++r) {
-      store_tile_vector<KIND>(acc[r][v], mask, scale, bias, epi, c_rows[r], n);
+      store_tile_vector<KIND>(acc[r][v], mask, scale, bias, epi, c_rows[r], n, res_rows[r]);
     }
   }
 }
 
-// One MR x (32 * NP) GEMM tile: rows a + r * lda, columns n0 .. n0 + cols of NP packed panels.
+// One MR x (32 * NP) GEMM tile: rows a + r * lda (output rows m + r), columns n0 .. n0 + cols
+// of NP packed panels.
 template <int MR, int NP, Int8OutKind KIND, bool SIGNED_A>
 void gemm_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t panel_stride,
                int64_t K, int64_t n0, int cols, const Int8Epilogue& epi, char* c,
-               int64_t row_bytes) {
+               int64_t row_bytes, int64_t m) {
   const uint8_t* rows[MR];
   char* c_rows[MR];
   for (int r = 0; r < MR; ++r) {
@@ -211,28 +218,28 @@ void gemm_tile(const uint8_t* a, int64_t lda, const int8_t* panel, int64_t panel
   init_tile<MR, NP>(epi, n0, cols, acc);
   const int64_t whole_row = 0;
   dot_tile<MR, NP, SIGNED_A>(rows, &whole_row, 1, K, panel, panel_stride, acc);
-  store_tile<MR, NP, KIND>(acc, epi, n0, cols, c_rows);
+  store_tile<MR, NP, KIND>(acc, epi, n0, cols, c_rows, m);
 }
 
-// One MR x (32 * NP) conv tile: output pixels with source rows base[0..MR) and output rows
-// c_rows[0..MR), channels n0 .. n0 + cols of group grp.
+// One MR x (32 * NP) conv tile: output pixels m .. m + MR with source rows base[0..MR) and
+// output rows c_rows[0..MR), channels n0 .. n0 + cols of group grp.
 template <int MR, int NP, Int8OutKind KIND>
 void conv_tile(const Int8ConvArgs& g, int64_t grp, const uint8_t* const* base,
                char* const* c_rows, const int8_t* panel, int64_t panel_stride, int64_t n0,
-               int cols) {
+               int cols, int64_t m) {
   __m512i acc[MR][4];
   init_tile<MR, NP>(g.epi, grp * g.ocg + n0, cols, acc);
   dot_tile<MR, NP>(base, g.segment_offset, g.num_segments, g.segment_len, panel, panel_stride,
                    acc);
-  store_tile<MR, NP, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows);
+  store_tile<MR, NP, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows, m);
 }
 
 template <Int8OutKind KIND, int NP, bool SIGNED_A = false>
 struct Tiles {
   using GemmFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int64_t, int,
-                          const Int8Epilogue&, char*, int64_t);
+                          const Int8Epilogue&, char*, int64_t, int64_t);
   using ConvFn = void (*)(const Int8ConvArgs&, int64_t, const uint8_t* const*, char* const*,
-                          const int8_t*, int64_t, int64_t, int);
+                          const int8_t*, int64_t, int64_t, int, int64_t);
   static constexpr GemmFn gemm[kMR + 1] = {
       nullptr,
       gemm_tile<1, NP, KIND, SIGNED_A>,
@@ -261,7 +268,7 @@ void gemm(const Int8GemmArgs& args) {
     const auto fn = np == 2 ? Tiles<KIND, 2, SIGNED_A>::gemm[rows]
                             : Tiles<KIND, 1, SIGNED_A>::gemm[rows];
     fn(args.a + m * args.lda, args.lda, packed + p * stride, stride, s.K, n0, cols, args.epi,
-       c + m * row_bytes, row_bytes);
+       c + m * row_bytes, row_bytes, m);
   });
 }
 
@@ -286,7 +293,8 @@ void conv(const Int8ConvArgs& args) {
             c_rows[r] = static_cast<char*>(args.out) + (m + r) * out_pixel_bytes;
           }
           const auto fn = np == 2 ? Tiles<KIND, 2>::conv[rows] : Tiles<KIND, 1>::conv[rows];
-          fn(args, grp, t.base + (m - t.first), c_rows, packed + p * stride, stride, n0, cols);
+          fn(args, grp, t.base + (m - t.first), c_rows, packed + p * stride, stride, n0, cols,
+             m);
         });
   }
 }

@@ -193,9 +193,11 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
       bias = Epilogue512::load_bias(epi.bias, oc0, mask);
     }
     if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
-      requantize_bytes<T, KIND>(sums, count, oc0, epi, q0, q_count, Wq, OW, pixel_bytes,
-                                out_image);
-      continue;
+      if (!epi.residual) {  // residual codes are per pixel: the transposed path below reads them
+        requantize_bytes<T, KIND>(sums, count, oc0, epi, q0, q_count, Wq, OW, pixel_bytes,
+                                  out_image);
+        continue;
+      }
     }
     for (int v = 0; v < T; ++v) {
       const int64_t q = q0 + 16 * v;
@@ -208,8 +210,11 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
       for (int p = 0; p < pixels; ++p) {
         if (ow < OW) {
           char* row = out_image + (oh * OW + ow) * pixel_bytes;
+          const uint8_t* res_row =
+              epi.residual ? epi.residual + ((n * a.g.OH + oh) * OW + ow) * epi.residual_ld
+                           : nullptr;
           store_tile_vector<KIND>(_mm512_add_epi32(r[p], offset), mask, scale, bias, epi, row,
-                                  oc0);
+                                  oc0, res_row);
         }
         if (++ow == Wq) {
           ow = 0;

@@ -19,7 +19,8 @@ void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packe
 }
 
 void int8_epilogue_row(const int32_t* acc, int64_t n0, int64_t count, const Int8Epilogue& epi,
-                       void* c_row) {
+                       void* c_row, int64_t m) {
+  const uint8_t* residual = epi.residual ? epi.residual + m * epi.residual_ld : nullptr;
   for (int64_t j = 0; j < count; ++j) {
     const int64_t n = n0 + j;
     const int32_t v = static_cast<int32_t>(
@@ -30,6 +31,10 @@ void int8_epilogue_row(const int32_t* acc, int64_t n0, int64_t count, const Int8
       continue;
     }
     float y = static_cast<float>(v) * epi.scale[n] + (epi.bias ? epi.bias[n] : 0.0f);
+    if (residual) {
+      const int32_t r = epi.residual_signed ? static_cast<int8_t>(residual[n]) : residual[n];
+      y += static_cast<float>(r - epi.residual_zero_point) * epi.residual_scale;
+    }
     y = y < epi.clamp_min ? epi.clamp_min : (y > epi.clamp_max ? epi.clamp_max : y);
     if (epi.kind == Int8OutKind::f32) {
       static_cast<float*>(c_row)[n] = y;
@@ -63,7 +68,7 @@ void int8_gemm(const Int8GemmArgs& args) {
         for (int64_t n = 0; n < s.N; ++n) acc[n] += av * static_cast<uint32_t>(brow[n]);
       }
       int8_epilogue_row(reinterpret_cast<const int32_t*>(acc.data()), 0, s.N, args.epi,
-                        static_cast<char*>(args.c) + m * args.ldc * out_size);
+                        static_cast<char*>(args.c) + m * args.ldc * out_size, m);
     }
   });
 }

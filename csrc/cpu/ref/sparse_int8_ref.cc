@@ -43,7 +43,7 @@ void sparse_int8_conv2d(const uint8_t* x, uint8_t flip, uint8_t zero_point,
         acc[oc] = sum;
       }
       int8_epilogue_row(reinterpret_cast<const int32_t*>(acc.data()), 0, g.OC, epi,
-                        static_cast<char*>(out) + m * g.OC * elem);
+                        static_cast<char*>(out) + m * g.OC * elem, m);
     }
   });
 }

@@ -17,8 +17,11 @@ struct Int8GemmShape {
 enum class Int8OutKind : int { i32 = 0, f32 = 1, s8 = 2, u8 = 3 };
 // acc = sum_k a[m,k] * b[k,n] + col_offset[n]                    (int32, wraps)
 // i32 out: acc
-// f32 out: y = clamp(acc * scale[n] + bias[n], clamp_min, clamp_max)
+// f32 out: y = clamp(acc * scale[n] + bias[n] [+ residual term], clamp_min, clamp_max)
 // s8/u8:   q = saturate(round_half_even(y * out_inv_scale) + out_zero_point)
+// residual term (a fused residual add, when `residual` is set):
+//          residual_scale * (r[m, n] - residual_zero_point), r the code at
+//          residual + m * residual_ld + n (int8 when residual_signed, else uint8)
 struct Int8Epilogue {
   Int8OutKind kind;
   const int32_t* col_offset;  // [N] or null
@@ -27,6 +30,11 @@ struct Int8Epilogue {
   float clamp_min, clamp_max;
   float out_inv_scale;
   int32_t out_zero_point;
+  const uint8_t* residual;  // null: no residual add
+  int64_t residual_ld;
+  bool residual_signed;
+  float residual_scale;
+  int32_t residual_zero_point;
 };
 struct Int8GemmArgs {
   const uint8_t* a;  // unsigned bytes, or int8 when a_signed (kernels with signed_a only)
@@ -278,10 +286,10 @@ using QuantizeFn = void (*)(const QuantizeArgs& args);
 
 namespace ref {
 PYFASTCNN_DECLARE_INT8_GEMM
-// Epilogue of one output row over columns [n0, n0 + count): acc[j] is column n0 + j, written to
+// Epilogue of output row m over columns [n0, n0 + count): acc[j] is column n0 + j, written to
 // c_row[n0 + j] (c_row points at the row start, typed by epi.kind).
 void int8_epilogue_row(const int32_t* acc, int64_t n0, int64_t count, const Int8Epilogue& epi,
-                       void* c_row);
+                       void* c_row, int64_t m);
 void sparse_conv2d_csr(const Conv2dIO& io, const Conv2dGeometry& g, const CsrWeight& w,
                        const Conv2dEpilogue& epi);
 void conv2d_dense(const Conv2dIO& io, const Conv2dGeometry& g, const float* weight,

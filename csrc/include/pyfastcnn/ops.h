@@ -37,6 +37,11 @@ struct QuantParams {
   float clamp_min, clamp_max;
   float out_scale;
   int32_t out_zero_point;
+  // Fused residual add (convs only; see Int8Epilogue): int8/uint8 codes shaped and laid out like
+  // `out` (NHWC), added as residual_scale * (r - residual_zero_point) before the clamp.
+  const TensorRef* residual = nullptr;
+  float residual_scale = 1.0f;
+  int32_t residual_zero_point = 0;
 };
 
 // out[M, N] = epilogue(x[M, K] @ B), B packed by int8_pack for `layout`.
