@@ -17,7 +17,8 @@ one run of the model on ``example_input`` to learn every value's shape:
       b_i32 ─ DequantizeLinear(s_in·s_w[OC], 0, axis=0) ──┘                      │
       y_u8  ← QuantizeLinear(s_out, zp_out) ─────────────────────────────────────┘
 
-  ``Quantize``/``DeQuantize`` → ``QuantizeLinear``/``DequantizeLinear``; ``QuantAdd`` →
+  ``Quantize``/``DeQuantize`` → ``QuantizeLinear``/``DequantizeLinear`` (a ``QuantConv2d``
+  with a fused residual add: its Conv, then ``Add`` of the dequantized residual); ``QuantAdd`` →
   DQ, DQ, ``Add`` (+ ``Relu``), Q; ``QuantLinear`` → the same around ``Gemm``;
   ``QuantMaxPool2d`` → ``MaxPool`` on the uint8 codes (max commutes with dequantization).
   Activations are uint8 (or int8), weights int8 per output channel, biases int32 at scale
@@ -504,6 +505,15 @@ class _Exporter:
             if float_bias is not None:
                 ins.append(float_bias)
             y = b.node("Gemm", ins, name + ".gemm", transB=1)
+        if getattr(m, "residual_scale", None) is not None:  # a fused residual add: DQ → Add
+            if m.conv_out_qparams is not None:  # conv → Q → DQ: what runtimes fuse (QLinearConv)
+                cs, cz = m.conv_out_qparams
+                y = b.dequantize(b.quantize(y, cs, cz, m.out_dtype, name + ".conv_out"), cs, cz,
+                                 m.out_dtype, name + ".conv_out")
+            r = self.value(node.args[1], node)
+            rf = b.dequantize(r.name, m.residual_scale, m.residual_zero_point, m.residual_dtype,
+                              name + ".residual")
+            y = b.node("Add", [y, rf], name + ".add_residual")
         y = b.activation(y, m.activation, name)
         if m.out_dtype == torch.float32:
             return _Value(y)

@@ -173,13 +173,26 @@ def test_resnet_with_residuals():
     model = _randomize_bn(models.cifar_resnet(8, num_classes=10)).eval()
     data = _batches(3, (2, 3, 32, 32))
     prepared, q = _ptq(model, data)
-    adds = [m for m in q.modules() if isinstance(m, QuantAdd)]
+    # default: each block's add + ReLU runs in the epilogue of the conv it adds to
+    assert not [m for m in q.modules() if isinstance(m, QuantAdd)]
+    convs = [m for m in q.modules() if isinstance(m, QuantConv2d)]
+    fused = [c for c in convs if c.residual_scale is not None]
+    assert len(convs) == 9 and len(fused) == 3 and all(c.activation == "relu" for c in fused)
+    unfused = convert(prepared, fuse_residual=False)
+    adds = [m for m in unfused.modules() if isinstance(m, QuantAdd)]
     assert len(adds) == 3 and all(a.relu for a in adds)
-    assert len([m for m in q.modules() if isinstance(m, QuantConv2d)]) == 9
+    assert all(m.residual_scale is None for m in unfused.modules() if isinstance(m, QuantConv2d))
     with torch.no_grad():
         ref, out = model(data[0]), q(data[0])
         assert sqnr(ref, out) > 25
-        assert sqnr(simulate(prepared)(data[0]), out) > 35  # INT8 model ≈ its simulation
+        simulated = simulate(prepared)(data[0])
+        assert sqnr(simulated, out) > 35  # INT8 model ≈ its simulation
+        assert sqnr(simulated, unfused(data[0])) > 35
+        # the same model saved and loaded
+        buffer = io.BytesIO()
+        torch.save(q, buffer)
+        buffer.seek(0)
+        assert torch.equal(torch.load(buffer, weights_only=False)(data[0]), out)
 
 
 def test_mobilenet_depthwise_relu6():
@@ -196,7 +209,8 @@ def test_mobilenet_depthwise_relu6():
         assert (len(fused_dw) == 17) == (mode == "float")
         assert any(c.weight.groups > 1 for c in convs) == (mode == "int8")
         assert any(c.activation == "relu6" for c in convs)
-        assert len([m for m in q.modules() if isinstance(m, QuantAdd)]) == 10
+        assert len([m for m in q.modules() if isinstance(m, QuantConv2d)
+                    and m.residual_scale is not None]) == 10  # adds fused into the convs
         with torch.no_grad():
             assert sqnr(model(data[0]), q(data[0])) > 25
     with pytest.raises(ValueError, match="depthwise"):
@@ -235,9 +249,13 @@ def test_report_lists_every_int8_layer():
     prepared, q = _ptq(model, data)
     rows = quantization_report(prepared, q, data)
     names = [r["layer"] for r in rows]
-    assert names[0] == "conv1" and "fc" in names and "residual_add_0" in names
-    assert len(rows) == 9 + 3 + 1
+    assert names[0] == "conv1" and "fc" in names
+    assert len(rows) == 9 + 1  # convs (3 with their residual add fused) and the linear
+    assert [r["kind"] for r in rows].count("QuantConv2d+add") == 3
     assert all(10 < r["sqnr_db"] < 100 for r in rows)
+    unfused_rows = quantization_report(prepared, convert(prepared, fuse_residual=False), data)
+    assert "residual_add_0" in [r["layer"] for r in unfused_rows] and len(unfused_rows) == 13
+    assert all(10 < r["sqnr_db"] < 100 for r in unfused_rows)
     # the report restores the prepared model's switches
     assert all(m.observe for m in prepared.modules() if isinstance(m, FakeQuantize))
 

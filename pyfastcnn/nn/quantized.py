@@ -154,6 +154,12 @@ class QuantConv2d(_QuantLayer):
         if len(self.weight_shape) != 4:
             raise ValueError("QuantConv2d needs a conv weight [OC, C/groups, KH, KW]")
         self.stride, self.padding, self.dilation = stride, padding, dilation
+        # A fused residual add (see fuse_residual_add): the residual's qparams, or None.
+        self.residual_scale: Optional[float] = None
+        self.residual_zero_point: Optional[int] = None
+        self.residual_dtype = torch.uint8
+        self.fused_add: Optional[str] = None  # the add's name in the source model, if known
+        self.conv_out_qparams: Optional[tuple] = None
         self._call_args: dict = {}  # input shape -> checked op arguments (see forward)
 
     def __getstate__(self):
@@ -163,6 +169,15 @@ class QuantConv2d(_QuantLayer):
         state["_call_args"] = {}  # a per-process cache, not part of the model
         return state
 
+    def __setstate__(self, state):
+        # models saved before residual adds were fused have no residual attributes
+        state.setdefault("residual_scale", None)
+        state.setdefault("residual_zero_point", None)
+        state.setdefault("residual_dtype", torch.uint8)
+        state.setdefault("fused_add", None)
+        state.setdefault("conv_out_qparams", None)
+        super().__setstate__(state)
+
     @property
     def weight_shape(self) -> tuple:
         return tuple(self.weight.shape if self.sparse else self.weight.int_weight.shape)
@@ -171,24 +186,63 @@ class QuantConv2d(_QuantLayer):
     def groups(self) -> int:
         return self.weight.groups
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fuse_residual_add(self, residual_scale: float, residual_zero_point: int,
+                          out_scale: float, out_zero_point: int, relu: bool,
+                          residual_dtype: torch.dtype = torch.uint8,
+                          add_name: Optional[str] = None) -> "QuantConv2d":
+        """Make this conv compute ``relu?(conv(x) + dequantize(residual))`` in its epilogue
+        (ResNet's residual add, one pass instead of a conv output and an add): forward then
+        takes ``(x, residual)``, residual codes with (residual_scale, residual_zero_point),
+        and the output has the add's qparams. The conv must have no activation of its own."""
+        if self.activation is not None:
+            raise ValueError("a conv with its own activation cannot take a residual add")
+        if self.out_dtype == torch.float32:
+            raise ValueError("a residual add is fused into a conv with int8/uint8 output")
+        _check_qparams(residual_scale, residual_zero_point, residual_dtype, "residual")
+        _check_qparams(out_scale, out_zero_point, self.out_dtype, "output")
+        self.residual_scale, self.residual_zero_point = residual_scale, residual_zero_point
+        self.residual_dtype, self.fused_add = residual_dtype, add_name
+        # the conv's own output qparams, which ONNX export uses to write the standard QDQ form
+        # (conv → Q → DQ → Add) that runtimes fuse into integer kernels
+        self.conv_out_qparams = (self.out_scale, self.out_zero_point)
+        self.out_scale, self.out_zero_point = out_scale, out_zero_point
+        self.activation = "relu" if relu else None
+        self._relu, self._clamp_max = _activation_clamp(self.activation)
+        self._call_args = {}
+        return self
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if (residual is None) != (self.residual_scale is None):
+            raise ValueError("this QuantConv2d takes a residual (fuse_residual_add)"
+                             if residual is None else
+                             "this QuantConv2d has no fused residual add: call it with x only")
         # Fast path for plain eager inference: the geometry and epilogue arguments of an input
         # shape are checked once (by the public op) and reused; this saves ~10 us of Python
         # per call, which is a good part of a small layer's time.
         if (type(x) is torch.Tensor and x.dtype == self.in_dtype and x.dim() == 4
                 and not x.requires_grad and not torch.compiler.is_compiling()
-                and x.is_contiguous(memory_format=torch.channels_last)):
+                and x.is_contiguous(memory_format=torch.channels_last)
+                and (residual is None or (type(residual) is torch.Tensor
+                                          and residual.dtype == self.residual_dtype))):
             args = self._call_args.get(x.shape)
             if args is not None:
                 w = self.weight
+                res = (residual, self.residual_scale, self.residual_zero_point) \
+                    if residual is not None else ()
                 if self.sparse:
                     return _sparse_quantized_conv2d_impl(x, w.row_ptr, w.block_k, w.values,
-                                                         w.col_sums, *args)
+                                                         w.col_sums, *args, *res)
                 isa, data, col_sums = w._packed.packed()
-                return _quantized_conv2d_impl(x, data, col_sums, isa, *args)
+                return _quantized_conv2d_impl(x, data, col_sums, isa, *args, *res)
         op = sparse_quantized_conv2d if self.sparse else quantized_conv2d
+        kwargs = self._out_kwargs()
+        if residual is not None:
+            if residual.dtype != self.residual_dtype:
+                raise TypeError(f"residual must be {self.residual_dtype}, got {residual.dtype}")
+            kwargs.update(residual=residual, residual_scale=self.residual_scale,
+                          residual_zero_point=self.residual_zero_point)
         out = op(x, self.in_scale, self.in_zero_point, self.weight, self.bias, self.stride,
-                 self.padding, self.dilation, **self._out_kwargs())
+                 self.padding, self.dilation, **kwargs)
         if type(x) is torch.Tensor and x.dim() == 4:
             self._remember(x)
         return out
@@ -208,9 +262,12 @@ class QuantConv2d(_QuantLayer):
     def extra_repr(self) -> str:
         oc, cg, kh, kw = self.weight_shape
         sparse = f", sparse (density {self.weight.density:.2f})" if self.sparse else ""
+        residual = "" if self.residual_scale is None else (
+            f", + residual (scale={self.residual_scale:.4g}, "
+            f"zero_point={self.residual_zero_point})")
         return (f"{cg * self.groups}, {oc}, kernel_size=({kh}, {kw}), "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"groups={self.groups}, {self._qparams_repr()}{sparse}")
+                f"groups={self.groups}, {self._qparams_repr()}{sparse}{residual}")
 
 
 class QuantLinear(_QuantLayer):

@@ -293,13 +293,17 @@ def _conv_weight(w: QuantizedWeight, sparse) -> object:
 
 
 def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
-            sparse: Union[str, bool] = "auto", depthwise: str = "float") -> fx.GraphModule:
+            sparse: Union[str, bool] = "auto", depthwise: str = "float",
+            fuse_residual: bool = True) -> fx.GraphModule:
     """Step 3 of PTQ/QAT: a new inference model running pyfastcnn's INT8 kernels.
 
     Each unit becomes a ``QuantConv2d``/``QuantLinear`` (weights symmetric per channel, the
     requantization epilogue with bias and ReLU/ReLU6 fused; uint8 out when another INT8 op
     follows, float32 out otherwise) at the conv's/linear's name; residual adds become
-    ``QuantAdd``. ``keep_float``: names of units to keep in float (e.g. the layers a
+    ``QuantAdd``, or with ``fuse_residual`` (default) part of the epilogue of the conv they add
+    to when that conv has no activation and no other consumer (ResNet's last conv of a block:
+    one pass instead of a conv output and an add; the conv's own output observer is then
+    unused, one rounding fewer than the fake-quant model). ``keep_float``: names of units to keep in float (e.g. the layers a
     ``quantization_report`` shows to suffer): they become FP32 ``FusedConvBNReLU2d``/linear.
     ``sparse``: pruned convs (e.g. ``pruning.prune(model, 0.9, "block", block_shape=(1, 4))``
     before ``prepare``) run the sparse INT8 kernel, same results: "auto" where at most 30% of
@@ -373,6 +377,27 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
             raise RuntimeError(f"no observer for {node.name}: prepare() did not see it")
         return fq.qparams()
 
+    def fusable_conv(add_node):
+        """(conv node, its FQ'd arg, the other operand) when one operand of ``add_node`` is an
+        INT8 conv whose only consumer is this add and which has no activation."""
+        for i in (0, 1):
+            arg, base = add_node.args[i], add_node.args[i]
+            chain = [base]
+            while _is_fq(gm, base):
+                base = base.args[0]
+                chain.append(base)
+            m = _module(gm, base)
+            if not (isinstance(m, QuantizableConv2d) and unit_kind(base) == "int8"
+                    and m.activation is None and add_node.args[1 - i] is not arg):
+                continue
+            if any(len(n.users) != 1 for n in chain[1:]) or len(arg.users) != 1:
+                continue
+            layer = new_modules.get(base.target)
+            if isinstance(layer, QuantConv2d) and layer.out_dtype != torch.float32 \
+                    and is_q.get(base, False):
+                return base, arg, add_node.args[1 - i]
+        return None
+
     graph = fx.Graph()
     env: Dict[fx.Node, fx.Node] = {}
     is_q: Dict[fx.Node, bool] = {}
@@ -416,6 +441,17 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
         if kind == "int8" and isinstance(m, QuantizableAdd):
             (sa, za), (sb, zb) = qparams_of(node.args[0]), qparams_of(node.args[1])
             so, zo = qparams_of(node)
+            fusable = fusable_conv(node) if fuse_residual else None
+            if fusable is not None:
+                conv_node, conv_arg, other = fusable
+                rs, rz = qparams_of(other)
+                emitted = env[conv_node]
+                new_modules[conv_node.target].fuse_residual_add(rs, rz, so, zo, m.relu,
+                                                                add_name=node.target)
+                env[node] = graph.call_module(conv_node.target, (emitted.args[0], as_q(other)))
+                graph.erase_node(emitted)  # re-emitted here, where the residual exists
+                is_q[node] = True
+                continue
             name = add_module(node.target, QuantAdd(sa, za, sb, zb, so, zo, m.relu))
             env[node] = graph.call_module(name, (as_q(node.args[0]), as_q(node.args[1])))
             is_q[node] = True

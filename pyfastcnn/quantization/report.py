@@ -45,7 +45,8 @@ def quantization_report(prepared: torch.nn.Module, converted: torch.nn.Module,
 
     Errors accumulate along the network, so read the table top to bottom: a layer whose SQNR
     drops sharply below its input's is a candidate for ``convert(..., keep_float=[name])``.
-    Returns rows {"layer", "kind", "sqnr_db"} in execution order.
+    Returns rows {"layer", "kind", "sqnr_db"} in execution order. A conv with a fused residual
+    add (kind "QuantConv2d+add") is compared with the float model's add output.
     """
     from ..nn.quantized import QuantAdd, QuantConv2d, QuantLinear  # (import cycle)
 
@@ -57,8 +58,11 @@ def quantization_report(prepared: torch.nn.Module, converted: torch.nn.Module,
              if isinstance(m, (QuantizableModule, QuantizableAdd))}
     layers = {n: m for n, m in converted.named_modules()
               if isinstance(m, (QuantConv2d, QuantLinear, QuantAdd)) and n in units}
+    # the float unit each layer's output corresponds to (the add, for a fused residual add)
+    source = {n: getattr(m, "fused_add", None) or n for n, m in layers.items()}
+    layers = {n: m for n, m in layers.items() if source[n] in units}
     ref, test = _Recorder(), _Recorder()
-    handles = [units[n].register_forward_hook(ref.hook(n)) for n in layers]
+    handles = [units[source[n]].register_forward_hook(ref.hook(n)) for n in layers]
     handles += [m.register_forward_hook(test.hook(n, _as_float)) for n, m in layers.items()]
     order: List[str] = []
     signal = {n: 0.0 for n in layers}
@@ -96,10 +100,11 @@ def quantization_report(prepared: torch.nn.Module, converted: torch.nn.Module,
     rows = []
     for n in order:
         db = math.inf if noise[n] == 0 else 10 * math.log10(max(signal[n], 1e-300) / noise[n])
-        rows.append({"layer": n, "kind": type(layers[n]).__name__, "sqnr_db": db})
+        kind = type(layers[n]).__name__ + ("+add" if source[n] != n else "")
+        rows.append({"layer": n, "kind": kind, "sqnr_db": db})
     if print_table:
         width = max([len(r["layer"]) for r in rows] + [5])
-        print(f"{'layer':<{width}}  {'kind':<11}  SQNR (dB)")
+        print(f"{'layer':<{width}}  {'kind':<15}  SQNR (dB)")
         for r in rows:
-            print(f"{r['layer']:<{width}}  {r['kind']:<11}  {r['sqnr_db']:8.2f}")
+            print(f"{r['layer']:<{width}}  {r['kind']:<15}  {r['sqnr_db']:8.2f}")
     return rows
