@@ -3,6 +3,9 @@ channels_last, ReLU) and quantize_per_tensor (the network input, NCHW float32 ->
 uint8) against the PyTorch-op formulations nn/quantized.py used (QuantAdd.forward,
 Quantize.forward; their lines are copied below as the baselines) and PyTorch's quantized
 kernels (torch.ops.quantized.add_relu, torch.quantize_per_tensor), same thread count, same run.
+INT8 pooling: quantized_max_pool2d (ResNet stem, 3x3/2 pad 1) and quantized_adaptive_avg_pool2d
+(global, ResNet-18/50 heads) against PyTorch's quantized max_pool2d / adaptive_avg_pool2d on a
+quantized channels_last tensor (the baselines).
 
     pytest benchmarks/bench_elementwise.py --benchmark-json=benchmarks/results/cpu-elementwise.json
     python benchmarks/report.py benchmarks/results/cpu-elementwise.json
@@ -14,7 +17,12 @@ import pytest
 import torch
 from conftest import QUICK, run
 
-from pyfastcnn.ops import quantize_per_tensor, quantized_add
+from pyfastcnn.ops import (
+    quantize_per_tensor,
+    quantized_adaptive_avg_pool2d,
+    quantized_add,
+    quantized_max_pool2d,
+)
 
 CL = torch.channels_last
 # ResNet-18 residual adds at 224x224 input; batch 1 (and 8 in the full run)
@@ -23,6 +31,10 @@ if not QUICK:
     ADD_SHAPES += [(8, 64, 56, 56)]
 QUANT_SHAPES = [(1, 3, 224, 224)] + ([] if QUICK else [(8, 3, 224, 224)])
 SA, ZA, SB, ZB, SO, ZO = 0.05, 120, 0.03, 130, 0.07, 0
+# ResNet stem max pool (after the 7x7/2 conv at 224x224); global average pool of ResNet-18/50
+MAX_POOL_SHAPES = [(1, 64, 112, 112)] + ([] if QUICK else [(8, 64, 112, 112)])
+AVG_POOL_SHAPES = [(1, 512, 7, 7), (1, 2048, 7, 7)] + (
+    [] if QUICK else [(8, 512, 7, 7), (8, 2048, 7, 7)])
 
 
 def _id(shape):
@@ -95,3 +107,46 @@ def test_quantize(benchmark, threads, shape, impl):
 
     run(benchmark, fn, group=f"quantize {_id(shape)} t{threads}", impl=impl,
         ops=x.numel(), threads=threads, baseline="torch ops (Quantize)")
+
+
+def _torch_quantized(q):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch._make_per_tensor_quantized_tensor(q, SA, ZA)
+
+
+def _bench_pool(benchmark, threads, shape, impl, ours, theirs, max_diff, family, baseline):
+    """ours(q) (uint8 codes, channels_last) against theirs(quantized tensor): within max_diff
+    codes, then timed."""
+    torch.manual_seed(0)
+    q = torch.randint(0, 256, shape, dtype=torch.uint8).contiguous(memory_format=CL)
+    tq = _torch_quantized(q)
+    if impl.startswith("pyfastcnn"):
+        def fn():
+            return ours(q)
+        assert (fn().int() - theirs(tq).int_repr().int()).abs().max() <= max_diff
+    else:
+        def fn():
+            return theirs(tq)
+    run(benchmark, fn, group=f"{family} {_id(shape)} t{threads}", impl=impl, ops=q.numel(),
+        threads=threads, baseline=baseline)
+
+
+@pytest.mark.parametrize("impl", ("torch quantized.max_pool2d",
+                                  "pyfastcnn quantized_max_pool2d"))
+@pytest.mark.parametrize("shape", MAX_POOL_SHAPES, ids=_id)
+def test_quantized_max_pool(benchmark, threads, shape, impl):
+    _bench_pool(benchmark, threads, shape, impl, lambda q: quantized_max_pool2d(q, 3, 2, 1),
+                lambda tq: torch.ops.quantized.max_pool2d(tq, [3, 3], [2, 2], [1, 1], [1, 1],
+                                                          False),
+                0, "quantized_max_pool", "torch quantized.max_pool2d")
+
+
+@pytest.mark.parametrize("impl", ("torch quantized adaptive_avg_pool2d",
+                                  "pyfastcnn quantized_adaptive_avg_pool2d"))
+@pytest.mark.parametrize("shape", AVG_POOL_SHAPES, ids=_id)
+def test_quantized_global_avg_pool(benchmark, threads, shape, impl):
+    # PyTorch rounds with a float32 reciprocal: one code apart at most, at ties
+    _bench_pool(benchmark, threads, shape, impl, lambda q: quantized_adaptive_avg_pool2d(q, 1),
+                lambda tq: torch.nn.functional.adaptive_avg_pool2d(tq, 1), 1,
+                "quantized_avg_pool", "torch quantized adaptive_avg_pool2d")

@@ -5,6 +5,7 @@ Ops (CPU today; see README for what each guarantees):
     pack_int8_weight(b) -> PackedInt8Weight  pack a constant int8 operand once
     quantize_weight(w) -> QuantizedWeight    symmetric int8 weight, per channel
     quantized_linear / quantized_conv2d      INT8 layers, fused requantization epilogue
+    quantized_max_pool2d / quantized_adaptive_avg_pool2d   pooling on channels_last codes
     sparse_conv2d(input, weight, ...)        conv2d with pruned weights, zeros skipped
     pack_sparse(weight) -> SparseWeight      pack a pruned weight once
     conv_bn_relu(input, weight, ...)         conv + eval BN + ReLU in one pass
@@ -38,8 +39,10 @@ from .ops import (
     pack_int8_weight,
     pack_sparse,
     quantize_weight,
+    quantized_adaptive_avg_pool2d,
     quantized_conv2d,
     quantized_linear,
+    quantized_max_pool2d,
     sparse_conv2d,
 )
 
@@ -73,4 +76,6 @@ __all__ = [
     "QuantizedWeight",
     "quantized_linear",
     "quantized_conv2d",
+    "quantized_max_pool2d",
+    "quantized_adaptive_avg_pool2d",
 ]

@@ -20,7 +20,10 @@ one run of the model on ``example_input`` to learn every value's shape:
   ``Quantize``/``DeQuantize`` → ``QuantizeLinear``/``DequantizeLinear`` (a ``QuantConv2d``
   with a fused residual add: its Conv, then ``Add`` of the dequantized residual); ``QuantAdd`` →
   DQ, DQ, ``Add`` (+ ``Relu``), Q; ``QuantLinear`` → the same around ``Gemm``;
-  ``QuantMaxPool2d`` → ``MaxPool`` on the uint8 codes (max commutes with dequantization).
+  ``QuantMaxPool2d`` → ``MaxPool`` on the uint8 codes (max commutes with dequantization);
+  ``QuantAdaptiveAvgPool2d`` → DQ, ``GlobalAveragePool``/``AveragePool``, Q with the input's
+  scale and zero point (ONNX has no integer average pool; Q rounds the mean minus the zero
+  point, so at exact ties it can differ from pyfastcnn's code by one).
   Activations are uint8 (or int8), weights int8 per output channel, biases int32 at scale
   ``s_in·s_w`` (a float bias that would not fit in int32 stays a float ``Add`` input).
 * Plain torch modules and functions: Conv2d, Linear, BatchNorm2d, ReLU/ReLU6/Hardtanh,
@@ -313,6 +316,7 @@ class _Exporter:
         from .nn.fused import FusedConvBNReLU2d
         from .nn.quantized import (
             DeQuantize,
+            QuantAdaptiveAvgPool2d,
             QuantAdd,
             QuantConv2d,
             Quantize,
@@ -383,6 +387,15 @@ class _Exporter:
                    b.init(name + ".running_mean", m.running_mean.float()),
                    b.init(name + ".running_var", m.running_var.float())]
             return _Value(b.node("BatchNormalization", ins, name, epsilon=float(m.eps)))
+        if isinstance(m, QuantAdaptiveAvgPool2d):
+            # no average pool on integers in ONNX: DQ -> pool -> Q with the input's qparams
+            x = self.value(node.args[0], node)
+            if x.q is None:
+                raise ValueError(f"cannot export {_describe(self.gm, node)}: its input is not "
+                                 "quantized codes")
+            scale, zero_point, dtype = x.q
+            y = self.adaptive_avg(node, b.dequantize(x.name, scale, zero_point, dtype, name))
+            return _Value(b.quantize(y, scale, zero_point, dtype, name), x.q)
         if isinstance(m, torch.nn.AdaptiveAvgPool2d):
             return _Value(self.adaptive_avg(node, self.real(node.args[0], node)))
         if type(m) is torch.nn.AvgPool2d:

@@ -11,7 +11,13 @@ import torch
 
 from . import _native
 from .nn.fused import FusedConvBNReLU2d
-from .nn.quantized import QuantAdd, QuantConv2d, QuantLinear
+from .nn.quantized import (
+    QuantAdaptiveAvgPool2d,
+    QuantAdd,
+    QuantConv2d,
+    QuantLinear,
+    QuantMaxPool2d,
+)
 from .nn.sparse import SparseConv2d
 
 
@@ -80,6 +86,10 @@ def _kernel(module: torch.nn.Module) -> str:
         return f"fused fp32 {isa('conv2d_dense')}"
     if isinstance(module, QuantAdd):
         return f"int8 add {isa('quantized_add')}"
+    if isinstance(module, QuantMaxPool2d):
+        return f"int8 max pool {isa('quantized_max_pool2d')}"
+    if isinstance(module, QuantAdaptiveAvgPool2d):
+        return f"int8 avg pool {isa('quantized_adaptive_avg_pool2d')}"
     return "torch"
 
 
@@ -121,7 +131,8 @@ def _flops(module: torch.nn.Module, out: torch.Tensor) -> int:
 
 
 _REPORTED = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d, FusedConvBNReLU2d,
-             SparseConv2d, QuantConv2d, QuantLinear, QuantAdd)
+             SparseConv2d, QuantConv2d, QuantLinear, QuantAdd, QuantMaxPool2d,
+             QuantAdaptiveAvgPool2d)
 
 
 def report(model: torch.nn.Module, example_input: torch.Tensor, runs: int = 5,

@@ -101,6 +101,7 @@ def test_report():
     q = pyfastcnn.compress(model, quantize="int8", calibration_data=[X])
     qrep = pyfastcnn.report(q, X, runs=2)
     assert {r.kernel.split()[0] for r in qrep.rows} <= {"int8", "torch"}
+    assert any(r.kernel.startswith("int8 avg pool") for r in qrep.rows)  # the model's head
     assert qrep.bytes < 0.35 * rep.bytes  # int8 weights: about a quarter of FP32
     with pytest.raises(TypeError, match="example_input"):
         pyfastcnn.report(model, [X])

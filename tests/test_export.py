@@ -148,6 +148,11 @@ def test_int8_qdq_matches(name):
     assert (out.argmax(1) == ours.argmax(1)).sum() >= len(x) - 1
     # without ORT's fusions the QDQ graph is evaluated op by op in float: close too
     assert sqnr(ours, _run(_session(proto, optimize=False), x)) > 30
+    # the global average pool stays INT8 in pyfastcnn: DQ -> GlobalAveragePool -> Q here
+    pool = next(n for n in proto.graph.node if n.op_type == "GlobalAveragePool")
+    producer = next(n for n in proto.graph.node if pool.input[0] in n.output)
+    consumer = next(n for n in proto.graph.node if pool.output[0] in n.input)
+    assert (producer.op_type, consumer.op_type) == ("DequantizeLinear", "QuantizeLinear")
     if name == "resnet_stem":  # max pooling runs on the uint8 codes
         pool = next(n for n in proto.graph.node if n.op_type == "MaxPool")
         producer = next(n for n in proto.graph.node if pool.input[0] in n.output)

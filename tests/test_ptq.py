@@ -11,7 +11,15 @@ import pyfastcnn
 from pyfastcnn import models
 from pyfastcnn.fusion import fuse, to_low_precision
 from pyfastcnn.nn.fused import FusedConvBNReLU2d
-from pyfastcnn.nn.quantized import QuantAdd, QuantConv2d, Quantize, QuantLinear
+from pyfastcnn.nn.quantized import (
+    DeQuantize,
+    QuantAdaptiveAvgPool2d,
+    QuantAdd,
+    QuantConv2d,
+    Quantize,
+    QuantLinear,
+    QuantMaxPool2d,
+)
 from pyfastcnn.quantization import (
     OBSERVERS,
     FakeQuantize,
@@ -153,19 +161,53 @@ def test_int8_output_within_one_step_of_simulation():
 
 
 def test_int8_chain_and_float_boundaries():
-    model = nn.Sequential(ConvBNReLU(3, 8), ConvBNReLU(8, 8), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(8, 4)).eval()
+    # a float op (Hardswish) after the second conv: that conv ends the chain with float
+    # output, the pool runs in float and the linear quantizes its input
+    model = nn.Sequential(ConvBNReLU(3, 8), ConvBNReLU(8, 8), nn.Hardswish(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
     _randomize_bn(model)
     data = _batches(2, (2, 3, 10, 10))
     _, q = _ptq(model, data)
     convs = [m for m in q.modules() if isinstance(m, QuantConv2d)]
-    # the second conv feeds a float op (the pool): it ends the chain with float output
     assert [c.out_dtype for c in convs] == [torch.uint8, torch.float32]
     linear = [m for m in q.modules() if isinstance(m, QuantLinear)]
     assert len(linear) == 1 and linear[0].out_dtype == torch.float32
     assert len([m for m in q.modules() if isinstance(m, Quantize)]) == 2  # input, after pool
+    assert not any(isinstance(m, QuantAdaptiveAvgPool2d) for m in q.modules())
     with torch.no_grad():
         assert sqnr(model(data[0]), q(data[0])) > 25
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "function"])
+def test_int8_chain_through_adaptive_pool(functional):
+    # conv -> conv -> adaptive average pool -> flatten -> linear stays INT8 end to end: the
+    # pool averages the second conv's codes and the linear takes them with that conv's
+    # output scale and zero point
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = ConvBNReLU(3, 8), ConvBNReLU(8, 8)
+            self.pool = nn.AdaptiveAvgPool2d((2, None))
+            self.fc = nn.Linear(16 if functional else 144, 4)
+
+        def forward(self, x):
+            y = self.b(self.a(x))
+            y = F.adaptive_avg_pool2d(y, (2, 1)) if functional else self.pool(y)
+            return self.fc(torch.flatten(y, 1))
+
+    model = _randomize_bn(Net()).eval()
+    data = _batches(2, (2, 3, 10, 9))
+    prepared, q = _ptq(model, data)
+    convs = [m for m in q.modules() if isinstance(m, QuantConv2d)]
+    pools = [m for m in q.modules() if isinstance(m, QuantAdaptiveAvgPool2d)]
+    assert [c.out_dtype for c in convs] == [torch.uint8, torch.uint8] and len(pools) == 1
+    assert len([m for m in q.modules() if isinstance(m, Quantize)]) == 1  # the input
+    assert not any(isinstance(m, DeQuantize) for m in q.modules())
+    fc = q.get_submodule("fc")
+    assert (fc.in_scale, fc.in_zero_point) == (convs[1].out_scale, convs[1].out_zero_point)
+    with torch.no_grad():
+        assert sqnr(model(data[0]), q(data[0])) > 25
+        assert sqnr(simulate(prepared)(data[0]), q(data[0])) > 30
 
 
 def test_resnet_with_residuals():
@@ -182,6 +224,9 @@ def test_resnet_with_residuals():
     adds = [m for m in unfused.modules() if isinstance(m, QuantAdd)]
     assert len(adds) == 3 and all(a.relu for a in adds)
     assert all(m.residual_scale is None for m in unfused.modules() if isinstance(m, QuantConv2d))
+    # the head stays INT8: conv (+ add) -> QuantAdaptiveAvgPool2d -> flatten -> QuantLinear
+    assert isinstance(q.avgpool, QuantAdaptiveAvgPool2d)
+    assert not any(isinstance(m, DeQuantize) for m in q.modules())
     with torch.no_grad():
         ref, out = model(data[0]), q(data[0])
         assert sqnr(ref, out) > 25
@@ -193,6 +238,53 @@ def test_resnet_with_residuals():
         torch.save(q, buffer)
         buffer.seek(0)
         assert torch.equal(torch.load(buffer, weights_only=False)(data[0]), out)
+
+
+def test_resnet18_int8_pooling():
+    # ImageNet stem and head: max pool and global average pool on the codes; the classifier
+    # takes the last residual add's codes with that add's scale and zero point
+    torch.manual_seed(0)
+    model = _randomize_bn(models.resnet18(num_classes=10)).eval()
+    data = _batches(2, (2, 3, 64, 64))
+    prepared, q = _ptq(model, data)
+    assert isinstance(q.maxpool, QuantMaxPool2d) and isinstance(q.avgpool, QuantAdaptiveAvgPool2d)
+    assert not any(isinstance(m, DeQuantize) for m in q.modules())
+    assert len([m for m in q.modules() if isinstance(m, Quantize)]) == 1  # the input
+    last_add = q.get_submodule("layer4.1.conv2")  # the last residual add, fused into this conv
+    assert last_add.fused_add == "residual_add_7"
+    assert (q.fc.in_scale, q.fc.in_zero_point) == (last_add.out_scale, last_add.out_zero_point)
+    pooled = {}
+    q.avgpool.register_forward_hook(lambda m, a, out: pooled.update(x=a[0], y=out))
+    with torch.no_grad():
+        out = q(data[0])
+        assert sqnr(model(data[0]), out) > 25
+        assert sqnr(simulate(prepared)(data[0]), out) > 30
+    x = pooled["x"]
+    assert pooled["y"].dtype == torch.uint8 and pooled["y"].shape == (2, 512, 1, 1)
+    want = torch.round(x.double().sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3]))
+    assert torch.equal(pooled["y"].double(), want)
+
+
+def test_observer_after_pooled_codes_describes_nothing():
+    # A graph prepared when the pool ran in float has an observer after flatten; convert must
+    # give the classifier the scale of the codes it receives (the last add's), not that one's.
+    model = _randomize_bn(models.cifar_resnet(8)).eval()
+    data = _batches(2, (2, 3, 32, 32))
+    prepared = prepare(model)
+    flatten = next(n for n in prepared.graph.nodes if n.target is torch.flatten)
+    prepared.add_submodule("stale_quant", FakeQuantize("minmax", observe=True, fake_quant=False))
+    with prepared.graph.inserting_after(flatten):
+        stale = prepared.graph.call_module("stale_quant", (flatten,))
+    flatten.replace_all_uses_with(stale, delete_user_cb=lambda user: user is not stale)
+    prepared.recompile()
+    calibrate(prepared, data)
+    q = convert(prepared)
+    last_add = q.get_submodule("layer3.0.conv2")  # the last residual add, fused into it
+    assert last_add.fused_add == "residual_add_2"
+    assert (q.fc.in_scale, q.fc.in_zero_point) == (last_add.out_scale, last_add.out_zero_point)
+    assert prepared.stale_quant.qparams() != (last_add.out_scale, last_add.out_zero_point)
+    with torch.no_grad():
+        assert sqnr(model(data[0]), q(data[0])) > 25
 
 
 def test_mobilenet_depthwise_relu6():

@@ -348,6 +348,26 @@ PYBIND11_MODULE(_C, m) {
       },
       "out = clamp(round_half_even(x / scale) + zero_point) (NaN -> zero_point); NCHW x -> "
       "channels_last out fused");
+  m.def(
+      "quantized_max_pool2d",
+      [](const py::tuple& q, int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
+         int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, bool ceil_mode,
+         const py::tuple& out) {
+        const TensorRef rq = to_ref(q, "q"), ro = to_ref(out, "out");
+        py::gil_scoped_release release;
+        quantized_max_pool2d(rq, ro, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+                             ceil_mode);
+      },
+      "out = F.max_pool2d of channels_last uint8/int8 codes (empty windows: lowest code)");
+  m.def(
+      "quantized_adaptive_avg_pool2d",
+      [](const py::tuple& q, const py::tuple& out) {
+        const TensorRef rq = to_ref(q, "q"), ro = to_ref(out, "out");
+        py::gil_scoped_release release;
+        quantized_adaptive_avg_pool2d(rq, ro);
+      },
+      "out = round_half_even(mean of each adaptive window's codes), channels_last uint8/int8; "
+      "output size from out");
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); },
         "best ISA level of this CPU");
   m.def("selected_isa", [] { return std::string(isa_name(selected_isa())); },

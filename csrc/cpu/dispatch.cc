@@ -93,6 +93,20 @@ const QuantizeFn kQuantize[kNumIsas] = {
     avx512::quantize,
 #endif
 };
+const QuantMaxPoolFn kQuantMaxPool[kNumIsas] = {
+    ref::quantized_max_pool2d,
+#ifdef PYFASTCNN_X86
+    avx2::quantized_max_pool2d,
+    avx512::quantized_max_pool2d,
+#endif
+};
+const QuantAdaptiveAvgPoolFn kQuantAdaptiveAvgPool[kNumIsas] = {
+    ref::quantized_adaptive_avg_pool2d,
+#ifdef PYFASTCNN_X86
+    avx2::quantized_adaptive_avg_pool2d,
+    avx512::quantized_adaptive_avg_pool2d,
+#endif
+};
 
 // Index of the entry to use at `isa`: the nearest level at or below it that has a kernel.
 template <class T, class HasKernel>
@@ -146,6 +160,12 @@ SparseInt8ConvFn sparse_int8_conv_kernel() {
 }
 QuantAddFn quantized_add_kernel() { return kQuantAdd[fn_level(kQuantAdd, selected_isa())]; }
 QuantizeFn quantize_kernel() { return kQuantize[fn_level(kQuantize, selected_isa())]; }
+QuantMaxPoolFn quantized_max_pool2d_kernel() {
+  return kQuantMaxPool[fn_level(kQuantMaxPool, selected_isa())];
+}
+QuantAdaptiveAvgPoolFn quantized_adaptive_avg_pool2d_kernel() {
+  return kQuantAdaptiveAvgPool[fn_level(kQuantAdaptiveAvgPool, selected_isa())];
+}
 Conv2dDenseFn conv2d_dense_kernel() { return kConv2dDense[fn_level(kConv2dDense, selected_isa())]; }
 
 const char* kernel_isa(const char* op) {
@@ -163,6 +183,10 @@ const char* kernel_isa(const char* op) {
     level = fn_level(kQuantAdd, isa);
   } else if (std::strcmp(op, "quantize_per_tensor") == 0) {
     level = fn_level(kQuantize, isa);
+  } else if (std::strcmp(op, "quantized_max_pool2d") == 0) {
+    level = fn_level(kQuantMaxPool, isa);
+  } else if (std::strcmp(op, "quantized_adaptive_avg_pool2d") == 0) {
+    level = fn_level(kQuantAdaptiveAvgPool, isa);
   } else if (std::strcmp(op, "conv2d_dense") == 0) {
     level = f32_conv_level(isa);
   } else {

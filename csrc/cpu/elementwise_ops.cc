@@ -6,6 +6,7 @@
 
 #include "pyfastcnn/dispatch.h"
 #include "pyfastcnn/ops.h"
+#include "op_checks.h"
 
 namespace pyfastcnn {
 namespace {
@@ -37,13 +38,6 @@ bool same_geometry(const TensorRef& x, const TensorRef& y) {
   return true;
 }
 
-void check_codes(const TensorRef& t, const char* name, DType dtype) {
-  check_tensor(t, name, dtype, t.ndim);
-  if (t.dtype != DType::u8 && t.dtype != DType::i8) {
-    fail(std::string(name) + " must be uint8 or int8, got " + dtype_name(t.dtype));
-  }
-}
-
 void check_qparams(double scale, int32_t zero_point, bool is_signed, const char* what) {
   if (!(scale > 0) || !std::isfinite(scale) || !std::isfinite(static_cast<float>(scale)) ||
       static_cast<float>(scale) <= 0) {
@@ -57,6 +51,17 @@ void check_qparams(double scale, int32_t zero_point, bool is_signed, const char*
   }
 }
 
+}  // namespace
+
+namespace detail {
+
+void check_codes(const TensorRef& t, const char* name, DType dtype) {
+  check_tensor(t, name, dtype, t.ndim);
+  if (t.dtype != DType::u8 && t.dtype != DType::i8) {
+    fail(std::string(name) + " must be uint8 or int8, got " + dtype_name(t.dtype));
+  }
+}
+
 bool is_channels_last_4d(const TensorRef& t) {
   if (t.ndim != 4) return false;
   const int64_t C = t.sizes[1], H = t.sizes[2], W = t.sizes[3];
@@ -67,7 +72,10 @@ bool is_channels_last_4d(const TensorRef& t) {
   return true;
 }
 
-}  // namespace
+}  // namespace detail
+
+using detail::check_codes;
+using detail::is_channels_last_4d;
 
 void quantized_add(const TensorRef& a, const TensorRef& b, const TensorRef& out, double a_scale,
                    int32_t a_zero_point, double b_scale, int32_t b_zero_point, double out_scale,

@@ -1,4 +1,5 @@
-// Precondition helpers shared by the native entry points (ops.cc, int8_ops.cc). Non-ISA code.
+// Precondition helpers shared by the native entry points (ops.cc, int8_ops.cc,
+// elementwise_ops.cc, pool_ops.cc). Non-ISA code.
 #pragma once
 #include "pyfastcnn/isa.h"
 #include "pyfastcnn/kernels.h"
@@ -17,6 +18,10 @@ void check_vector(const TensorRef& t, const char* name, DType dtype, int64_t len
 void check_packed_layout(Isa layout, bool has_kernel, Isa kernel_isa, const char* what);
 // A packed weight buffer: 1-D, contiguous, `elems` elements of `dtype`, 64-byte aligned.
 void check_packed_buffer(const TensorRef& packed, DType dtype, int64_t elems);
+// A tensor of uint8 or int8 codes (any rank); `dtype` is the one expected (t.dtype: either).
+void check_codes(const TensorRef& t, const char* name, DType dtype);
+// 4-D [N, C, H, W] laid out as dense NHWC (size-1 dims may have any stride).
+bool is_channels_last_4d(const TensorRef& t);
 // Checks conv arguments and output shape [N, OC, OH, OW] against the input (any dtype).
 Conv2dGeometry conv_geometry(const TensorRef& input, const TensorRef& output, int64_t OC,
                              int64_t C_per_group, int64_t KH, int64_t KW, const ConvParams& p);

@@ -1,4 +1,5 @@
-"""INT8 inference modules: QuantConv2d, QuantLinear, QuantAdd, Quantize, DeQuantize.
+"""INT8 inference modules: QuantConv2d, QuantLinear, QuantAdd, QuantMaxPool2d,
+QuantAdaptiveAvgPool2d, Quantize, DeQuantize.
 
 Quantized activations travel between modules as plain uint8/int8 tensors (channels_last for
 4-D); each module knows the (scale, zero_point) of what it receives and of what it produces,
@@ -14,6 +15,14 @@ import torch
 
 from ..ops._checks import conv_geometry
 from ..ops.elementwise import quantize_per_tensor, quantized_add
+from ..ops.pool import (
+    _adaptive_avg_impl,
+    _max_pool_impl,
+    adaptive_output_size,
+    check_max_pool_args,
+    quantized_adaptive_avg_pool2d,
+    quantized_max_pool2d,
+)
 from ..ops.quantized import (
     QuantizedWeight,
     _output_params,
@@ -27,6 +36,8 @@ from ..ops.sparse_int8 import (
     sparse_quantized_conv2d,
 )
 from ..quantization.qparams import dequantize, quant_range
+
+_CODES = (torch.uint8, torch.int8)
 
 
 def _activation_clamp(activation: Optional[str]):
@@ -362,13 +373,28 @@ class QuantAdd(torch.nn.Module):
                 f"relu={self.relu}")
 
 
+def _plain_codes(q: object) -> bool:
+    """Whether the pooling kernels can take q straight (plain eager inference on 4-D
+    channels_last codes); else the public op checks it and explains."""
+    return (type(q) is torch.Tensor and q.dtype in _CODES and q.dim() == 4
+            and not q.requires_grad and q.is_contiguous(memory_format=torch.channels_last)
+            and not torch.compiler.is_compiling())
+
+
+def _as_nhwc(q: torch.Tensor) -> torch.Tensor:
+    """4-D codes in another layout become channels_last (a copy)."""
+    if isinstance(q, torch.Tensor) and q.dim() == 4 and not q.is_contiguous(
+            memory_format=torch.channels_last):
+        return q.contiguous(memory_format=torch.channels_last)
+    return q
+
+
 class QuantMaxPool2d(torch.nn.Module):
     """Max pooling on quantized codes (max commutes with the monotonic dequantization, so the
-    scale and zero point pass through). The window maximum is taken as an elementwise maximum
-    of kh·kw strided views of the zero-padded codes (code 0 is the smallest, so zero padding
-    never wins unless F.max_pool2d would see only padding, which its padding limit rules
-    out): it keeps channels_last and uint8, where PyTorch 2.13's uint8 channels_last
-    max_pool2d fails on ordinary sizes."""
+    scale and zero point pass through): ``quantized_max_pool2d``, one native pass over
+    channels_last uint8/int8 codes with ``F.max_pool2d``'s semantics (ceil_mode, dilation and
+    padding included; padding never wins). Codes in another layout are made channels_last
+    first; a 3-D [C, H, W] input is pooled as a batch of one."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
@@ -377,6 +403,8 @@ class QuantMaxPool2d(torch.nn.Module):
                                                          pair(dilation))
         self.stride = self.kernel_size if stride is None else pair(stride)
         self.ceil_mode = ceil_mode
+        check_max_pool_args(self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode)
 
     @classmethod
     def from_float(cls, pool: torch.nn.MaxPool2d) -> "QuantMaxPool2d":
@@ -385,31 +413,45 @@ class QuantMaxPool2d(torch.nn.Module):
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        if q.dtype != torch.uint8 or q.dim() != 4 or self.ceil_mode:
-            # int8 codes pad with -128 and ceil_mode has uneven windows: pool in float32,
-            # which holds every code exactly
-            y = torch.nn.functional.max_pool2d(q.float(), self.kernel_size, self.stride,
-                                               self.padding, self.dilation, self.ceil_mode)
-            return y.to(q.dtype)
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel_size, self.stride, self.padding,
-                                                  self.dilation)
-        h, w = q.shape[2:]
-        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        if oh <= 0 or ow <= 0:
-            raise ValueError(f"max pool output would be empty for input {tuple(q.shape)}")
-        padded = torch.nn.functional.pad(q, (pw, pw, ph, ph)) if ph or pw else q
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                view = padded[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
-                              j * dw: j * dw + sw * (ow - 1) + 1: sw]
-                if out is None:
-                    out = view.clone(memory_format=torch.channels_last)
-                else:
-                    torch.maximum(out, view, out=out)
-        return out
+        args = (list(self.kernel_size), list(self.stride), list(self.padding),
+                list(self.dilation), self.ceil_mode)
+        if _plain_codes(q):  # the geometry was checked at construction
+            return _max_pool_impl(q, *args)  # (and again in C++)
+        if isinstance(q, torch.Tensor) and q.dim() == 3:
+            return self.forward(q.unsqueeze(0)).squeeze(0)
+        return quantized_max_pool2d(_as_nhwc(q), *args)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}")
+                f"padding={self.padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class QuantAdaptiveAvgPool2d(torch.nn.Module):
+    """Adaptive average pooling on quantized codes, scale and zero point kept: each output code
+    is the mean of its window's codes rounded half to even (``quantized_adaptive_avg_pool2d``:
+    integer sums, exact rounding; PyTorch's quantized adaptive_avg_pool2d computes the same up
+    to its float rounding at ties). ``output_size`` as for ``nn.AdaptiveAvgPool2d`` (1: global
+    average pooling, the classifier head of ResNets). Codes in another layout are made
+    channels_last first; a 3-D [C, H, W] input is pooled as a batch of one."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        adaptive_output_size((1, 1, 1, 1), output_size)  # checks it
+        self.output_size = output_size
+
+    @classmethod
+    def from_float(cls, pool: torch.nn.AdaptiveAvgPool2d) -> "QuantAdaptiveAvgPool2d":
+        return cls(pool.output_size)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        if _plain_codes(q):
+            size = self.output_size
+            if type(size) is not int:
+                size = adaptive_output_size(q.shape, size)
+            return _adaptive_avg_impl(q, [size, size] if type(size) is int else list(size))
+        if isinstance(q, torch.Tensor) and q.dim() == 3:
+            return self.forward(q.unsqueeze(0)).squeeze(0)
+        return quantized_adaptive_avg_pool2d(_as_nhwc(q), self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"

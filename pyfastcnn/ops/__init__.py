@@ -3,6 +3,7 @@
 from .conv_bn_relu import PackedConvWeight, conv_bn_relu, fold_bn
 from .elementwise import quantize_per_tensor, quantized_add
 from .int8_gemm import int8_gemm
+from .pool import quantized_adaptive_avg_pool2d, quantized_max_pool2d
 from .quantized import (
     PackedInt8Weight,
     QuantizedWeight,
@@ -21,6 +22,8 @@ __all__ = [
     "int8_gemm",
     "quantized_add",
     "quantize_per_tensor",
+    "quantized_max_pool2d",
+    "quantized_adaptive_avg_pool2d",
     "PackedInt8Weight",
     "QuantizedWeight",
     "pack_int8_weight",

@@ -10,7 +10,9 @@
 
 The model is traced with torch.fx. Values between INT8 layers stay uint8 (the codes of an
 observed (scale, zero point)); ``Quantize``/``DeQuantize`` appear only where float and INT8
-parts meet. Max pooling, flatten, view/reshape, dropout and identity work on the codes directly;
+parts meet. Max pooling, flatten, view/reshape, dropout and identity work on the codes directly,
+and so does adaptive average pooling (the window means of the codes rounded to codes, same scale
+and zero point: a ResNet's head runs add → pool → flatten → QuantLinear without leaving INT8);
 any other op runs in float on dequantized values.
 """
 from __future__ import annotations
@@ -76,6 +78,35 @@ def _is_passthrough(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in _PASSTHROUGH_METHODS
 
 
+def _adaptive_pool_size(node: fx.Node):
+    """The output size of an F.adaptive_avg_pool2d call when it is a constant, else None."""
+    size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+    if isinstance(size, int) or (isinstance(size, (tuple, list)) and len(size) == 2 and all(
+            v is None or isinstance(v, int) for v in size)):
+        return size
+    return None
+
+
+def _adaptive_avg_pool_size(gm: fx.GraphModule, node: fx.Node):
+    """The output size of an adaptive average pooling node (nn.AdaptiveAvgPool2d, or
+    F.adaptive_avg_pool2d with a constant size), else None."""
+    if not node.args or not isinstance(node.args[0], fx.Node):
+        return None
+    if node.op == "call_module":
+        m = fusion.module_of(gm, node)
+        return m.output_size if isinstance(m, torch.nn.AdaptiveAvgPool2d) else None
+    if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
+        return _adaptive_pool_size(node)
+    return None
+
+
+def _keeps_qparams(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Ops that run on quantized codes and give codes of the same scale and zero point: the
+    pass-through ones, and adaptive average pooling (QuantAdaptiveAvgPool2d: the window means
+    of the codes, rounded to codes)."""
+    return _is_passthrough(gm, node) or _adaptive_avg_pool_size(gm, node) is not None
+
+
 def _module(gm: fx.GraphModule, node: fx.Node):
     return fusion.module_of(gm, node) if node.op == "call_module" else None
 
@@ -135,19 +166,20 @@ def _prepare(model: torch.nn.Module, config: QConfig, filter_fn: Optional[Filter
         fusion.replace_chain(gm, chain, QuantizableAdd(chain.activation == "relu"), name,
                              tuple(chain.first.args))
 
-    # Which values are INT8 after conversion: unit outputs, and pass-through ops of them.
+    # Which values are INT8 after conversion: unit outputs, and pass-through ops and adaptive
+    # average pooling of them.
     quantized: Dict[fx.Node, bool] = {}
     for node in gm.graph.nodes:
         quantized[node] = _is_unit(gm, node) or (
-            _is_passthrough(gm, node) and quantized.get(node.args[0], False))
+            _keeps_qparams(gm, node) and quantized.get(node.args[0], False))
     consumers = {}  # value -> units that take it as an INT8 input
     for node in gm.graph.nodes:
         for arg in _q_inputs(gm, node):
             consumers.setdefault(arg, []).append(node)
 
-    def feeds_int8(node) -> bool:  # directly or through pass-through ops
+    def feeds_int8(node) -> bool:  # directly or through pass-through ops and pooling
         return node in consumers or any(
-            _is_passthrough(gm, u) and u.args[0] is node and feeds_int8(u) for u in node.users)
+            _keeps_qparams(gm, u) and u.args[0] is node and feeds_int8(u) for u in node.users)
 
     # An activation quantizer after every unit whose output an INT8 op consumes (its output
     # scale; a conv/linear feeding only float ops gives float output, unquantized), after
@@ -219,7 +251,9 @@ def freeze_bn_stats(model: torch.nn.Module) -> torch.nn.Module:
 
 def simulate(prepared: fx.GraphModule) -> fx.GraphModule:
     """The prepared model with ranges frozen and fake quantization on: a float model computing
-    what the converted INT8 model computes (up to float rounding). Modifies ``prepared``."""
+    what the converted INT8 model computes (up to float rounding, and the rounding of adaptive
+    average pooling: the INT8 model rounds the window means to codes of the input's scale, the
+    simulation keeps them exact). Modifies ``prepared``."""
     disable_observer(prepared)
     return enable_fake_quant(prepared, True).eval()
 
@@ -324,6 +358,7 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
     # (imported here: pyfastcnn.nn.quantized itself imports this package's qparams)
     from ..nn.quantized import (
         DeQuantize,
+        QuantAdaptiveAvgPool2d,
         QuantAdd,
         QuantConv2d,
         Quantize,
@@ -353,7 +388,7 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
     def wants_int8(node) -> bool:
         """Whether some consumer of ``node`` takes INT8 directly."""
         for user in node.users:
-            if _is_fq(gm, user) or _is_passthrough(gm, user):
+            if _is_fq(gm, user) or _keeps_qparams(gm, user):
                 if wants_int8(user) if _is_fq(gm, user) else (
                         user.args[0] is node and wants_int8(user)):
                     return True
@@ -367,10 +402,17 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
                 return _module(gm, user)
         return None
 
+    # (scale, zero point) of the codes a value holds where the graph alone does not say: an
+    # observer that follows codes passed on from upstream (a graph prepared before adaptive
+    # pooling kept codes) describes values the INT8 model no longer computes.
+    codes_qparams: Dict[fx.Node, tuple] = {}
+
     def qparams_of(node):
+        if node in codes_qparams:
+            return codes_qparams[node]
         if _is_fq(gm, node):
             return _module(gm, node).qparams()
-        if _is_passthrough(gm, node):
+        if _keeps_qparams(gm, node):
             return qparams_of(node.args[0])
         fq = observer_after(node)
         if fq is None:
@@ -435,6 +477,8 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
         if isinstance(m, FakeQuantize):
             src = node.args[0]
             env[node], is_q[node] = env[src], is_q[src]
+            if is_q[src] and _keeps_qparams(gm, src):
+                codes_qparams[node] = qparams_of(src)
             if src in as_q_cache:
                 as_q_cache[node] = as_q_cache[src]
             continue
@@ -484,6 +528,15 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
         elif isinstance(m, torch.nn.MaxPool2d) and is_q.get(node.args[0], False):
             name = add_module(node.target, QuantMaxPool2d.from_float(m))
             env[node] = graph.call_module(name, (env[node.args[0]],))
+            is_q[node] = True
+        elif _adaptive_avg_pool_size(gm, node) is not None and is_q.get(node.args[0], False):
+            pool = QuantAdaptiveAvgPool2d(_adaptive_avg_pool_size(gm, node))
+            name = node.target
+            if node.op != "call_module":  # F.adaptive_avg_pool2d: a module of a fresh name
+                name = node.name
+                while name in new_modules or hasattr(gm, name):
+                    name += "_int8"
+            env[node] = graph.call_module(add_module(name, pool), (env[node.args[0]],))
             is_q[node] = True
         elif _is_passthrough(gm, node) and is_q.get(node.args[0], False):
             env[node] = graph.node_copy(

@@ -43,9 +43,12 @@ SparsePlanesFn sparse_planes_kernel();
 Conv2dDenseFn conv2d_dense_kernel();
 // Vectorized sparse INT8 conv at the selected level, or null (scalar reference).
 SparseInt8ConvFn sparse_int8_conv_kernel();
-// INT8 elementwise kernels at the selected level (never null: the scalar reference at worst).
+// INT8 elementwise and pooling kernels at the selected level (never null: the scalar
+// reference at worst).
 QuantAddFn quantized_add_kernel();
 QuantizeFn quantize_kernel();
+QuantMaxPoolFn quantized_max_pool2d_kernel();
+QuantAdaptiveAvgPoolFn quantized_adaptive_avg_pool2d_kernel();
 
 // Name of the ISA whose kernel an op runs under the current selection ("avx512_vnni", ...).
 const char* kernel_isa(const char* op);

@@ -279,6 +279,50 @@ struct QuantizeArgs {
 };
 using QuantizeFn = void (*)(const QuantizeArgs& args);
 
+// ---- INT8 pooling on NHWC codes ------------------------------------------------------------
+// in [N, H, W, C] and out [N, OH, OW, C], both dense NHWC; bytes are uint8 codes, or int8 when
+// is_signed. Scale and zero point pass through (the ops work on codes).
+//
+// Max pooling: out[n, oh, ow, c] = max of in[n, h, w, c] over the window's taps inside the
+// image: h = oh * stride_h - pad_h + kh * dil_h for kh in [kh_begin[oh], kh_end[oh]), w likewise
+// (pool_ops.cc drops the taps that fall in the padding). A window with no tap left (possible
+// with dilation) gives the lowest code, as PyTorch's quantized max pool does.
+struct QuantMaxPoolArgs {
+  const uint8_t* in;
+  uint8_t* out;
+  int64_t N, H, W, C, OH, OW;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  const int64_t* kh_begin;  // [OH]
+  const int64_t* kh_end;
+  const int64_t* kw_begin;  // [OW]
+  const int64_t* kw_end;
+  bool is_signed;
+};
+using QuantMaxPoolFn = void (*)(const QuantMaxPoolArgs& args);
+// Exact floor(n / count) for 0 <= n <= 255 * count by a multiply and a shift:
+// floor(n / count) = (n * mul) >> shift (64-bit product; mul < 2^32), see pool_ops.cc.
+struct PoolDivisor {
+  int32_t count;
+  uint32_t mul;
+  uint32_t shift;
+};
+// Adaptive average pooling: window (oh, ow) covers rows [h_start[oh], h_end[oh]) and columns
+// [w_start[ow], w_end[ow]) (PyTorch's floor/ceil rule, computed by pool_ops.cc); with s the
+// int32 sum of the window's codes and k = divisor[oh * OW + ow].count its pixel count,
+// out = round_half_even(s / k), computed in integers (int8: on s + 128 k, then - 128).
+struct QuantAdaptiveAvgPoolArgs {
+  const uint8_t* in;
+  uint8_t* out;
+  int64_t N, H, W, C, OH, OW;
+  const int64_t* h_start;
+  const int64_t* h_end;
+  const int64_t* w_start;
+  const int64_t* w_end;
+  const PoolDivisor* divisor;  // [OH * OW]
+  bool is_signed;
+};
+using QuantAdaptiveAvgPoolFn = void (*)(const QuantAdaptiveAvgPoolArgs& args);
+
 #define PYFASTCNN_DECLARE_INT8_GEMM                                                    \
   size_t int8_packed_b_bytes(int64_t K, int64_t N);                                   \
   void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed); \
@@ -304,6 +348,8 @@ void sparse_int8_conv2d(const uint8_t* x, uint8_t flip, uint8_t zero_point,
 void sparse_int8_fill_planes(const SparseInt8ConvArgs& args);
 void quantized_add(const QuantAddArgs& args);
 void quantize(const QuantizeArgs& args);
+void quantized_max_pool2d(const QuantMaxPoolArgs& args);
+void quantized_adaptive_avg_pool2d(const QuantAdaptiveAvgPoolArgs& args);
 }  // namespace ref
 namespace avx2 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -314,6 +360,8 @@ void conv2d_f32(const F32ConvArgs& args);
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
 void quantized_add(const QuantAddArgs& args);
 void quantize(const QuantizeArgs& args);
+void quantized_max_pool2d(const QuantMaxPoolArgs& args);
+void quantized_adaptive_avg_pool2d(const QuantAdaptiveAvgPoolArgs& args);
 }
 namespace avx512 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -325,6 +373,8 @@ void conv2d_f32_block_sparse(const F32BlockSparseArgs& args);
 void depthwise_f32(const F32DepthwiseArgs& args);
 void quantized_add(const QuantAddArgs& args);
 void quantize(const QuantizeArgs& args);
+void quantized_max_pool2d(const QuantMaxPoolArgs& args);
+void quantized_adaptive_avg_pool2d(const QuantAdaptiveAvgPoolArgs& args);
 }
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM

@@ -77,6 +77,16 @@ void quantized_add(const TensorRef& a, const TensorRef& b, const TensorRef& out,
 void quantize_per_tensor(const TensorRef& x, const TensorRef& out, double scale,
                          int32_t zero_point);
 
+// ---- INT8 pooling ----------------------------------------------------------------------------
+// q and out: uint8/int8 [N, C, H, W] / [N, C, OH, OW], dense channels_last, same dtype; the codes
+// keep q's scale and zero point. Max pool: F.max_pool2d's geometry rules (padding at most half
+// the kernel, PyTorch's output size with ceil_mode). Adaptive average pool: the output size is
+// out's; see QuantAdaptiveAvgPoolArgs in kernels.h for the windows and the rounding.
+void quantized_max_pool2d(const TensorRef& q, const TensorRef& out, int64_t KH, int64_t KW,
+                          int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                          int64_t dil_h, int64_t dil_w, bool ceil_mode);
+void quantized_adaptive_avg_pool2d(const TensorRef& q, const TensorRef& out);
+
 // output[N,OC,OH,OW] = clamp(conv2d(input, W) + bias). W in CSR (see kernels.h), shape
 // [OC, C/groups, KH, KW]. input/output: any strides.
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
