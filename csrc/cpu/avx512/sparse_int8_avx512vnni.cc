@@ -193,7 +193,10 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
       bias = Epilogue512::load_bias(epi.bias, oc0, mask);
     }
     if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
-      if (!epi.residual) {  // residual codes are per pixel: the transposed path below reads them
+      // Residual codes are per pixel: the transposed path below reads them (slower than this
+      // one plus a separate add on output-bound layers; quantization.convert does not fuse
+      // residual adds into sparse convs).
+      if (!epi.residual) {
         requantize_bytes<T, KIND>(sums, count, oc0, epi, q0, q_count, Wq, OW, pixel_bytes,
                                   out_image);
         continue;
