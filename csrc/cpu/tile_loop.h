@@ -15,12 +15,32 @@ namespace pyfastcnn {
 // (np = 2) where the task has a pair, one otherwise. setup(m_begin, m_end) runs once per task
 // and returns the task's state. Row blocks (at most MC rows) and the tiles within a block (at
 // most MR rows) are cut evenly: a short last tile reads the same panels as a full one for a
-// fraction of the work (a 1-row tile of a 49-row layer cost ~4% of the whole conv).
+// fraction of the work (a 1-row tile of a 49-row layer cost ~4% of the whole conv). With
+// several threads and few tasks, the row blocks are cut smaller or the column blocks narrower
+// so that the threads get equal shares (3 tasks on 2 threads ran at 75%).
 template <int MR, int64_t MC, int64_t NCP, class Setup, class Tile>
 void for_each_tile(int64_t M, int64_t N, int64_t panel_cols, int64_t k_blocks,
                    const Setup& setup, const Tile& tile) {
   const int64_t panels = (N + panel_cols - 1) / panel_cols;
-  const int64_t row_blocks = (M + MC - 1) / MC, col_blocks = (panels + NCP - 1) / NCP;
+  int64_t row_blocks = (M + MC - 1) / MC, ncp = NCP;
+  const int64_t threads = get_num_threads();
+  if (threads > 1) {
+    // the share of thread time doing work, when every task costs the same
+    const auto busy = [&](int64_t tasks) {
+      return static_cast<double>(tasks) / (static_cast<double>((tasks + threads - 1) / threads) *
+                                           static_cast<double>(threads));
+    };
+    double best = busy(row_blocks * ((panels + ncp - 1) / ncp));
+    const int64_t first = row_blocks;
+    for (int64_t rb = first; rb <= first + threads && best < 0.999; ++rb) {
+      if (rb > 1 && (M + rb - 1) / rb < 2 * MR) break;  // no slivers of rows
+      for (int64_t c = NCP; c >= 2; c /= 2) {
+        const double b = busy(rb * ((panels + c - 1) / c));
+        if (b > best + 1e-9) best = b, row_blocks = rb, ncp = c;
+      }
+    }
+  }
+  const int64_t col_blocks = (panels + ncp - 1) / ncp;
   const int64_t block_rows = (M + row_blocks - 1) / row_blocks;  // <= MC
   parallel_for(row_blocks * col_blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -28,8 +48,8 @@ void for_each_tile(int64_t M, int64_t N, int64_t panel_cols, int64_t k_blocks,
       const int64_t m_end = M < m_begin + block_rows ? M : m_begin + block_rows;
       const int64_t tiles = (m_end - m_begin + MR - 1) / MR;
       const int64_t tile_rows = (m_end - m_begin) / tiles, longer = (m_end - m_begin) % tiles;
-      const int64_t p_begin = (t % col_blocks) * NCP;
-      const int64_t p_end = panels < p_begin + NCP ? panels : p_begin + NCP;
+      const int64_t p_begin = (t % col_blocks) * ncp;
+      const int64_t p_end = panels < p_begin + ncp ? panels : p_begin + ncp;
       const auto state = setup(m_begin, m_end);
       for (int64_t kb = 0; kb < k_blocks; ++kb) {
         for (int64_t p = p_begin; p < p_end;) {
