@@ -386,10 +386,15 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   // Few channels: reduce over whole kernel rows of unpadded pixels (Int8RepackConvRowsFn).
   // The weight is repacked per call (~1 cycle per byte, per 32-column panel) to save one
   // vpdpbusd pair per output pixel and saved quad (per panel): taken when that saves at least
-  // twice the repacking (always for the stem; not for a large weight over a few pixels).
+  // twice the repacking (always for the stem; not for a large weight over a few pixels). With
+  // no quads saved (3x3 over 3 channels: 12 bytes either way) it still pays where the input
+  // is large: the unpadded source is copied a row at a time, the channel-padded one a pixel at
+  // a time (MobileNetV2's 3x3 stem at 224: 282 -> 80 us).
   const int64_t row_lq = (KW * C_per_group + 3) / 4 * 4;
+  const int64_t saved = KW * cg4 - row_lq;
   if (k.conv && k.repack_conv_rows && g.groups == 1 && C_per_group % 4 != 0 && g.dil_w == 1 &&
-      row_lq < KW * cg4 && M * (KW * cg4 - row_lq) >= 8 * row_lq) {
+      saved >= 0 &&
+      (saved > 0 ? M * saved >= 8 * row_lq : g.N * g.H * g.W >= KH * row_lq * OC)) {
     const ConvSource src = conv_source(static_cast<const uint8_t*>(x.data), g, flip,
                                        static_cast<uint8_t>(zp), true);
     const int64_t K_rows = KH * row_lq;
