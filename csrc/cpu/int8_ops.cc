@@ -56,8 +56,10 @@ int32_t kernel_zero_point(DType x_dtype, int32_t zp) { return x_dtype == DType::
 
 struct Epilogue {
   std::vector<int32_t> offset;  // -zero_point * col_sums, wrapping
-  std::vector<float> scale;     // x_scale * w_scale
+  std::vector<float> scale;     // x_scale * w_scale (/ out_scale for 8-bit output)
+  std::vector<float> bias;      // 8-bit output: bias / out_scale + out_zero_point
   Int8Epilogue epi;
+  float out_inv_scale = 1.0f;   // what 8-bit outputs divide by (see kernels.h)
 };
 
 Epilogue make_epilogue(const int32_t* col_sums, int64_t N, int32_t zp, const float* w_scale,
@@ -68,13 +70,24 @@ Epilogue make_epilogue(const int32_t* col_sums, int64_t N, int32_t zp, const flo
     e.offset[n] = static_cast<int32_t>(0u - static_cast<uint32_t>(zp) *
                                                 static_cast<uint32_t>(col_sums[n]));
   }
-  if (q.out_kind != Int8OutKind::i32) {
-    e.scale.resize(N);
-    for (int64_t n = 0; n < N; ++n) e.scale[n] = q.x_scale * w_scale[n];
+  e.epi = Int8Epilogue{q.out_kind, e.offset.data(), nullptr, bias, q.clamp_min, q.clamp_max,
+                       nullptr,    0,               false,   0.0f, 0};
+  if (q.out_kind == Int8OutKind::i32) return e;
+  e.scale.resize(N);
+  for (int64_t n = 0; n < N; ++n) e.scale[n] = q.x_scale * w_scale[n];
+  e.epi.scale = e.scale.data();
+  if (q.out_kind == Int8OutKind::f32) return e;
+  // 8-bit output: y in units of the output scale, shifted by the zero point (kernels.h)
+  const float inv = 1.0f / q.out_scale, zp_out = static_cast<float>(q.out_zero_point);
+  e.out_inv_scale = inv;
+  e.bias.resize(N);
+  for (int64_t n = 0; n < N; ++n) {
+    e.scale[n] *= inv;
+    e.bias[n] = (bias ? bias[n] : 0.0f) * inv + zp_out;
   }
-  e.epi = Int8Epilogue{q.out_kind,   e.offset.data(), e.scale.empty() ? nullptr : e.scale.data(),
-                       bias,         q.clamp_min,     q.clamp_max,
-                       1.0f / q.out_scale, q.out_zero_point, nullptr, 0, false, 0.0f, 0};
+  e.epi.bias = e.bias.data();
+  e.epi.clamp_min = q.clamp_min * inv + zp_out;  // -inf and +inf stay infinite
+  e.epi.clamp_max = q.clamp_max * inv + zp_out;
   return e;
 }
 
@@ -246,7 +259,8 @@ bool is_channels_last(const TensorRef& t) {
 
 // The fused residual add of a conv (QuantParams::residual) into its epilogue, after checking
 // the residual against the output it is added to.
-void set_residual(const QuantParams& q, const TensorRef& out, Int8Epilogue* epi) {
+void set_residual(const QuantParams& q, const TensorRef& out, float out_inv_scale,
+                  Int8Epilogue* epi) {
   if (!q.residual) return;
   const TensorRef& r = *q.residual;
   check_activation(r, "residual");
@@ -263,7 +277,7 @@ void set_residual(const QuantParams& q, const TensorRef& out, Int8Epilogue* epi)
   epi->residual = static_cast<const uint8_t*>(r.data);
   epi->residual_ld = out.sizes[1];
   epi->residual_signed = r.dtype == DType::i8;
-  epi->residual_scale = q.residual_scale;
+  epi->residual_scale = q.residual_scale * out_inv_scale;
   epi->residual_zero_point = q.residual_zero_point;
 }
 
@@ -381,7 +395,7 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
                              static_cast<const float*>(w_scale.data),
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
-  set_residual(q, out, &e.epi);
+  set_residual(q, out, e.out_inv_scale, &e.epi);
   const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
   // Few channels: reduce over whole kernel rows of unpadded pixels (Int8RepackConvRowsFn).
   // The weight is repacked per call (~1 cycle per byte, per 32-column panel) to save one
@@ -514,7 +528,7 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
                              static_cast<const float*>(w_scale.data),
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
-  set_residual(q, out, &e.epi);
+  set_residual(q, out, e.out_inv_scale, &e.epi);
   const int32_t* values32 = static_cast<const int32_t*>(values.data);
   const uint8_t* xp = static_cast<const uint8_t*>(x.data);
   const SparseInt8ConvFn kernel = sparse_int8_conv_kernel();

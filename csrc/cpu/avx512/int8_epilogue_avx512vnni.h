@@ -43,13 +43,12 @@ inline __m512 epilogue_ps(__m512i acc, const __m512& scale, const __m512& bias,
 }
 
 // The 8-bit output code of int32 sums acc (offsets already added) before the final clamp to the
-// output range, which callers do with a clamp or with saturating packs (the same result).
+// output range, which callers do with a clamp or with saturating packs (the same result). The
+// epilogue arrays of 8-bit outputs are in output units, zero point included (kernels.h).
 inline __m512i requantize_epi32(__m512i acc, const __m512& scale, const __m512& bias,
                                 const Int8Epilogue& epi, const uint8_t* res = nullptr,
                                 __mmask16 mask = 0xFFFF) {
-  const __m512 y = epilogue_ps(acc, scale, bias, epi, res, mask);
-  return _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_set1_ps(epi.out_inv_scale))),
-                          _mm512_set1_epi32(epi.out_zero_point));
+  return _mm512_cvtps_epi32(epilogue_ps(acc, scale, bias, epi, res, mask));
 }
 
 // Stores lanes `mask` of acc (int32 sums, offsets already added) at element n of `row` after the

@@ -42,8 +42,9 @@ void int8_epilogue_row(const int32_t* acc, int64_t n0, int64_t count, const Int8
     }
     const bool is_signed = epi.kind == Int8OutKind::s8;
     const float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f;
-    // Clamped before the cast: out-of-range float to int conversion is undefined.
-    float q = std::nearbyint(y * epi.out_inv_scale) + static_cast<float>(epi.out_zero_point);
+    // y is the code already (8-bit outputs: kernels.h). Clamped before the cast: out-of-range
+    // float to int conversion is undefined.
+    float q = std::nearbyint(y);
     q = q > lo ? (q < hi ? q : hi) : lo;
     if (is_signed) {
       static_cast<int8_t*>(c_row)[n] = static_cast<int8_t>(q);

@@ -17,8 +17,12 @@ struct Int8GemmShape {
 enum class Int8OutKind : int { i32 = 0, f32 = 1, s8 = 2, u8 = 3 };
 // acc = sum_k a[m,k] * b[k,n] + col_offset[n]                    (int32, wraps)
 // i32 out: acc
-// f32 out: y = clamp(acc * scale[n] + bias[n] [+ residual term], clamp_min, clamp_max)
-// s8/u8:   q = saturate(round_half_even(y * out_inv_scale) + out_zero_point)
+// y = clamp(acc * scale[n] + bias[n] [+ residual term], clamp_min, clamp_max)   (float32)
+// f32 out: y
+// s8/u8:   q = saturate(round_half_even(y)): for 8-bit outputs the caller has divided scale,
+//          bias, the clamp bounds and residual_scale by the output scale and added the output
+//          zero point to bias and the bounds (make_epilogue), so y is already the output code:
+//          two float operations per value fewer than dividing and shifting y here.
 // residual term (a fused residual add, when `residual` is set):
 //          residual_scale * (r[m, n] - residual_zero_point), r the code at
 //          residual + m * residual_ld + n (int8 when residual_signed, else uint8)
@@ -28,8 +32,6 @@ struct Int8Epilogue {
   const float* scale;         // [N] (float and 8-bit outputs)
   const float* bias;          // [N] or null
   float clamp_min, clamp_max;
-  float out_inv_scale;
-  int32_t out_zero_point;
   const uint8_t* residual;  // null: no residual add
   int64_t residual_ld;
   bool residual_signed;
