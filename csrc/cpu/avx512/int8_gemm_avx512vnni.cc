@@ -73,7 +73,7 @@ int32_t load_tail_quad(const uint8_t* a, int64_t available) {
 // second panel is panel + panel_stride.
 // SIGNED_A: the rows hold int8; flipping the sign bit after the broadcast adds 128.
 template <int MR, int NP, bool SIGNED_A = false>
-void dot_tile(const uint8_t* const* rows, const int64_t* segments, int64_t num_segments,
+__attribute__((always_inline)) inline void dot_tile(const uint8_t* const* rows, const int64_t* segments, int64_t num_segments,
               int64_t segment_len, const int8_t* panel, int64_t panel_stride,
               __m512i acc[][4]) {
   const __m512i sign_bits = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
