@@ -97,23 +97,18 @@ def _torch_model(name, impl):
     return pyfastcnn.compress(model, quantize="int8", calibration_data=calib)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("batch", (1,) if QUICK else (1, 8), ids=lambda b: f"b{b}")
-@pytest.mark.parametrize("name", ("resnet18",) if QUICK else tuple(MODELS))
-def test_model_ort(benchmark, threads, name, batch, impl):
+def run_model(benchmark, threads, name, batch, impl, runtime_fn, fp32_impl):
+    """Checks and times one whole-model implementation: ``runtime_fn(x_nchw_numpy)`` makes the
+    call of an external runtime (None: ``impl`` is a torch/pyfastcnn model of
+    ``_torch_model``); ``fp32_impl`` is held to FP32 accuracy, the others to INT8's."""
     float_model, _ = _float_model(name)
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(2)).contiguous(
         memory_format=torch.channels_last)
     with torch.no_grad():
         ref = float_model(x)
-    if impl.startswith("onnxruntime"):
-        session = _session(name, impl, threads)
-        feed = {"input": np.ascontiguousarray(x.numpy())}  # ORT takes NCHW
-
-        def fn():
-            return session.run(None, feed)[0]
-
-        out = torch.from_numpy(fn())
+    if runtime_fn is not None:
+        fn = runtime_fn(np.ascontiguousarray(x.numpy()))  # runtimes take NCHW
+        out = torch.from_numpy(np.asarray(fn()))
     else:
         net = _torch_model(name, impl)
 
@@ -122,7 +117,21 @@ def test_model_ort(benchmark, threads, name, batch, impl):
                 return net(x)
 
         out = fn()
-    min_db = {"onnxruntime fp32": 90}.get(impl, 15)
+    min_db = 90 if impl == fp32_impl else 15
     assert sqnr(ref, out) > min_db, f"{impl} output too far from the float model"
     run(benchmark, fn, group=f"model {name} b{batch} t{threads}", impl=impl,
         ops=_flops(float_model, x), threads=threads, baseline=BASELINE)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("batch", (1,) if QUICK else (1, 8), ids=lambda b: f"b{b}")
+@pytest.mark.parametrize("name", ("resnet18",) if QUICK else tuple(MODELS))
+def test_model_ort(benchmark, threads, name, batch, impl):
+    runtime_fn = None
+    if impl.startswith("onnxruntime"):
+        session = _session(name, impl, threads)
+
+        def runtime_fn(x):
+            return lambda: session.run(None, {"input": x})[0]
+
+    run_model(benchmark, threads, name, batch, impl, runtime_fn, "onnxruntime fp32")

@@ -14,16 +14,12 @@ Skipped when openvino (or onnx/onnxruntime, used to make the INT8 model) is not 
 
 import functools
 
-import numpy as np
 import pytest
-import torch
-from conftest import QUICK, run
-
-from pyfastcnn.quantization import sqnr
+from conftest import QUICK
 
 ov = pytest.importorskip("openvino", reason="needs openvino: pip install openvino")
 # the same models, ONNX files and calibration as bench_onnxruntime.py (skips without ORT)
-from bench_onnxruntime import MODELS, _float_model, _flops, _onnx_path, _torch_model  # noqa: E402
+from bench_onnxruntime import MODELS, _onnx_path, run_model  # noqa: E402
 
 IMPLS = ("torch fp32", "pyfastcnn int8", "openvino fp32", "openvino int8")
 BASELINE = "torch fp32"
@@ -41,28 +37,11 @@ def _compiled(name, impl, threads):
 @pytest.mark.parametrize("batch", (1,) if QUICK else (1, 8), ids=lambda b: f"b{b}")
 @pytest.mark.parametrize("name", ("resnet18",) if QUICK else tuple(MODELS))
 def test_model_openvino(benchmark, threads, name, batch, impl):
-    float_model, _ = _float_model(name)
-    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(2)).contiguous(
-        memory_format=torch.channels_last)
-    with torch.no_grad():
-        ref = float_model(x)
+    runtime_fn = None
     if impl.startswith("openvino"):
         request = _compiled(name, impl, threads).create_infer_request()
-        feed = {0: np.ascontiguousarray(x.numpy())}  # NCHW
 
-        def fn():
-            return request.infer(feed)[0]
+        def runtime_fn(x):
+            return lambda: request.infer({0: x})[0]
 
-        out = torch.from_numpy(np.array(fn()))
-    else:
-        net = _torch_model(name, impl)
-
-        def fn():
-            with torch.no_grad():
-                return net(x)
-
-        out = fn()
-    min_db = {"openvino fp32": 90}.get(impl, 15)
-    assert sqnr(ref, out) > min_db, f"{impl} output too far from the float model"
-    run(benchmark, fn, group=f"model {name} b{batch} t{threads}", impl=impl,
-        ops=_flops(float_model, x), threads=threads, baseline=BASELINE)
+    run_model(benchmark, threads, name, batch, impl, runtime_fn, "openvino fp32")

@@ -1,11 +1,15 @@
 """INT8: packed weights, symmetric weight quantization, quantized linear and conv.
 
-Exact math (``acc`` is an exact integer sum, int32):
+Math (``acc`` is an exact integer sum, int32):
     acc[m, n] = sum_k (x[m, k] - x_zero_point) * w_int[n, k]
-    y[m, n]   = clamp(acc * (x_scale * w_scale[n]) + bias[n], lo, hi)   float32
-                lo = 0 with relu=True, else -inf; hi = clamp_max (default inf)
-    out       = y                                          for out_dtype=float32
+    y[m, n]   = clamp(acc * (x_scale * w_scale[n]) + bias[n] [+ residual term], lo, hi)
+                lo = 0 with relu=True, else -inf; hi = clamp_max (default inf); residual
+                term (conv ``residual=``): residual_scale * (r - residual_zero_point)
+    out       = y (float32)                                for out_dtype=float32
               = saturate(round_half_even(y / out_scale) + out_zero_point)  for int8/uint8
+For int8/uint8 output the kernels evaluate y / out_scale + out_zero_point in float32 as one
+multiply-add in output units (scale, bias, clamp bounds and residual scale pre-divided by
+out_scale, the zero point added to bias and bounds): within one step of the float64 result.
 Weights are symmetric (zero point 0), per output channel or per tensor.
 """
 
