@@ -343,8 +343,8 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
     before ``prepare``) run the sparse INT8 kernel, same results: "auto" where at most 30% of
     their 4-input-channel blocks hold a non-zero (where it is faster), True wherever a block is
     empty, False never. ``depthwise``: "int8" (default) quantizes depthwise convs too (the INT8
-    depthwise kernel: MobileNetV2 at 1 thread 2.65 ms at batch 1 instead of 3.32 ms with
-    "float", 21 ms instead of 46 ms at batch 8), "float" runs them on the FP32 depthwise kernel
+    depthwise kernel: MobileNetV2 at 1 thread 2.7–2.8 ms at batch 1 instead of 3.3–4.0 ms
+    with "float", 21 ms instead of 46–49 ms at batch 8), "float" runs them on the FP32 depthwise kernel
     between INT8 layers (a dequantize/quantize round trip each). Input and output are float32,
     as for the original model.
     """

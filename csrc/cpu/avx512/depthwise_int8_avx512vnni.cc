@@ -69,7 +69,10 @@ inline void store_pixel(const Int8DepthwiseArgs& a, const Lanes<NB>& l, const __
 // table of tap pointers (a tap in a padding row reads the zero point with step 0); the others
 // check each tap.
 template <Int8OutKind KIND, bool SIGNED, bool TAIL, int NB, int NP>
-void depthwise_row(const Int8DepthwiseArgs& a, int64_t row, int64_t c0) {
+void depthwise_row(const Int8DepthwiseArgs& args, int64_t row, int64_t c0) {
+  // A local copy: output stores (char) could alias the caller's struct, not this one, so its
+  // epilogue constants stay in registers.
+  const Int8DepthwiseArgs a = args;
   const int64_t C = a.C, n = row / a.OH, oh = row % a.OH, T = a.KH * a.KW;
   const Lanes<NB> l(a.epi, C, c0);
   alignas(64) uint8_t zp_bytes[16 * NB];
