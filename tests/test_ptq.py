@@ -293,13 +293,16 @@ def test_mobilenet_depthwise_relu6():
     data = _batches(2, (1, 3, 64, 64))
     prepared = prepare(model)
     calibrate(prepared, data)
-    for mode in ("float", "int8"):
-        q = convert(prepared, depthwise=mode)
+    for mode in ("float", "int8", None):
+        q = convert(prepared, depthwise=mode) if mode else convert(prepared)
+        mode = mode or "int8"
         convs = [m for m in q.modules() if isinstance(m, QuantConv2d)]
         fused_dw = [m for m in q.modules() if isinstance(m, FusedConvBNReLU2d) and m.groups > 1]
-        # default: depthwise convs on the FP32 depthwise kernel between INT8 layers
+        # default: depthwise convs in INT8 (their own kernel); "float": on the FP32 depthwise
+        # kernel between INT8 layers
         assert (len(fused_dw) == 17) == (mode == "float")
         assert any(c.weight.groups > 1 for c in convs) == (mode == "int8")
+        assert all(c.weight.is_depthwise for c in convs if c.weight.groups > 1)
         assert any(c.activation == "relu6" for c in convs)
         assert len([m for m in q.modules() if isinstance(m, QuantConv2d)
                     and m.residual_scale is not None]) == 10  # adds fused into the convs

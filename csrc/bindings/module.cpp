@@ -135,7 +135,8 @@ PYBIND11_MODULE(_C, m) {
          int32_t x_zero_point, float x_scale, int out_kind, float clamp_min, float clamp_max,
          float out_scale, int32_t out_zero_point, const py::tuple& out,
          const py::object& residual, float residual_scale, int32_t residual_zero_point) {
-        const Isa isa = isa_from_name(layout);
+        const bool depthwise = layout == "depthwise";
+        const Isa isa = depthwise ? Isa::scalar : isa_from_name(layout);
         const TensorRef rx = to_ref(x, "input"), rp = to_ref(packed, "packed"),
                         rs = to_ref(col_sums, "col_sums"), rw = to_ref(w_scale, "w_scale"),
                         ro = to_ref(out, "out");
@@ -149,10 +150,16 @@ PYBIND11_MODULE(_C, m) {
         set_residual_params(&q, residual.is_none() ? nullptr : &rr, residual_scale,
                             residual_zero_point);
         py::gil_scoped_release release;
-        int8_conv2d(rx, isa, rp, rs, c_per_group, kh, kw, rw, bias.is_none() ? nullptr : &rb, p,
-                    q, ro);
+        if (depthwise) {
+          if (c_per_group != 1) throw std::invalid_argument("a depthwise weight has C/groups = 1");
+          int8_depthwise_conv2d(rx, rp, rs, kh, kw, rw, bias.is_none() ? nullptr : &rb, p, q, ro);
+        } else {
+          int8_conv2d(rx, isa, rp, rs, c_per_group, kh, kw, rw, bias.is_none() ? nullptr : &rb, p,
+                      q, ro);
+        }
       },
-      "quantized conv, NHWC in and out (optionally + a residual): see ops.h for the exact math",
+      "quantized conv, NHWC in and out (optionally + a residual): see ops.h for the exact math; "
+      "layout \"depthwise\": packed is int8_depthwise_conv2d's weight",
       py::arg("x"), py::arg("layout"), py::arg("packed"), py::arg("col_sums"),
       py::arg("c_per_group"), py::arg("kh"), py::arg("kw"), py::arg("w_scale"), py::arg("bias"),
       py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_left"),

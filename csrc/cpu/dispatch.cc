@@ -79,6 +79,16 @@ const SparseInt8ConvFn kSparseInt8Conv[kNumIsas] = {
 #endif
 };
 
+// No AVX-512 (non-VNNI) entry: that level runs the AVX2 kernel.
+const Int8DepthwiseFn kInt8Depthwise[kNumIsas] = {
+    ref::int8_depthwise,
+#ifdef PYFASTCNN_X86
+    avx2::int8_depthwise,
+    nullptr,
+    avx512_vnni::int8_depthwise,
+#endif
+};
+
 const QuantAddFn kQuantAdd[kNumIsas] = {
     ref::quantized_add,
 #ifdef PYFASTCNN_X86
@@ -158,6 +168,9 @@ SparsePlanesFn sparse_planes_kernel() {
 SparseInt8ConvFn sparse_int8_conv_kernel() {
   return kSparseInt8Conv[fn_level(kSparseInt8Conv, selected_isa())];
 }
+Int8DepthwiseFn int8_depthwise_kernel() {
+  return kInt8Depthwise[fn_level(kInt8Depthwise, selected_isa())];
+}
 QuantAddFn quantized_add_kernel() { return kQuantAdd[fn_level(kQuantAdd, selected_isa())]; }
 QuantizeFn quantize_kernel() { return kQuantize[fn_level(kQuantize, selected_isa())]; }
 QuantMaxPoolFn quantized_max_pool2d_kernel() {
@@ -179,6 +192,8 @@ const char* kernel_isa(const char* op) {
     level = bf16_conv_level(isa);
   } else if (std::strcmp(op, "sparse_quantized_conv2d") == 0) {
     level = fn_level(kSparseInt8Conv, isa);
+  } else if (std::strcmp(op, "quantized_depthwise_conv2d") == 0) {
+    level = fn_level(kInt8Depthwise, isa);
   } else if (std::strcmp(op, "quantized_add") == 0) {
     level = fn_level(kQuantAdd, isa);
   } else if (std::strcmp(op, "quantize_per_tensor") == 0) {

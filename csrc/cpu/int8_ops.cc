@@ -464,6 +464,57 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   }
 }
 
+void int8_depthwise_conv2d(const TensorRef& x, const TensorRef& weight, const TensorRef& col_sums,
+                           int64_t KH, int64_t KW, const TensorRef& w_scale,
+                           const TensorRef* bias, const ConvParams& p, const QuantParams& q,
+                           const TensorRef& out) {
+  check_activation(x, "input");
+  check_tensor(x, "input", x.dtype, 4);
+  check_tensor(out, "out", out_dtype(q.out_kind), 4);
+  if (!is_channels_last(x)) fail("input must be channels_last contiguous (NHWC)");
+  if (!is_channels_last(out)) fail("out must be channels_last contiguous (NHWC)");
+  const int64_t C = x.sizes[1];
+  if (p.groups != C) fail("a depthwise conv has groups == channels");
+  const Conv2dGeometry g = detail::conv_geometry(x, out, C, 1, KH, KW, p);
+  const int64_t Cp = (C + kInt8DepthwiseCBlock - 1) / kInt8DepthwiseCBlock * kInt8DepthwiseCBlock;
+  check_tensor(weight, "weight", DType::i32, 2);
+  check_contiguous(weight, "weight");
+  if (weight.sizes[0] != KH * KW || weight.sizes[1] != Cp) {
+    fail("depthwise weight must be [KH*KW, " + to_string(Cp) + "]");
+  }
+  detail::check_vector(col_sums, "col_sums", DType::i32, C);
+  check_quant(q, x.dtype, &w_scale, C, bias);
+  if (g.N * g.OH * g.OW == 0) return;
+  // Kernels read int8 input as signed bytes: the correction uses the input's own zero point.
+  Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), C, q.x_zero_point,
+                             static_cast<const float*>(w_scale.data),
+                             bias ? static_cast<const float*>(bias->data) : nullptr, q);
+  set_residual(q, out, &e.epi);
+  Int8DepthwiseArgs a{};
+  a.x = static_cast<const uint8_t*>(x.data);
+  a.x_signed = x.dtype == DType::i8;
+  a.zero_point = static_cast<uint8_t>(q.x_zero_point);
+  a.N = g.N;
+  a.H = g.H;
+  a.W = g.W;
+  a.C = C;
+  a.OH = g.OH;
+  a.OW = g.OW;
+  a.KH = KH;
+  a.KW = KW;
+  a.stride_h = g.stride_h;
+  a.stride_w = g.stride_w;
+  a.dil_h = g.dil_h;
+  a.dil_w = g.dil_w;
+  a.pad_top = g.pad_top;
+  a.pad_left = g.pad_left;
+  a.weight = static_cast<const int32_t*>(weight.data);
+  a.Cp = Cp;
+  a.out = out.data;
+  a.epi = e.epi;
+  int8_depthwise_kernel()(a);
+}
+
 namespace {
 
 // Where the sparse INT8 kernels' virtual planes go (see SparseInt8ConvArgs).

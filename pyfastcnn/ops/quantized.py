@@ -41,6 +41,13 @@ def _aligned_empty(nbytes: int) -> torch.Tensor:
     return raw[offset : offset + nbytes]
 
 
+# Channels of the depthwise weight are padded to a multiple of this (kInt8DepthwiseCBlock).
+_DEPTHWISE_C_BLOCK = 64
+# The `isa` argument of the quantized_conv2d op (and layout of the native int8_conv2d) for a
+# depthwise weight in the depthwise kernels' layout (see QuantizedWeight._depthwise_operand).
+_DEPTHWISE_LAYOUT = "depthwise"
+
+
 class PackedInt8Weight:
     """A constant int8 operand B, [K, N] (or [G, K, N]: one block per group), packed once.
 
@@ -121,6 +128,7 @@ class QuantizedWeight:
     scale: torch.Tensor
     groups: int = 1
     _packed: Optional[PackedInt8Weight] = field(default=None, repr=False, compare=False)
+    _depthwise: Optional[tuple] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         check_tensor("int_weight", self.int_weight, torch.int8)
@@ -136,6 +144,14 @@ class QuantizedWeight:
             raise ValueError("a linear weight has groups=1")
         if self._packed is None:
             self._packed = PackedInt8Weight(self._gemm_operand())
+        if self._depthwise is None and self.is_depthwise:
+            self._depthwise = self._depthwise_operand()
+
+    @property
+    def is_depthwise(self) -> bool:
+        """A conv weight with groups == in channels == out channels (one filter per channel)."""
+        w = self.int_weight
+        return w.dim() == 4 and w.shape[1] == 1 and self.groups == w.shape[0]
 
     @property
     def out_channels(self) -> int:
@@ -157,6 +173,24 @@ class QuantizedWeight:
             .reshape(g, kh * kw * cg4, oc // g)
             .contiguous()
         )
+
+    def conv_operand(self) -> tuple:
+        """(layout, data, col_sums): the arguments of the quantized_conv2d op for this weight,
+        the depthwise kernels' own layout for a depthwise weight, else the packed GEMM operand
+        of the current ISA level."""
+        if self._depthwise is not None:
+            return (_DEPTHWISE_LAYOUT,) + self._depthwise
+        return self._packed.packed()
+
+    def _depthwise_operand(self) -> tuple:
+        """The depthwise kernels' weight, ISA-independent: (int32 [KH*KW, Cp] with row
+        kh * KW + kw holding each channel's tap as the int16 pair (w, 0), i.e. w & 0xFFFF, zero
+        past C (Cp = C rounded up to 64); and the per-channel weight sums, int32 [C])."""
+        c = self.int_weight.shape[0]
+        taps = self.int_weight.reshape(c, -1).to(torch.int32)
+        cp = (c + _DEPTHWISE_C_BLOCK - 1) // _DEPTHWISE_C_BLOCK * _DEPTHWISE_C_BLOCK
+        weight = torch.nn.functional.pad(taps.t() & 0xFFFF, (0, cp - c)).contiguous()
+        return weight, taps.sum(1, dtype=torch.int32)
 
     def dequantize(self) -> torch.Tensor:
         shape = (-1,) + (1,) * (self.int_weight.dim() - 1)
@@ -580,7 +614,7 @@ def quantized_conv2d(
                                                    clamp_max)
     residual, r_scale, r_zp = _residual_params(residual, residual_scale, residual_zero_point,
                                                x, weight.out_channels, geo.output_size)
-    isa, data, col_sums = weight._packed.packed()
+    isa, data, col_sums = weight.conv_operand()
     x = x.contiguous(memory_format=torch.channels_last)
     return _native.run(
         _quantized_conv2d,

@@ -168,6 +168,28 @@ using Int8PackBFn = void (*)(const int8_t* b, int64_t ldb, int64_t K, int64_t N,
 // the epilogue as a second pass).
 using Int8GemmFn = void (*)(const Int8GemmArgs& args);
 
+// ---- INT8 depthwise convolution (groups == C == OC) ---------------------------------------
+// Straight from the NHWC input (no padded copy): taps outside the image read zero_point, so the
+// zero-point correction (epi.col_offset = -zero_point * sum of the channel's weights) is exact.
+// acc[c] = sum_t weight[t][c] * x[pixel of tap t][c], x as uint8, or int8 when x_signed;
+// out = the Int8Epilogue of acc at element c of output pixel m = (n * OH + oh) * OW + ow.
+struct Int8DepthwiseArgs {
+  const uint8_t* x;  // NHWC [N, H, W, C]
+  bool x_signed;
+  uint8_t zero_point;  // the input's zero-point code (an int8 code when x_signed)
+  int64_t N, H, W, C, OH, OW;
+  int64_t KH, KW, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
+  // [KH * KW][Cp] weights as int16 pairs (w, 0) (int32 w & 0xFFFF): one vpmaddwd with a byte
+  // widened to int32, (x, 0) or (x, sign), gives x * w exactly. Cp = C rounded up to
+  // kInt8DepthwiseCBlock, zero beyond C.
+  const int32_t* weight;
+  int64_t Cp;
+  void* out;  // NHWC [N, OH, OW, C], typed by epi.kind
+  Int8Epilogue epi;
+};
+constexpr int64_t kInt8DepthwiseCBlock = 64;
+using Int8DepthwiseFn = void (*)(const Int8DepthwiseArgs& args);
+
 // ---- direct 2-D convolution, float32 ----------------------------------------------------------
 // Input and output are addressed through element strides (NCHW, channels_last or any view).
 // Output size is given explicitly (so asymmetric "same" padding needs no bottom/right pad);
@@ -352,6 +374,7 @@ void quantized_add(const QuantAddArgs& args);
 void quantize(const QuantizeArgs& args);
 void quantized_max_pool2d(const QuantMaxPoolArgs& args);
 void quantized_adaptive_avg_pool2d(const QuantAdaptiveAvgPoolArgs& args);
+void int8_depthwise(const Int8DepthwiseArgs& args);
 }  // namespace ref
 namespace avx2 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -360,6 +383,7 @@ size_t f32_packed_floats(int64_t K, int64_t N);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 void conv2d_f32(const F32ConvArgs& args);
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
+void int8_depthwise(const Int8DepthwiseArgs& args);
 void quantized_add(const QuantAddArgs& args);
 void quantize(const QuantizeArgs& args);
 void quantized_max_pool2d(const QuantMaxPoolArgs& args);
@@ -384,6 +408,7 @@ void int8_conv(const Int8ConvArgs& args);
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
                            void* out);
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
+void int8_depthwise(const Int8DepthwiseArgs& args);
 }
 namespace avx512_bf16 {
 size_t bf16_packed_elems(int64_t K, int64_t N);  // K even

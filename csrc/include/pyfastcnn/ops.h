@@ -58,6 +58,14 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
                  const TensorRef* bias, const ConvParams& p, const QuantParams& q,
                  const TensorRef& out);
 
+// Quantized depthwise conv (groups == C == OC), same math, arguments and layouts as int8_conv2d
+// but for the weight: int32 [KH * KW, Cp] (Cp = C rounded up to kInt8DepthwiseCBlock, zero past
+// C; row kh * KW + kw holds the tap's weight per channel) and col_sums [C] its per-channel sums.
+void int8_depthwise_conv2d(const TensorRef& x, const TensorRef& weight, const TensorRef& col_sums,
+                           int64_t KH, int64_t KW, const TensorRef& w_scale,
+                           const TensorRef* bias, const ConvParams& p, const QuantParams& q,
+                           const TensorRef& out);
+
 // Quantized conv with a sparse weight in 4-channel blocks (see SparseInt8ConvArgs): row_ptr
 // [OC + 1] (int64), block_k [blocks] (int32), values [4 * blocks] (int8), col_sums [OC] (int32,
 // the sum of each output channel's weights). Same math, arguments and layouts as int8_conv2d.
