@@ -489,7 +489,7 @@ void int8_depthwise_conv2d(const TensorRef& x, const TensorRef& weight, const Te
   Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), C, q.x_zero_point,
                              static_cast<const float*>(w_scale.data),
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
-  set_residual(q, out, &e.epi);
+  set_residual(q, out, e.out_inv_scale, &e.epi);
   Int8DepthwiseArgs a{};
   a.x = static_cast<const uint8_t*>(x.data);
   a.x_signed = x.dtype == DType::i8;
