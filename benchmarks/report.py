@@ -1,6 +1,7 @@
 """Turns pytest-benchmark JSON into a markdown table of ratios (and a PNG if matplotlib exists).
 
     python benchmarks/report.py benchmarks/results/cpu.json -o benchmarks/results/cpu.md
+    python benchmarks/report.py cpu.json cpu-models.json --readme   # later files' groups win
 
 Per group (one shape, one thread count): median time of each implementation, its GOP/s, its
 share of the machine's peak for its arithmetic (shapes.PEAK_PER_CORE x threads), and
@@ -30,13 +31,21 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def load(path: Path):
-    data = json.loads(path.read_text())
-    groups = defaultdict(dict)
-    for bench in data["benchmarks"]:
-        info = bench["extra_info"]
-        groups[bench["group"]][info["impl"]] = (bench["stats"]["median"], info)
-    return data, groups
+def load(paths):
+    """Groups of one or more JSON files; a group in a later file replaces the whole group of an
+    earlier one (every ratio stays within one run). Returns the first file's data."""
+    paths = [paths] if isinstance(paths, Path) else paths
+    groups = {}
+    first = None
+    for path in paths:
+        data = json.loads(path.read_text())
+        first = first or data
+        file_groups = defaultdict(dict)
+        for bench in data["benchmarks"]:
+            info = bench["extra_info"]
+            file_groups[bench["group"]][info["impl"]] = (bench["stats"]["median"], info)
+        groups.update(file_groups)
+    return first, groups
 
 
 def table(groups) -> str:
@@ -284,7 +293,9 @@ def model_tables(groups) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", type=Path)
+    parser.add_argument("json", type=Path, nargs="+",
+                        help="pytest-benchmark JSON file(s); groups of later files replace "
+                             "those of earlier ones")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument(
         "--readme", action="store_true", help="print the curated tables of README.md instead"
