@@ -163,4 +163,5 @@ def test_depthwise_bad_weight_rejected_natively():
         _native.C.int8_conv2d(
             _native.tensor_arg(x), "depthwise", _native.tensor_arg(data[:, :32].contiguous()),
             _native.tensor_arg(col_sums), 1, 3, 3, _native.tensor_arg(qw.scale), None, 1, 1, 1, 1,
-            1, 1, 20, 0, 0.1, 1, float("-inf"), float("inf"), 1.0, 0, _native.tensor_arg(out))
+            1, 1, 20, 0, 0.1, 1, float("-inf"), float("inf"), 1.0, 0, _native.tensor_arg(out),
+            None, 1.0, 0)

@@ -51,11 +51,20 @@ QuantParams quant_params(int32_t x_zero_point, float x_scale, int out_kind, floa
           out_scale, out_zero_point};
 }
 
-void set_residual_params(QuantParams* q, const TensorRef* residual, float scale,
-                         int32_t zero_point) {
-  q->residual = residual;
-  q->residual_scale = scale;
-  q->residual_zero_point = zero_point;
+// A quantized conv's parameters, with its optional residual add (its tensor view in *storage).
+QuantParams conv_quant_params(int32_t x_zero_point, float x_scale, int out_kind, float clamp_min,
+                              float clamp_max, float out_scale, int32_t out_zero_point,
+                              const py::object& residual, float residual_scale,
+                              int32_t residual_zero_point, TensorRef* storage) {
+  QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max, out_scale,
+                               out_zero_point);
+  if (!residual.is_none()) {
+    *storage = to_ref(residual.cast<py::tuple>(), "residual");
+    q.residual = storage;
+    q.residual_scale = residual_scale;
+    q.residual_zero_point = residual_zero_point;
+  }
+  return q;
 }
 
 Isa isa_from_name(const std::string& name) {
@@ -142,13 +151,11 @@ PYBIND11_MODULE(_C, m) {
                         ro = to_ref(out, "out");
         TensorRef rb, rr;
         if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
-        if (!residual.is_none()) rr = to_ref(residual.cast<py::tuple>(), "residual");
         const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
                                          groups, clamp_min, clamp_max);
-        QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
-                                     out_scale, out_zero_point);
-        set_residual_params(&q, residual.is_none() ? nullptr : &rr, residual_scale,
-                            residual_zero_point);
+        const QuantParams q =
+            conv_quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max, out_scale,
+                              out_zero_point, residual, residual_scale, residual_zero_point, &rr);
         py::gil_scoped_release release;
         if (depthwise) {
           if (c_per_group != 1) throw std::invalid_argument("a depthwise weight has C/groups = 1");
@@ -159,15 +166,7 @@ PYBIND11_MODULE(_C, m) {
         }
       },
       "quantized conv, NHWC in and out (optionally + a residual): see ops.h for the exact math; "
-      "layout \"depthwise\": packed is int8_depthwise_conv2d's weight",
-      py::arg("x"), py::arg("layout"), py::arg("packed"), py::arg("col_sums"),
-      py::arg("c_per_group"), py::arg("kh"), py::arg("kw"), py::arg("w_scale"), py::arg("bias"),
-      py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_left"),
-      py::arg("dil_h"), py::arg("dil_w"), py::arg("groups"), py::arg("x_zero_point"),
-      py::arg("x_scale"), py::arg("out_kind"), py::arg("clamp_min"), py::arg("clamp_max"),
-      py::arg("out_scale"), py::arg("out_zero_point"), py::arg("out"),
-      py::arg("residual") = py::none(), py::arg("residual_scale") = 1.0f,
-      py::arg("residual_zero_point") = 0);
+      "layout \"depthwise\": packed is int8_depthwise_conv2d's weight");
 
   m.def(
       "sparse_int8_conv2d",
@@ -184,26 +183,17 @@ PYBIND11_MODULE(_C, m) {
                         ro = to_ref(out, "out");
         TensorRef rb, rr;
         if (!bias.is_none()) rb = to_ref(bias.cast<py::tuple>(), "bias");
-        if (!residual.is_none()) rr = to_ref(residual.cast<py::tuple>(), "residual");
         const ConvParams p = conv_params(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
                                          groups, clamp_min, clamp_max);
-        QuantParams q = quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max,
-                                     out_scale, out_zero_point);
-        set_residual_params(&q, residual.is_none() ? nullptr : &rr, residual_scale,
-                            residual_zero_point);
+        const QuantParams q =
+            conv_quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max, out_scale,
+                              out_zero_point, residual, residual_scale, residual_zero_point, &rr);
         py::gil_scoped_release release;
         sparse_int8_conv2d(rx, rp, rk, rv, rs, c_per_group, kh, kw, rw,
                            bias.is_none() ? nullptr : &rb, p, q, ro);
       },
-      "quantized conv with a sparse weight in 4-channel blocks, NHWC: see ops.h",
-      py::arg("x"), py::arg("row_ptr"), py::arg("block_k"), py::arg("values"),
-      py::arg("col_sums"), py::arg("c_per_group"), py::arg("kh"), py::arg("kw"),
-      py::arg("w_scale"), py::arg("bias"), py::arg("stride_h"), py::arg("stride_w"),
-      py::arg("pad_top"), py::arg("pad_left"), py::arg("dil_h"), py::arg("dil_w"),
-      py::arg("groups"), py::arg("x_zero_point"), py::arg("x_scale"), py::arg("out_kind"),
-      py::arg("clamp_min"), py::arg("clamp_max"), py::arg("out_scale"),
-      py::arg("out_zero_point"), py::arg("out"), py::arg("residual") = py::none(),
-      py::arg("residual_scale") = 1.0f, py::arg("residual_zero_point") = 0);
+      "quantized conv with a sparse weight in 4-channel blocks, NHWC (optionally + a "
+      "residual): see ops.h");
 
   m.def(
       "sparse_conv2d_csr",
