@@ -277,8 +277,8 @@ MODEL_IMPLS = ("pyfastcnn fused fp32", "pyfastcnn fused bf16", "pyfastcnn int8",
 
 
 def model_tables(groups) -> str:
-    """Whole models (bench_models.py, bench_onnxruntime.py, bench_openvino.py): speed-up of each implementation
-    over PyTorch FP32 eager (channels_last), with the baseline's median."""
+    """Whole models (bench_models.py, bench_onnxruntime.py, bench_openvino.py): speed-up of
+    each implementation over PyTorch FP32 eager (channels_last), with the baseline's median."""
     rows = ["| model | batch | threads | torch fp32 (ms) | "
             + " | ".join(MODEL_IMPLS) + " |", "|---|---|---|---|" + "---|" * len(MODEL_IMPLS)]
     keys = sorted((g.split()[1], int(g.split()[2][1:]), int(g.split()[3][1:]))

@@ -13,7 +13,6 @@ from typing import Optional
 
 import torch
 
-from ..ops._checks import conv_geometry
 from ..ops.elementwise import quantize_per_tensor, quantized_add
 from ..ops.pool import (
     _adaptive_avg_impl,
@@ -25,7 +24,7 @@ from ..ops.pool import (
 )
 from ..ops.quantized import (
     QuantizedWeight,
-    _output_params,
+    _conv_args,
     _quantized_conv2d_impl,
     quantized_conv2d,
     quantized_linear,
@@ -259,16 +258,10 @@ class QuantConv2d(_QuantLayer):
         return out
 
     def _remember(self, x: torch.Tensor) -> None:
-        geo = conv_geometry(x.shape, self.weight_shape, self.stride, self.padding,
-                            self.dilation, self.groups)
-        kind, lo, hi, o_scale, o_zp = _output_params(
-            self.out_dtype, None if self.out_dtype == torch.float32 else self.out_scale,
-            None if self.out_dtype == torch.float32 else self.out_zero_point, self._relu,
-            self._clamp_max)
-        self._call_args[x.shape] = (
-            list(self.weight_shape), self.weight.scale, self.bias, list(geo.stride),
-            list(geo.padding), list(geo.dilation), self.groups, list(geo.output_size),
-            float(self.in_scale), self.in_zero_point, kind, lo, hi, o_scale, o_zp)
+        self._call_args[x.shape] = tuple(_conv_args(
+            x, self.in_scale, self.in_zero_point, self.weight_shape, self.weight.scale,
+            self.groups, self.bias, self.stride, self.padding, self.dilation,
+            **self._out_kwargs()))
 
     def extra_repr(self) -> str:
         oc, cg, kh, kw = self.weight_shape

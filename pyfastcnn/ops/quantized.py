@@ -494,6 +494,40 @@ def _residual_params(residual, residual_scale, residual_zero_point, x: torch.Ten
             residual_zero_point)
 
 
+def _conv_args(x: torch.Tensor, x_scale, x_zero_point, weight_shape, w_scale: torch.Tensor,
+               groups: int, bias, stride, padding, dilation, out_dtype=torch.float32,
+               out_scale=None, out_zero_point=None, relu=False, clamp_max=None) -> list:
+    """The checked arguments of the INT8 conv custom ops after their weight tensors, from
+    ``weight_shape`` to ``out_zero_point`` (the dense and sparse ops share them; QuantConv2d
+    caches them per input shape)."""
+    if bias is not None:
+        check_vector("bias", bias, weight_shape[0])
+    geo = conv_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
+    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
+                                                   clamp_max)
+    return [list(weight_shape), w_scale, bias, list(geo.stride), list(geo.padding),
+            list(geo.dilation), groups, list(geo.output_size), float(x_scale), x_zero_point,
+            kind, lo, hi, o_scale, o_zp]
+
+
+def _conv_call(op, impl, x, x_scale, x_zero_point, weight_tensors, weight_shape, weight, groups,
+               bias, stride, padding, dilation, out_kwargs: dict, residual, residual_scale,
+               residual_zero_point) -> torch.Tensor:
+    """Checks the arguments shared by quantized_conv2d and sparse_quantized_conv2d and runs
+    ``op`` on ``x`` (channels_last), the weight's kernel tensors and the shared arguments."""
+    _check_activation("x", x, x_scale, x_zero_point)
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D, got shape {tuple(x.shape)}")
+    if groups is not None and groups != weight.groups:
+        raise ValueError(f"groups={groups} does not match the weight's groups={weight.groups}")
+    args = _conv_args(x, x_scale, x_zero_point, weight_shape, weight.scale, weight.groups, bias,
+                      stride, padding, dilation, **out_kwargs)
+    residual, r_scale, r_zp = _residual_params(residual, residual_scale, residual_zero_point,
+                                               x, weight_shape[0], args[7])
+    x = x.contiguous(memory_format=torch.channels_last)
+    return _native.run(op, impl, x, *weight_tensors, *args, residual, r_scale, r_zp)
+
+
 def _check_weight(weight: object, dim: int, what: str) -> QuantizedWeight:
     if not isinstance(weight, QuantizedWeight):
         raise TypeError(
@@ -601,44 +635,11 @@ def quantized_conv2d(
     Returns:
         [N, OC, OH, OW] of out_dtype, channels_last.
     """
-    _check_activation("x", x, x_scale, x_zero_point)
-    if x.dim() != 4:
-        raise ValueError(f"x must be 4-D, got shape {tuple(x.shape)}")
     weight = _check_weight(weight, 4, "conv")
-    if groups is not None and groups != weight.groups:
-        raise ValueError(f"groups={groups} does not match the weight's groups={weight.groups}")
-    if bias is not None:
-        check_vector("bias", bias, weight.out_channels)
-    geo = conv_geometry(x.shape, weight.int_weight.shape, stride, padding, dilation, weight.groups)
-    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
-                                                   clamp_max)
-    residual, r_scale, r_zp = _residual_params(residual, residual_scale, residual_zero_point,
-                                               x, weight.out_channels, geo.output_size)
     isa, data, col_sums = weight.conv_operand()
-    x = x.contiguous(memory_format=torch.channels_last)
-    return _native.run(
-        _quantized_conv2d,
-        _quantized_conv2d_impl,
-        x,
-        data,
-        col_sums,
-        isa,
-        list(weight.int_weight.shape),
-        weight.scale,
-        bias,
-        list(geo.stride),
-        list(geo.padding),
-        list(geo.dilation),
-        weight.groups,
-        list(geo.output_size),
-        float(x_scale),
-        x_zero_point,
-        kind,
-        lo,
-        hi,
-        o_scale,
-        o_zp,
-        residual,
-        r_scale,
-        r_zp,
-    )
+    out_kwargs = dict(out_dtype=out_dtype, out_scale=out_scale, out_zero_point=out_zero_point,
+                      relu=relu, clamp_max=clamp_max)
+    return _conv_call(_quantized_conv2d, _quantized_conv2d_impl, x, x_scale, x_zero_point,
+                      (data, col_sums, isa), tuple(weight.int_weight.shape), weight, groups, bias,
+                      stride, padding, dilation, out_kwargs, residual, residual_scale,
+                      residual_zero_point)

@@ -22,13 +22,11 @@ from typing import List, Optional, Tuple, Union
 import torch
 
 from .. import _native
-from ._checks import IntPair, check_tensor, check_vector, conv_geometry, conv_output
+from ._checks import IntPair, check_tensor, check_vector, conv_output
 from .quantized import (
     _OUT_KINDS,
     QuantizedWeight,
-    _check_activation,
-    _output_params,
-    _residual_params,
+    _conv_call,
 )
 
 BLOCK = 4  # input channels per block: one vpdpbusd lane
@@ -337,48 +335,15 @@ def sparse_quantized_conv2d(
         [N, OC, OH, OW] of out_dtype, channels_last. Integer sums are exact, so the result
         equals ``quantized_conv2d`` on the same (dense) weight.
     """
-    _check_activation("x", x, x_scale, x_zero_point)
-    if x.dim() != 4:
-        raise ValueError(f"x must be 4-D, got shape {tuple(x.shape)}")
     if not isinstance(weight, SparseInt8Weight):
         raise TypeError(
             f"weight must be a pyfastcnn.SparseInt8Weight (see pack_sparse_int8), got "
             f"{type(weight).__name__}"
         )
-    if groups is not None and groups != weight.groups:
-        raise ValueError(f"groups={groups} does not match the weight's groups={weight.groups}")
-    if bias is not None:
-        check_vector("bias", bias, weight.out_channels)
-    geo = conv_geometry(x.shape, weight.shape, stride, padding, dilation, weight.groups)
-    kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
-                                                 clamp_max)
-    residual, r_scale, r_zp = _residual_params(residual, residual_scale, residual_zero_point,
-                                               x, weight.out_channels, geo.output_size)
-    x = x.contiguous(memory_format=torch.channels_last)
-    return _native.run(
-        _sparse_quantized_conv2d,
-        _sparse_quantized_conv2d_impl,
-        x,
-        weight.row_ptr,
-        weight.block_k,
-        weight.values,
-        weight.col_sums,
-        list(weight.shape),
-        weight.scale,
-        bias,
-        list(geo.stride),
-        list(geo.padding),
-        list(geo.dilation),
-        weight.groups,
-        list(geo.output_size),
-        float(x_scale),
-        x_zero_point,
-        kind,
-        lo,
-        hi,
-        o_scale,
-        o_zp,
-        residual,
-        r_scale,
-        r_zp,
-    )
+    out_kwargs = dict(out_dtype=out_dtype, out_scale=out_scale, out_zero_point=out_zero_point,
+                      relu=relu, clamp_max=clamp_max)
+    return _conv_call(_sparse_quantized_conv2d, _sparse_quantized_conv2d_impl, x, x_scale,
+                      x_zero_point, (weight.row_ptr, weight.block_k, weight.values,
+                                     weight.col_sums), tuple(weight.shape), weight, groups, bias,
+                      stride, padding, dilation, out_kwargs, residual, residual_scale,
+                      residual_zero_point)

@@ -334,19 +334,20 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
     Each unit becomes a ``QuantConv2d``/``QuantLinear`` (weights symmetric per channel, the
     requantization epilogue with bias and ReLU/ReLU6 fused; uint8 out when another INT8 op
     follows, float32 out otherwise) at the conv's/linear's name; residual adds become
-    ``QuantAdd``, or with ``fuse_residual`` (default) part of the epilogue of the conv they add
-    to when that conv runs the dense kernel, has no activation and no other consumer (ResNet's last conv of a block:
-    one pass instead of a conv output and an add; the conv's own output observer is then
-    unused, one rounding fewer than the fake-quant model). ``keep_float``: names of units to keep in float (e.g. the layers a
-    ``quantization_report`` shows to suffer): they become FP32 ``FusedConvBNReLU2d``/linear.
-    ``sparse``: pruned convs (e.g. ``pruning.prune(model, 0.9, "block", block_shape=(1, 4))``
-    before ``prepare``) run the sparse INT8 kernel, same results: "auto" where at most 30% of
-    their 4-input-channel blocks hold a non-zero (where it is faster), True wherever a block is
-    empty, False never. ``depthwise``: "int8" (default) quantizes depthwise convs too (the INT8
-    depthwise kernel: MobileNetV2 at 1 thread 2.7–2.8 ms at batch 1 instead of 3.3–4.0 ms
-    with "float", 21 ms instead of 46–49 ms at batch 8), "float" runs them on the FP32 depthwise kernel
-    between INT8 layers (a dequantize/quantize round trip each). Input and output are float32,
-    as for the original model.
+    ``QuantAdd``, or with ``fuse_residual`` (default) part of the epilogue of the conv they
+    add to when that conv runs the dense kernel, has no activation and no other consumer
+    (ResNet's last conv of a block: one pass instead of a conv output and an add; the conv's
+    own output observer is then unused, one rounding fewer than the fake-quant model).
+    ``keep_float``: names of units to keep in float (e.g. the layers a ``quantization_report``
+    shows to suffer): they become FP32 ``FusedConvBNReLU2d``/linear. ``sparse``: pruned convs
+    (e.g. ``pruning.prune(model, 0.9, "block", block_shape=(1, 4))`` before ``prepare``) run
+    the sparse INT8 kernel, same results: "auto" where at most 30% of their 4-input-channel
+    blocks hold a non-zero (where it is faster), True wherever a block is empty, False never.
+    ``depthwise``: "int8" (default) quantizes depthwise convs too (the INT8 depthwise kernel:
+    MobileNetV2 at 1 thread 2.7–2.8 ms at batch 1 instead of 3.3–4.0 ms with "float", 21 ms
+    instead of 46–49 ms at batch 8), "float" runs them on the FP32 depthwise kernel between
+    INT8 layers (a dequantize/quantize round trip each). Input and output are float32, as for
+    the original model.
     """
     if sparse not in SPARSE_MODES:
         raise ValueError(f"sparse must be 'auto', True or False, got {sparse!r}")
