@@ -8,11 +8,10 @@ INT8 conv (torch.ao ConvReLU2d, engine x86 = oneDNN, NHWC) and dense FP32 F.conv
     python benchmarks/report.py benchmarks/results/cpu-sparse-int8.json
 """
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
+from bench_quantized_conv import OUT_SCALE, X_SCALE, _torch_qconv
 from conftest import QUICK, run
 from shapes import BATCHES, RESNET50_LAYERS
 
@@ -21,7 +20,6 @@ import pyfastcnn
 SPARSITIES = (0.9,) if QUICK else (0.5, 0.8, 0.9)
 LAYERS = RESNET50_LAYERS[2:3] + RESNET50_LAYERS[4:5] if QUICK else RESNET50_LAYERS
 IMPLS = ("torch int8 x86", "torch fp32") + tuple(f"pyfastcnn sparse int8 {s}" for s in SPARSITIES)
-X_SCALE, OUT_SCALE = 1 / 255, 0.05
 
 
 def prune_blocks4(int_weight: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -66,20 +64,10 @@ def test_sparse_int8_conv(benchmark, threads, layer, batch, impl):
         assert torch.equal(fn(), pyfastcnn.quantized_conv2d(xu, X_SCALE, 0, pruned, bias, **geo,
                                                              **out))
     elif impl == "torch int8 x86":
-        torch.backends.quantized.engine = "x86"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PyTorch deprecates its quantized tensors
-            qconv = torch.ao.nn.intrinsic.quantized.ConvReLU2d(
-                layer.c_in, layer.c_out, layer.k, layer.stride, layer.padding
-            )
-            qweight = torch.quantize_per_channel(
-                w, qw.scale.double(), torch.zeros(layer.c_out, dtype=torch.long), 0, torch.qint8
-            )
-            qconv.set_weight_bias(qweight, bias)
-            qconv.scale, qconv.zero_point = OUT_SCALE, 0
-            xq = torch.quantize_per_tensor(x, X_SCALE, 0, torch.quint8).contiguous(
-                memory_format=torch.channels_last
-            )
+        qconv, xq = _torch_qconv(
+            torch.ao.nn.intrinsic.quantized.ConvReLU2d, x, w, qw, bias,
+            (layer.c_in, layer.c_out, layer.k, layer.stride, layer.padding),
+        )
 
         def fn():
             return qconv(xq)
