@@ -142,10 +142,13 @@ class QuantizedWeight:
             raise ValueError(f"groups={self.groups} must divide the {oc} output channels")
         if self.int_weight.dim() == 2 and self.groups != 1:
             raise ValueError("a linear weight has groups=1")
-        if self._packed is None:
+        # Packed now, not inside a later traced call; a depthwise weight only needs the
+        # depthwise kernels' layout (the GEMM form of a 960-channel one would be 1.1 MB).
+        if self.is_depthwise:
+            if self._depthwise is None:
+                self._depthwise = self._depthwise_operand()
+        elif self._packed is None:
             self._packed = PackedInt8Weight(self._gemm_operand())
-        if self._depthwise is None and self.is_depthwise:
-            self._depthwise = self._depthwise_operand()
 
     @property
     def is_depthwise(self) -> bool:
