@@ -525,3 +525,18 @@ def test_pruned_layers_run_the_sparse_int8_kernel():
     assert "layer1.0.conv1.sparse_values" in sparse.state_dict()
     with pytest.raises(ValueError, match="sparse"):
         convert(prepared, sparse="yes")
+
+
+def test_fused_residual_conv_takes_any_residual_layout():
+    qw = pyfastcnn.quantize_weight(torch.randn(8, 4, 3, 3))
+    conv = QuantConv2d(qw, None, (1, 1), (1, 1), (1, 1), 0.1, 0, 0.1, 0)
+    conv.fuse_residual_add(0.05, 3, 0.2, 0, relu=True)
+    x = torch.randint(0, 255, (2, 4, 5, 5), dtype=torch.uint8).contiguous(
+        memory_format=torch.channels_last)
+    r = torch.randint(0, 255, (2, 8, 5, 5), dtype=torch.uint8)  # NCHW
+    want = conv(x, r.contiguous(memory_format=torch.channels_last))  # (caches the call)
+    assert torch.equal(conv(x, r), want)
+    with pytest.raises(ValueError, match="output's shape"):
+        conv(x, r[:, :, :4])
+    with pytest.raises(ValueError, match="takes a residual"):
+        conv(x)

@@ -232,8 +232,9 @@ class QuantConv2d(_QuantLayer):
         if (type(x) is torch.Tensor and x.dtype == self.in_dtype and x.dim() == 4
                 and not x.requires_grad and not torch.compiler.is_compiling()
                 and x.is_contiguous(memory_format=torch.channels_last)
-                and (residual is None or (type(residual) is torch.Tensor
-                                          and residual.dtype == self.residual_dtype))):
+                and (residual is None or (
+                    type(residual) is torch.Tensor and residual.dtype == self.residual_dtype
+                    and residual.is_contiguous(memory_format=torch.channels_last)))):
             args = self._call_args.get(x.shape)
             if args is not None:
                 w = self.weight
