@@ -2,6 +2,7 @@ import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import rel_error
 from conv_cases import CASES, ConvCase
 
@@ -277,7 +278,7 @@ def test_bad_input(call, error, match):
 
 def test_opcheck():
     qw = pyfastcnn.quantize_weight(torch.randn(6, 2, 3, 3), groups=2)
-    isa, data, col_sums = qw._packed.packed()
+    isa, data, col_sums, row_sums = qw.conv_operand()
     x = torch.randint(0, 256, (2, 4, 7, 7), dtype=torch.uint8).contiguous(
         memory_format=torch.channels_last
     )
@@ -287,6 +288,7 @@ def test_opcheck():
             x,
             data,
             col_sums,
+            row_sums,
             isa,
             [6, 2, 3, 3],
             qw.scale,
@@ -425,3 +427,30 @@ def test_conv_residual_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):
         pyfastcnn.quantized_conv2d(x, 0.1, 0, qw, padding=1, out_dtype=torch.uint8,
                                    out_scale=0.1, **kwargs)
+
+
+@pytest.mark.parametrize("n,c,h,w,oc,k,stride,padding,dilation", [
+    (2, 8, 2, 3, 5, 3, 1, 3, 1),     # whole rows of pixels see only padding
+    (1, 16, 7, 7, 33, 3, 1, 1, 1),   # 7x7 map: top/bottom rows skip a kernel row
+    (3, 4, 5, 4, 40, 5, 2, 2, 1),    # stride 2, 5x5
+    (1, 12, 9, 6, 20, 3, 1, 2, 2),   # vertical dilation
+    (1, 3, 11, 11, 64, 7, 2, 3, 1),  # few channels (compact rows)
+])
+def test_conv_padded_kernel_rows(isa, n, c, h, w, oc, k, stride, padding, dilation):
+    """Kernels may skip kernel rows that lie in the padding for a whole tile (adding back the
+    zero point's share): results stay those of the full sum."""
+    for xk in X_DTYPES:
+        x, xs, xzp = quant_x((n, c, h, w), xk)
+        qw = pyfastcnn.quantize_weight(torch.randn(oc, c, k, k))
+        bias = torch.randn(oc)
+        geo = dict(stride=stride, padding=padding, dilation=dilation)
+        ones = pyfastcnn.QuantizedWeight(qw.int_weight, torch.ones(oc))
+        acc = pyfastcnn.quantized_conv2d(x, 1.0, xzp, ones, None, **geo)
+        expected = F.conv2d((x.long() - xzp).double(), qw.int_weight.double(), None, **geo)
+        assert torch.equal(acc.double(), expected)  # exact integer sums (|acc| < 2^24)
+        y = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, bias, **geo, out_dtype=torch.uint8,
+                                       out_scale=0.05, out_zero_point=7, relu=True)
+        ref = reference.quantized_conv2d(x, xs, xzp, qw.int_weight, qw.scale, bias, **geo,
+                                         out_dtype=torch.uint8, out_scale=0.05,
+                                         out_zero_point=7, relu=True)
+        check(y, ref, torch.uint8)
