@@ -278,7 +278,7 @@ def test_bad_input(call, error, match):
 
 def test_opcheck():
     qw = pyfastcnn.quantize_weight(torch.randn(6, 2, 3, 3), groups=2)
-    isa, data, col_sums, row_sums = qw.conv_operand()
+    isa, data, col_sums = qw.conv_operand()
     x = torch.randint(0, 256, (2, 4, 7, 7), dtype=torch.uint8).contiguous(
         memory_format=torch.channels_last
     )
@@ -288,7 +288,6 @@ def test_opcheck():
             x,
             data,
             col_sums,
-            row_sums,
             isa,
             [6, 2, 3, 3],
             qw.scale,
@@ -437,8 +436,8 @@ def test_conv_residual_bad_input(kwargs, error, match):
     (1, 3, 11, 11, 64, 7, 2, 3, 1),  # few channels (compact rows)
 ])
 def test_conv_padded_kernel_rows(isa, n, c, h, w, oc, k, stride, padding, dilation):
-    """Kernels may skip kernel rows that lie in the padding for a whole tile (adding back the
-    zero point's share): results stay those of the full sum."""
+    """Kernel rows in the padding (some pixels see only padding): exact sums, and the epilogue
+    within one step."""
     for xk in X_DTYPES:
         x, xs, xzp = quant_x((n, c, h, w), xk)
         qw = pyfastcnn.quantize_weight(torch.randn(oc, c, k, k))

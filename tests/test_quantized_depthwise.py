@@ -147,7 +147,7 @@ def test_depthwise_opcheck():
     )
     torch.library.opcheck(
         torch.ops.pyfastcnn.quantized_conv2d.default,
-        (x, data, col_sums, None, "depthwise", [20, 1, 3, 3], qw.scale, torch.randn(20), [2, 2],
+        (x, data, col_sums, "depthwise", [20, 1, 3, 3], qw.scale, torch.randn(20), [2, 2],
          [1, 1], [1, 1], 20, [4, 4], 0.1, 3, 3, 0.0, float("inf"), 0.05, 1),
     )
 
@@ -162,6 +162,6 @@ def test_depthwise_bad_weight_rejected_natively():
     with pytest.raises(Exception, match="depthwise weight"):
         _native.C.int8_conv2d(
             _native.tensor_arg(x), "depthwise", _native.tensor_arg(data[:, :32].contiguous()),
-            _native.tensor_arg(col_sums), None, 1, 3, 3, _native.tensor_arg(qw.scale), None, 1,
-            1, 1, 1, 1, 1, 20, 0, 0.1, 1, float("-inf"), float("inf"), 1.0, 0,
-            _native.tensor_arg(out), None, 1.0, 0)
+            _native.tensor_arg(col_sums), 1, 3, 3, _native.tensor_arg(qw.scale), None, 1, 1, 1, 1,
+            1, 1, 20, 0, 0.1, 1, float("-inf"), float("inf"), 1.0, 0, _native.tensor_arg(out),
+            None, 1.0, 0)

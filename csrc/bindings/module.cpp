@@ -138,8 +138,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "int8_conv2d",
       [](const py::tuple& x, const std::string& layout, const py::tuple& packed,
-         const py::tuple& col_sums, const py::object& row_sums, int64_t c_per_group, int64_t kh,
-         int64_t kw,
+         const py::tuple& col_sums, int64_t c_per_group, int64_t kh, int64_t kw,
          const py::tuple& w_scale, const py::object& bias, int64_t stride_h, int64_t stride_w,
          int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups,
          int32_t x_zero_point, float x_scale, int out_kind, float clamp_min, float clamp_max,
@@ -157,15 +156,13 @@ PYBIND11_MODULE(_C, m) {
         const QuantParams q =
             conv_quant_params(x_zero_point, x_scale, out_kind, clamp_min, clamp_max, out_scale,
                               out_zero_point, residual, residual_scale, residual_zero_point, &rr);
-        TensorRef rr_sums;
-        if (!row_sums.is_none()) rr_sums = to_ref(row_sums.cast<py::tuple>(), "row_sums");
         py::gil_scoped_release release;
         if (depthwise) {
           if (c_per_group != 1) throw std::invalid_argument("a depthwise weight has C/groups = 1");
           int8_depthwise_conv2d(rx, rp, rs, kh, kw, rw, bias.is_none() ? nullptr : &rb, p, q, ro);
         } else {
-          int8_conv2d(rx, isa, rp, rs, row_sums.is_none() ? nullptr : &rr_sums, c_per_group, kh,
-                      kw, rw, bias.is_none() ? nullptr : &rb, p, q, ro);
+          int8_conv2d(rx, isa, rp, rs, c_per_group, kh, kw, rw, bias.is_none() ? nullptr : &rb, p,
+                      q, ro);
         }
       },
       "quantized conv, NHWC in and out (optionally + a residual): see ops.h for the exact math; "

@@ -373,9 +373,9 @@ std::vector<int64_t> conv_segments(const Conv2dGeometry& g, const ConvSource& s,
 }  // namespace
 
 void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
-                 const TensorRef& col_sums, const TensorRef* row_sums, int64_t C_per_group,
-                 int64_t KH, int64_t KW, const TensorRef& w_scale, const TensorRef* bias,
-                 const ConvParams& p, const QuantParams& q, const TensorRef& out) {
+                 const TensorRef& col_sums, int64_t C_per_group, int64_t KH, int64_t KW,
+                 const TensorRef& w_scale, const TensorRef* bias, const ConvParams& p,
+                 const QuantParams& q, const TensorRef& out) {
   check_activation(x, "input");
   check_tensor(x, "input", x.dtype, 4);
   check_tensor(out, "out", out_dtype(q.out_kind), 4);
@@ -391,26 +391,11 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
   const int64_t M = g.N * g.OH * g.OW;
   if (M == 0) return;
 
-  if (row_sums) {
-    check_tensor(*row_sums, "row_sums", DType::i32, 2);
-    check_contiguous(*row_sums, "row_sums");
-    if (row_sums->sizes[0] != KH || row_sums->sizes[1] != OC) fail("row_sums must be [KH, OC]");
-  }
   const int32_t zp = kernel_zero_point(x.dtype, q.x_zero_point);
   Epilogue e = make_epilogue(static_cast<const int32_t*>(col_sums.data), OC, zp,
                              static_cast<const float*>(w_scale.data),
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
   set_residual(q, out, e.out_inv_scale, &e.epi);
-  // Kernel rows in the padding may be skipped (Int8ConvArgs::row_comp): one group, rows whole.
-  std::vector<int32_t> row_comp;
-  if (row_sums && g.groups == 1 && g.dil_w == 1) {
-    const int32_t* rs = static_cast<const int32_t*>(row_sums->data);
-    row_comp.resize(KH * OC);
-    for (int64_t i = 0; i < KH * OC; ++i) {
-      row_comp[i] = static_cast<int32_t>(static_cast<uint32_t>(zp) * static_cast<uint32_t>(rs[i]));
-    }
-  }
-  const int32_t* comp = row_comp.empty() ? nullptr : row_comp.data();
   const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
   // Few channels: reduce over whole kernel rows of unpadded pixels (Int8RepackConvRowsFn).
   // The weight is repacked per call (~1 cycle per byte, per 32-column panel) to save one
@@ -433,7 +418,7 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
     for (int64_t kh = 0; kh < KH; ++kh) segments[kh] = kh * g.dil_h * src.Ws * src.Cs;
     k.conv(Int8ConvArgs{src.data, src.Hs, src.Ws, src.Cs, g.N, g.OH, g.OW, g.stride_h,
                         g.stride_w, 1, src.cg4, OC, segments.data(), KH, row_lq, rows_packed,
-                        0, out.data, e.epi, comp, g.H, g.pad_top, g.dil_h});
+                        0, out.data, e.epi});
     return;
   }
   const ConvSource src =
@@ -445,9 +430,7 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
     k.conv(Int8ConvArgs{src.data, src.Hs, src.Ws, src.Cs, g.N, g.OH, g.OW, g.stride_h,
                         g.stride_w, g.groups, cg4, ocg, segments.data(),
                         static_cast<int64_t>(segments.size()), segment_len, packed.data,
-                        group_bytes, out.data, e.epi,
-                        static_cast<int64_t>(segments.size()) == KH ? comp : nullptr, g.H,
-                        g.pad_top, g.dil_h});
+                        group_bytes, out.data, e.epi});
     return;
   }
   // No implicit-GEMM kernel at this level: gather rows (im2col) in cache-sized chunks.

@@ -243,8 +243,8 @@ class QuantConv2d(_QuantLayer):
                 if self.sparse:
                     return _sparse_quantized_conv2d_impl(x, w.row_ptr, w.block_k, w.values,
                                                          w.col_sums, *args, *res)
-                isa, data, col_sums, row_sums = w.conv_operand()
-                return _quantized_conv2d_impl(x, data, col_sums, row_sums, isa, *args, *res)
+                isa, data, col_sums = w.conv_operand()
+                return _quantized_conv2d_impl(x, data, col_sums, isa, *args, *res)
         op = sparse_quantized_conv2d if self.sparse else quantized_conv2d
         kwargs = self._out_kwargs()
         if residual is not None:

@@ -129,7 +129,6 @@ class QuantizedWeight:
     groups: int = 1
     _packed: Optional[PackedInt8Weight] = field(default=None, repr=False, compare=False)
     _depthwise: Optional[tuple] = field(default=None, repr=False, compare=False)
-    _row_sums: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         check_tensor("int_weight", self.int_weight, torch.int8)
@@ -150,8 +149,6 @@ class QuantizedWeight:
                 self._depthwise = self._depthwise_operand()
         elif self._packed is None:
             self._packed = PackedInt8Weight(self._gemm_operand())
-        if self.int_weight.dim() == 4 and not self.is_depthwise and self._row_sums is None:
-            self._row_sums = self.int_weight.sum(dim=(1, 3), dtype=torch.int32).t().contiguous()
 
     @property
     def is_depthwise(self) -> bool:
@@ -181,14 +178,12 @@ class QuantizedWeight:
         )
 
     def conv_operand(self) -> tuple:
-        """(layout, data, col_sums, row_sums): the arguments of the quantized_conv2d op for
-        this weight, the depthwise kernels' own layout for a depthwise weight (row_sums None),
-        else the packed GEMM operand of the current ISA level and the weight sums of each kernel
-        row, int32 [KH, OC] (kernels skip kernel rows that fall in the padding and add back
-        what the zero point would have contributed)."""
+        """(layout, data, col_sums): the arguments of the quantized_conv2d op for this weight,
+        the depthwise kernels' own layout for a depthwise weight, else the packed GEMM operand
+        of the current ISA level."""
         if self._depthwise is not None:
-            return (_DEPTHWISE_LAYOUT,) + self._depthwise + (None,)
-        return self._packed.packed() + (self._row_sums,)
+            return (_DEPTHWISE_LAYOUT,) + self._depthwise
+        return self._packed.packed()
 
     def _depthwise_operand(self) -> tuple:
         """The depthwise kernels' weight, ISA-independent: (int32 [KH*KW, Cp] with row
@@ -339,7 +334,6 @@ def _quantized_conv2d_impl(
     x: torch.Tensor,
     data: torch.Tensor,
     col_sums: torch.Tensor,
-    row_sums: Optional[torch.Tensor],
     isa: str,
     weight_shape: List[int],
     w_scale: torch.Tensor,
@@ -367,7 +361,6 @@ def _quantized_conv2d_impl(
         isa,
         _native.tensor_arg(data),
         _native.tensor_arg(col_sums),
-        _native.optional_arg(row_sums),
         weight_shape[1],
         weight_shape[2],
         weight_shape[3],
@@ -405,7 +398,6 @@ def _(
     x,
     data,
     col_sums,
-    row_sums,
     isa,
     weight_shape,
     w_scale,
@@ -647,10 +639,10 @@ def quantized_conv2d(
         [N, OC, OH, OW] of out_dtype, channels_last.
     """
     weight = _check_weight(weight, 4, "conv")
-    isa, data, col_sums, row_sums = weight.conv_operand()
+    isa, data, col_sums = weight.conv_operand()
     out_kwargs = dict(out_dtype=out_dtype, out_scale=out_scale, out_zero_point=out_zero_point,
                       relu=relu, clamp_max=clamp_max)
     return _conv_call(_quantized_conv2d, _quantized_conv2d_impl, x, x_scale, x_zero_point,
-                      (data, col_sums, row_sums, isa), tuple(weight.int_weight.shape), weight,
-                      groups, bias, stride, padding, dilation, out_kwargs, residual,
-                      residual_scale, residual_zero_point)
+                      (data, col_sums, isa), tuple(weight.int_weight.shape), weight, groups, bias,
+                      stride, padding, dilation, out_kwargs, residual, residual_scale,
+                      residual_zero_point)

@@ -234,29 +234,6 @@ void conv_tile(const Int8ConvArgs& g, int64_t grp, const uint8_t* const* base,
   store_tile<MR, NP, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows, m);
 }
 
-// A conv tile that reads only kernel rows [lo, hi) (the others lie in the padding for all its
-// pixels): the accumulators start with the skipped rows' zero-point sums (row_comp).
-template <int MR, int NP, Int8OutKind KIND>
-void conv_tile_rows(const Int8ConvArgs& g, int64_t grp, const uint8_t* const* base,
-                    char* const* c_rows, const int8_t* panel, int64_t panel_stride, int64_t n0,
-                    int cols, int64_t m, int64_t lo, int64_t hi) {
-  __m512i acc[MR][4];
-  init_tile<MR, NP>(g.epi, grp * g.ocg + n0, cols, acc);
-  for (int64_t s = 0; s < g.num_segments; ++s) {
-    if (s >= lo && s < hi) continue;
-    for (int v = 0; v < 2 * NP; ++v) {
-      const __m512i comp = _mm512_maskz_loadu_epi32(lane_mask(cols - 16 * v),
-                                                    g.row_comp + s * g.ocg + n0 + 16 * v);
-      for (int r = 0; r < MR; ++r) acc[r][v] = _mm512_add_epi32(acc[r][v], comp);
-    }
-  }
-  if (hi > lo) {
-    dot_tile<MR, NP>(base, g.segment_offset + lo, hi - lo, g.segment_len,
-                     panel + lo * (g.segment_len / 4) * 128, panel_stride, acc);
-  }
-  store_tile<MR, NP, KIND>(acc, g.epi, grp * g.ocg + n0, cols, c_rows, m);
-}
-
 template <Int8OutKind KIND, int NP, bool SIGNED_A = false>
 struct Tiles {
   using GemmFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int64_t, int,
@@ -275,12 +252,6 @@ struct Tiles {
       nullptr,                  conv_tile<1, NP, KIND>, conv_tile<2, NP, KIND>,
       conv_tile<3, NP, KIND>,   conv_tile<4, NP, KIND>, conv_tile<5, NP, KIND>,
       conv_tile<6, NP, KIND>};
-  using ConvRowsFn = void (*)(const Int8ConvArgs&, int64_t, const uint8_t* const*, char* const*,
-                              const int8_t*, int64_t, int64_t, int, int64_t, int64_t, int64_t);
-  static constexpr ConvRowsFn conv_rows[kMR + 1] = {
-      nullptr,                       conv_tile_rows<1, NP, KIND>, conv_tile_rows<2, NP, KIND>,
-      conv_tile_rows<3, NP, KIND>,   conv_tile_rows<4, NP, KIND>, conv_tile_rows<5, NP, KIND>,
-      conv_tile_rows<6, NP, KIND>};
 };
 
 template <Int8OutKind KIND, bool SIGNED_A>
@@ -306,66 +277,24 @@ void conv(const Int8ConvArgs& args) {
   const int64_t K = args.num_segments * args.segment_len, stride = panel_bytes(K);
   const int64_t M = args.N * args.OH * args.OW;
   const int64_t out_pixel_bytes = args.groups * args.ocg * out_bytes(KIND);
-  const int64_t KH = args.num_segments;
-  // Per task row: the kernel rows [lo, hi) inside the image (see Int8ConvArgs::row_comp).
-  struct Task {
-    ConvTaskRows<uint8_t, kMC> rows;
-    int16_t lo[kMC], hi[kMC];
-  };
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     const int8_t* packed = static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes;
     const auto setup = [&](int64_t m_begin, int64_t m_end) {
-      Task t;
-      t.rows = conv_task_rows<uint8_t, kMC>(args.src, args.Hs, args.Ws, args.Cs, args.OH,
-                                            args.OW, args.stride_h, args.stride_w,
-                                            grp * args.cg4, m_begin, m_end);
-      if (args.row_comp) {
-        int64_t ow = m_begin % args.OW, oh = m_begin / args.OW % args.OH;
-        for (int64_t m = m_begin; m < m_end; ++m) {
-          const int64_t ih0 = oh * args.stride_h - args.pad_top;
-          if (++ow == args.OW) {  // (the next pixel's row, without a division per row)
-            ow = 0;
-            if (++oh == args.OH) oh = 0;
-          }
-          int64_t lo = ih0 >= 0 ? 0 : (-ih0 + args.dil_h - 1) / args.dil_h;
-          int64_t hi = ih0 >= args.H ? 0 : (args.H - 1 - ih0) / args.dil_h + 1;
-          hi = hi < KH ? hi : KH;
-          lo = lo < hi ? lo : hi;
-          t.lo[m - m_begin] = static_cast<int16_t>(lo);
-          t.hi[m - m_begin] = static_cast<int16_t>(hi);
-        }
-      }
-      return t;
+      return conv_task_rows<uint8_t, kMC>(args.src, args.Hs, args.Ws, args.Cs, args.OH, args.OW,
+                                          args.stride_h, args.stride_w, grp * args.cg4, m_begin,
+                                          m_end);
     };
     for_each_tile<kMR, kMC, kNCP>(
         M, args.ocg, kPanelCols, 1, setup,
-        [&](const Task& t, int64_t, int64_t m, int rows, int64_t p, int np, int64_t n0,
-            int cols) {
+        [&](const ConvTaskRows<uint8_t, kMC>& t, int64_t, int64_t m, int rows, int64_t p, int np,
+            int64_t n0, int cols) {
           char* c_rows[kMR];
           for (int r = 0; r < rows; ++r) {
             c_rows[r] = static_cast<char*>(args.out) + (m + r) * out_pixel_bytes;
           }
-          const int64_t i0 = m - t.rows.first;
-          const uint8_t* const* base = t.rows.base + i0;
-          // The kernel rows some pixel of the tile needs (the union of their ranges): the rest
-          // lie in the padding for every pixel.
-          int64_t lo = 0, hi = KH;
-          if (args.row_comp) {
-            lo = KH;
-            hi = 0;
-            for (int r = 0; r < rows; ++r) {
-              lo = t.lo[i0 + r] < lo ? t.lo[i0 + r] : lo;
-              hi = t.hi[i0 + r] > hi ? t.hi[i0 + r] : hi;
-            }
-          }
-          if (lo == 0 && hi == KH) {
-            const auto fn = np == 2 ? Tiles<KIND, 2>::conv[rows] : Tiles<KIND, 1>::conv[rows];
-            return fn(args, grp, base, c_rows, packed + p * stride, stride, n0, cols, m);
-          }
-          const auto fn =
-              np == 2 ? Tiles<KIND, 2>::conv_rows[rows] : Tiles<KIND, 1>::conv_rows[rows];
-          fn(args, grp, base, c_rows, packed + p * stride, stride, n0, cols, m,
-             lo < hi ? lo : 0, lo < hi ? hi : 0);
+          const auto fn = np == 2 ? Tiles<KIND, 2>::conv[rows] : Tiles<KIND, 1>::conv[rows];
+          fn(args, grp, t.base + (m - t.first), c_rows, packed + p * stride, stride, n0, cols,
+             m);
         });
   }
 }

@@ -65,12 +65,6 @@ struct Int8ConvArgs {
   int64_t group_bytes;
   void* out;  // NHWC [N, OH, OW, groups * ocg], typed by epi.kind
   Int8Epilogue epi;  // arrays over all groups * ocg channels
-  // Optional (row_comp null: off): segment s is kernel row s (num_segments == KH, one group).
-  // A kernel may skip the rows that lie in the padding (source rows outside [0, H) of the input
-  // image) for all pixels of a tile, adding row_comp[s * ocg + n] (= zero point x the weight
-  // sum of row s for column n, wrapping) for each skipped row: the sum the padding would give.
-  const int32_t* row_comp;
-  int64_t H, pad_top, dil_h;
 };
 using Int8ConvFn = void (*)(const Int8ConvArgs& args);
 

@@ -52,11 +52,8 @@ void int8_linear(const TensorRef& x, Isa layout, const TensorRef& packed,
 // Quantized conv, NHWC: x [N, C, H, W] and out [N, OC, OH, OW] both channels_last-contiguous.
 // packed holds `groups` consecutive blocks, group g = B_g [KH*KW*C/groups, OC/groups] with
 // rows ordered (kh, kw, c). Padding reads x_zero_point (real zero).
-// row_sums (optional, int32 [KH, OC]): the weight sums of each kernel row; with them the
-// kernels may skip kernel rows that lie in the padding for a whole tile of output pixels.
 void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
-                 const TensorRef& col_sums, const TensorRef* row_sums, int64_t C_per_group,
-                 int64_t KH, int64_t KW,
+                 const TensorRef& col_sums, int64_t C_per_group, int64_t KH, int64_t KW,
                  const TensorRef& w_scale,
                  const TensorRef* bias, const ConvParams& p, const QuantParams& q,
                  const TensorRef& out);
