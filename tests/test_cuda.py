@@ -1,25 +1,14 @@
 """The CUDA module: built where nvcc exists; its kernels run only where a GPU is present."""
 
-import shutil
-
 import pytest
 import torch
+from gpu import HAVE_NVCC, needs_gpu
 
 import pyfastcnn
 from pyfastcnn import _native
 
-HAVE_GPU = _native.cuda is not None and torch.cuda.is_available() and bool(_native.cuda.devices())
-needs_gpu = pytest.mark.skipif(
-    not HAVE_GPU,
-    reason="no CUDA GPU on this machine (or torch "
-    "without CUDA): CUDA kernels are only compiled here",
-)
 
-
-@pytest.mark.skipif(
-    shutil.which("nvcc") is None and not __import__("os").path.exists("/usr/local/cuda/bin/nvcc"),
-    reason="no nvcc on this machine: the CUDA module is not built",
-)
+@pytest.mark.skipif(not HAVE_NVCC, reason="no nvcc on this machine: the CUDA module is not built")
 def test_cuda_module_was_built_where_nvcc_exists():
     info = pyfastcnn.config()["cuda"]
     assert info["built"], info.get("reason")

@@ -1,8 +1,10 @@
 // pyfastcnn._cuda: the CUDA ops. Device pointers and the stream arrive as integers from
-// pyfastcnn's Python layer (which checks devices, dtypes and shapes first).
+// pyfastcnn's Python layer (which checks devices, dtypes and shapes first); every entry point
+// also takes the device index (see DeviceScope in csrc/cuda/check.cuh).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "cuda_bind.h"
 #include "pyfastcnn/cuda_ops.h"
 
 namespace py = pybind11;
@@ -19,4 +21,7 @@ PYBIND11_MODULE(_cuda, m) {
     info["nvcc"] = PYFASTCNN_NVCC;
     return info;
   });
+  pyfastcnn::cuda::bind_int8_ops(m);
+  pyfastcnn::cuda::bind_conv_ops(m);
+  pyfastcnn::cuda::bind_sparse_ops(m);
 }

@@ -26,5 +26,17 @@ int runtime_version() {
   return version;
 }
 
+int sm_count() {
+  constexpr int kMaxDevices = 64;
+  static int cached[kMaxDevices] = {};
+  int device = 0;
+  PYFASTCNN_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < kMaxDevices && cached[device] > 0) return cached[device];
+  int count = 0;
+  PYFASTCNN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  if (device < kMaxDevices) cached[device] = count;
+  return count;
+}
+
 }  // namespace cuda
 }  // namespace pyfastcnn

@@ -15,16 +15,19 @@ def check_tensor(
     t: object,
     dtype: Union[torch.dtype, Tuple[torch.dtype, ...]],
     ndim: Optional[int] = None,
+    devices: Tuple[str, ...] = ("cpu",),
 ) -> torch.Tensor:
-    """A CPU tensor of the given dtype(s) and rank, else TypeError/ValueError naming `name`."""
+    """A tensor of the given dtype(s) and rank on one of `devices` (device types; ops with CUDA
+    kernels pass ("cpu", "cuda")), else TypeError/ValueError naming `name`."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
     if t.dtype not in dtypes:
         want = " or ".join(str(d) for d in dtypes)
         raise TypeError(f"{name} must have dtype {want}, got {t.dtype}")
-    if t.device.type != "cpu":
-        raise ValueError(f"{name} must be a CPU tensor, got device {t.device}")
+    if t.device.type not in devices:
+        where = " or ".join("a CPU" if d == "cpu" else f"a {d.upper()}" for d in devices)
+        raise ValueError(f"{name} must be {where} tensor, got device {t.device}")
     if ndim is not None and t.dim() != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     return t
