@@ -18,7 +18,8 @@ OPS = ("int8_gemm", "sparse_conv2d", "conv2d_dense", "conv2d_bf16", "sparse_quan
 
 
 def set_isa(name: str) -> None:
-    """Select the CPU kernel level: "scalar", "avx2", "avx512", "avx512_vnni" or "avx512_bf16".
+    """Select the CPU kernel level: "scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16" or
+    "avx512_amx" (AMX tiles: INT8 GEMM and conv).
 
     A level above what this CPU supports raises ValueError. The environment variable
     PYFASTCNN_ISA does the same at import time.

@@ -64,7 +64,7 @@ def _explain(error: BaseException) -> str:
     return f"{error!r}. Reinstall with `pip install .` (needs a C++17 compiler); see the build log."
 
 
-_ISA_NAMES = ("scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16")
+_ISA_NAMES = ("scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "avx512_amx")
 
 
 class _MissingNative:

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     config = sub.add_parser("config", help="show version, CPU ISA, threads, CUDA build")
     config.add_argument(
-        "--isa", help="select an ISA level first (scalar, avx2, avx512, avx512_vnni, avx512_bf16)"
+        "--isa", help="select an ISA level first (scalar, avx2, avx512, avx512_vnni, avx512_bf16, avx512_amx)"
     )
     config.set_defaults(run=_config)
 

@@ -39,7 +39,7 @@ def run_code(code: str, **env) -> subprocess.CompletedProcess:
 def test_supported_isas_are_ordered_and_selected_is_best():
     isas = pyfastcnn.supported_isas()
     assert isas[0] == "scalar"
-    order = ("scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16")
+    order = ("scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "avx512_amx")
     assert list(isas) == [i for i in order if i in isas]
     assert pyfastcnn.config()["detected_isa"] == isas[-1]
 
@@ -50,8 +50,9 @@ def test_set_isa_changes_the_kernel_level(isa):
     order = pyfastcnn.supported_isas()
     # Each op runs the best kernel it has at or below the selected level.
     assert all(order.index(level) <= order.index(isa) for level in kernels.values())
-    if isa != "scalar":  # INT8 has a kernel at every level up to VNNI
-        best_int8 = order[min(order.index(isa), order.index("avx512_vnni"))]
+    if isa != "scalar":  # INT8 has a kernel at every level up to VNNI, and on AMX
+        best_int8 = isa if isa == "avx512_amx" else order[
+            min(order.index(isa), order.index("avx512_vnni"))]
         assert kernels["int8_gemm"] == best_int8
 
 
@@ -136,7 +137,7 @@ def test_cli_bad_argument_is_one_clear_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "pyfastcnn config: error: unknown ISA 'avx3' (choose from scalar, avx2, avx512, "
-        "avx512_vnni, avx512_bf16)"
+        "avx512_vnni, avx512_bf16, avx512_amx)"
     ]
 
 

@@ -71,7 +71,7 @@ Isa isa_from_name(const std::string& name) {
   Isa isa;
   if (!parse_isa(name.c_str(), &isa)) {
     fail("unknown ISA '" + name +
-         "' (choose from scalar, avx2, avx512, avx512_vnni, avx512_bf16)");
+         "' (choose from scalar, avx2, avx512, avx512_vnni, avx512_bf16, avx512_amx)");
   }
   return isa;
 }
@@ -394,6 +394,7 @@ PYBIND11_MODULE(_C, m) {
     isa_flags["avx512"] = PYFASTCNN_FLAGS_AVX512;
     isa_flags["avx512_vnni"] = PYFASTCNN_FLAGS_AVX512_VNNI;
     isa_flags["avx512_bf16"] = PYFASTCNN_FLAGS_AVX512_BF16;
+    isa_flags["avx512_amx"] = PYFASTCNN_FLAGS_AVX512_AMX;
     info["isa_flags"] = isa_flags;
     return info;
   });

@@ -1,4 +1,5 @@
-// Function tables, one entry per ISA level (scalar, avx2, avx512, avx512_vnni, avx512_bf16;
+// Function tables, one entry per ISA level (scalar, avx2, avx512, avx512_vnni, avx512_bf16,
+// avx512_amx;
 // missing trailing entries are null: the level below is used). Built without ISA
 // flags: it only takes the addresses of kernels and never calls one the CPU cannot run.
 #include "pyfastcnn/dispatch.h"
@@ -20,6 +21,9 @@ const Int8GemmKernel kInt8Gemm[kNumIsas] = {
     INT8_GEMM_ENTRY(Isa::avx512, avx512, false, nullptr, false, nullptr),
     INT8_GEMM_ENTRY(Isa::avx512_vnni, avx512_vnni, true, avx512_vnni::int8_conv, true,
                     avx512_vnni::int8_repack_conv_rows),
+    {Isa::avx512_bf16, nullptr, nullptr, nullptr, false, nullptr, false, nullptr},
+    INT8_GEMM_ENTRY(Isa::avx512_amx, avx512_amx, true, avx512_amx::int8_conv, true,
+                    avx512_amx::int8_repack_conv_rows),
 #endif
 };
 

@@ -10,11 +10,16 @@
 #include <cpuid.h>
 #define PYFASTCNN_HAVE_CPUID 1
 #endif
+#if defined(__linux__) && defined(PYFASTCNN_HAVE_CPUID)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace pyfastcnn {
 namespace {
 
-const char* const kNames[kNumIsas] = {"scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16"};
+const char* const kNames[kNumIsas] = {"scalar",      "avx2",        "avx512",
+                                     "avx512_vnni", "avx512_bf16", "avx512_amx"};
 
 #ifdef PYFASTCNN_HAVE_CPUID
 // XCR0: which register states the OS saves. A CPU flag is useless if the OS does not save the
@@ -23,6 +28,19 @@ uint64_t read_xcr0() {
   uint32_t lo, hi;
   __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
   return (static_cast<uint64_t>(hi) << 32) | lo;
+}
+
+// AMX tile data is a large register state that Linux (5.16+) only lets a process use after it
+// asks once (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA); a tile instruction without that
+// permission kills the process. The permission covers every thread of the process.
+bool amx_permitted() {
+#if defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
 }
 
 Isa detect() {
@@ -42,9 +60,27 @@ Isa detect() {
   if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) {  // AVX512_BF16
     return Isa::avx512_vnni;
   }
-  return Isa::avx512_bf16;
+  // AMX-TILE (EDX bit 24), AMX-INT8 (25), AMX-BF16 (22); XCR0 bits 17-18: tile state.
+  __get_cpuid_count(7, 0, &a, &b, &c, &d);
+  const bool amx = (d & (1u << 24)) && (d & (1u << 25)) && (d & (1u << 22)) &&
+                   (xcr0 & 0x60000) == 0x60000;
+  if (!amx || !amx_permitted()) return Isa::avx512_bf16;
+  return Isa::avx512_amx;
 }
 #else
+// AMX tile data is a large register state that Linux (5.16+) only lets a process use after it
+// asks once (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA); a tile instruction without that
+// permission kills the process. The permission covers every thread of the process.
+bool amx_permitted() {
+#if defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 Isa detect() { return Isa::scalar; }
 #endif
 

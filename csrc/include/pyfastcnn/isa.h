@@ -4,8 +4,16 @@
 namespace pyfastcnn {
 
 // Ordered: each level includes everything below it.
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3, avx512_bf16 = 4 };
-constexpr int kNumIsas = 5;
+// avx512_amx: AVX-512 BF16 plus AMX tiles (AMX-TILE, AMX-INT8, AMX-BF16), with the OS's permission.
+enum class Isa : int {
+  scalar = 0,
+  avx2 = 1,
+  avx512 = 2,
+  avx512_vnni = 3,
+  avx512_bf16 = 4,
+  avx512_amx = 5
+};
+constexpr int kNumIsas = 6;
 
 const char* isa_name(Isa isa);
 bool parse_isa(const char* name, Isa* out);

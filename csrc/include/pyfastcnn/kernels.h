@@ -410,6 +410,13 @@ void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
 void int8_depthwise(const Int8DepthwiseArgs& args);
 }
+namespace avx512_amx {
+// B in avx512_vnni's packed layout plus slack for the last tile (see the kernel file).
+PYFASTCNN_DECLARE_INT8_GEMM
+void int8_conv(const Int8ConvArgs& args);
+void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
+                           void* out);
+}
 namespace avx512_bf16 {
 size_t bf16_packed_elems(int64_t K, int64_t N);  // K even
 void bf16_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, uint16_t* packed);

@@ -1,0 +1,368 @@
+// INT8 GEMM and implicit-GEMM conv on AMX tiles (Intel Sapphire Rapids and later).
+//
+// One TDPBUSD multiplies a 16 x 64 tile of unsigned A bytes by a 16 x 64 tile of signed B bytes
+// laid out as 16 k-quads x 16 columns x 4 bytes, into a 16 x 16 int32 tile: 16K multiply-adds,
+// 16x what one vpdpbusd does. B uses the AVX-512 VNNI packed layout unchanged (panels of 32
+// columns, [K/4][32][4] bytes), so the two levels share packing and this level can hand small
+// problems to the VNNI kernel: a B tile is 16 consecutive k-quads of one half panel (row stride
+// 128 bytes). When K/4 is not a multiple of 16 the last B tile reads quads past the panel (the
+// next panel, or the slack int8_packed_b_bytes adds after the last one); the A bytes they meet
+// are zero, so they add nothing.
+//
+// A task owns up to 32 GEMM rows (output pixels) and a few panels. It first gathers its rows
+// into a zero-padded block [32][KC] (K in chunks of at most KC bytes; signed A flipped to
+// unsigned on the way, conv rows concatenated from their segments), then per panel keeps a
+// 32 x 32 block of sums in four C tiles (2 A tiles x 2 B tiles). Sums go through a small int32
+// buffer to the shared AVX-512 epilogue (int8_epilogue_avx512vnni.h).
+// GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "pyfastcnn/kernels.h"
+#include "pyfastcnn/parallel.h"
+#include "int8_epilogue_avx512vnni.h"
+
+namespace pyfastcnn {
+namespace avx512_amx {
+namespace {
+
+using avx512_vnni::lane_mask;
+using avx512_vnni::out_bytes;
+using avx512_vnni::store_tile_vector;
+
+constexpr int kPanelCols = 32;
+constexpr int kRows = 32;          // rows per task: two A tiles
+// K bytes per pass (a multiple of 64): a pass's A rows (32 x kKC) stay in L1 across panels.
+constexpr int64_t kKC = 512;
+constexpr int64_t kNCP = 8;        // panels per task (256 columns)
+constexpr int64_t kSlackBytes = 15 * 128;  // quads the last B tile may read past the end
+
+int64_t k_quads(int64_t K) { return (K + 3) / 4; }
+int64_t panel_bytes(int64_t K) { return k_quads(K) * kPanelCols * 4; }
+int64_t num_panels(int64_t N) { return (N + kPanelCols - 1) / kPanelCols; }
+
+// Tile registers: 0-3 sums (rows 0-15 / 16-31 x columns 0-15 / 16-31), 4-5 A, 6-7 B; all
+// 16 rows x 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+void configure_tiles() {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof(cfg));
+  cfg.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// Where the bytes of GEMM row r come from: `segments` runs of `segment_len` bytes at
+// base[r] + segment_offset[s] (plain GEMM: one run of K bytes).
+struct RowSource {
+  const uint8_t* base[kRows];
+  int rows;
+  const int64_t* segment_offset;
+  int64_t num_segments, segment_len;
+  bool flip;  // int8 rows: xor 0x80 makes them unsigned (+128, undone by col_offset)
+};
+
+// An A tile (16 rows) is loaded straight from the rows when they are evenly spaced, every
+// 64-byte chunk of K lies inside one segment, and no byte needs flipping; otherwise its bytes
+// are gathered chunk by chunk into a zero-padded block (a row past src.rows reads zeros).
+struct ATile {
+  bool direct;
+  int64_t stride;  // direct: bytes between rows
+};
+
+ATile plan_tile(const RowSource& src, int r0) {
+  ATile t{false, 0};
+  if (src.flip || src.segment_len % 64 != 0 || src.rows < r0 + 16) return t;
+  t.stride = src.base[r0 + 1] - src.base[r0];
+  for (int r = 2; r < 16; ++r) {
+    if (src.base[r0 + r] - src.base[r0] != r * t.stride) return t;
+  }
+  // Rows a multiple of 1 KB apart share L1 sets: 32 of them evict each other between panels.
+  t.direct = (t.stride & 1023) != 0;
+  return t;
+}
+
+// a[r][0 .. ld) = bytes k0 .. k0 + kc of rows r0 + r (zero past K and for rows >= src.rows).
+void gather(const RowSource& src, int r0, int64_t k0, int64_t kc, int64_t ld, uint8_t* a) {
+  const int64_t K = src.num_segments * src.segment_len;
+  for (int r = 0; r < 16; ++r) {
+    uint8_t* dst = a + r * ld;
+    int64_t done = 0;
+    if (r0 + r < src.rows) {
+      const uint8_t* base = src.base[r0 + r];
+      for (int64_t k = k0; k < k0 + kc && k < K;) {
+        const int64_t s = k / src.segment_len, within = k % src.segment_len;
+        int64_t len = src.segment_len - within;
+        if (len > k0 + kc - k) len = k0 + kc - k;
+        std::memcpy(dst + (k - k0), base + src.segment_offset[s] + within, len);
+        k += len;
+        done = k - k0;
+      }
+      if (src.flip) {
+        const __m512i bits = _mm512_set1_epi8(static_cast<char>(0x80));
+        for (int64_t i = 0; i < done; i += 64) {
+          const __mmask64 m = done - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (done - i)) - 1;
+          _mm512_mask_storeu_epi8(dst + i, m,
+                                  _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, dst + i), bits));
+        }
+      }
+    }
+    std::memset(dst + done, 0, ld - done);
+  }
+}
+
+// Address and row stride of A tile t's bytes [k, k + 64): from the rows, or from its gathered
+// block (which starts at k0).
+struct AChunk {
+  const uint8_t* ptr;
+  int64_t stride;
+};
+inline AChunk a_chunk(const RowSource& src, const ATile& tile, int r0, const uint8_t* block,
+                      int64_t ld, int64_t k0, int64_t k) {
+  if (!tile.direct) return {block + (k - k0), ld};
+  return {src.base[r0] + src.segment_offset[k / src.segment_len] + k % src.segment_len,
+          tile.stride};
+}
+
+// Sums of rows x one panel over bytes [k0, k0 + kc) of K: C tiles += A . B (two A tiles when
+// more than 16 rows are live).
+template <bool TWO_A>
+void panel_chunk(const RowSource& src, const ATile* tiles, const uint8_t* const* blocks,
+                 int64_t ld, int64_t k0, int64_t kc, const int8_t* panel) {
+  for (int64_t k = k0; k < k0 + kc; k += 64) {
+    const int8_t* b = panel + k / 4 * 128;
+    _tile_loadd(6, b, 128);
+    _tile_loadd(7, b + 64, 128);
+    const AChunk a0 = a_chunk(src, tiles[0], 0, blocks[0], ld, k0, k);
+    _tile_loadd(4, a0.ptr, a0.stride);
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(1, 4, 7);
+    if constexpr (TWO_A) {
+      const AChunk a1 = a_chunk(src, tiles[1], 16, blocks[1], ld, k0, k);
+      _tile_loadd(5, a1.ptr, a1.stride);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+}
+
+// The sums of rows x panels [p0, p1) over all of K, into sums[p - p0][32][32]; `finish(p)` runs
+// once panel p's sums are complete. It runs between the tile work of panel p + 1 and the store
+// of its sums, so the vector epilogue overlaps the tile unit. `a` holds the gathered blocks: two
+// of 16 x kKC bytes.
+template <class Finish>
+void task_sums(const RowSource& src, const int8_t* packed, int64_t stride, int64_t p0,
+               int64_t p1, uint8_t* a, int32_t (*sums)[kRows][kPanelCols],
+               const Finish& finish) {
+  const int64_t K = src.num_segments * src.segment_len;
+  const bool two_a = src.rows > 16;
+  const ATile tiles[2] = {plan_tile(src, 0), plan_tile(src, 16)};
+  const uint8_t* blocks[2] = {a, a + 16 * kKC};
+  if (K == 0) {
+    std::memset(sums, 0, sizeof(sums[0]) * (p1 - p0));
+    for (int64_t p = p0; p < p1; ++p) finish(p);
+    return;
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = K - k0 < kKC ? K - k0 : kKC, ld = (kc + 63) / 64 * 64;
+    const bool last = k0 + kc >= K;
+    for (int t = 0; t < (two_a ? 2 : 1); ++t) {
+      if (!tiles[t].direct) gather(src, 16 * t, k0, kc, ld, a + t * 16 * kKC);
+    }
+    for (int64_t p = p0; p < p1; ++p) {
+      int32_t* c = &sums[p - p0][0][0];
+      if (k0 == 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      } else {
+        _tile_loadd(0, c, 128);
+        _tile_loadd(1, c + 16, 128);
+        _tile_loadd(2, c + 16 * kPanelCols, 128);
+        _tile_loadd(3, c + 16 * kPanelCols + 16, 128);
+      }
+      const int8_t* panel = packed + p * stride;
+      if (two_a) {
+        panel_chunk<true>(src, tiles, blocks, ld, k0, ld, panel);
+      } else {
+        panel_chunk<false>(src, tiles, blocks, ld, k0, ld, panel);
+      }
+      if (last && p > p0) finish(p - 1);
+      _tile_stored(0, c, 128);
+      _tile_stored(1, c + 16, 128);
+      _tile_stored(2, c + 16 * kPanelCols, 128);
+      _tile_stored(3, c + 16 * kPanelCols + 16, 128);
+    }
+  }
+  finish(p1 - 1);
+}
+
+// Epilogue of one panel's sums: output rows c_rows[r] (GEMM rows m + r), channels
+// channel0 .. channel0 + cols (conv groups offset them).
+template <Int8OutKind KIND>
+void store_panel(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue& epi,
+                 int64_t channel0, int cols, char* const* c_rows, int64_t m) {
+  for (int v = 0; v < 2 && 16 * v < cols; ++v) {
+    const __mmask16 mask = lane_mask(cols - 16 * v);
+    const int64_t ch = channel0 + 16 * v;
+    const __m512i offset = epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + ch)
+                                          : _mm512_setzero_si512();
+    __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
+    if constexpr (KIND != Int8OutKind::i32) {
+      scale = _mm512_maskz_loadu_ps(mask, epi.scale + ch);
+      bias = Epilogue512::load_bias(epi.bias, ch, mask);
+    }
+    for (int r = 0; r < rows; ++r) {
+      const __m512i acc = _mm512_add_epi32(_mm512_loadu_si512(sums[r] + 16 * v), offset);
+      const uint8_t* res_row = epi.residual ? epi.residual + (m + r) * epi.residual_ld : nullptr;
+      store_tile_vector<KIND>(acc, mask, scale, bias, epi, c_rows[r], ch, res_row);
+    }
+  }
+}
+
+// Runs `body(m0, rows, p0, p1)` over tasks of 32 rows x up to kNCP panels on the thread pool,
+// with the tile registers configured on every thread that runs a task.
+template <class Body>
+void for_each_task(int64_t M, int64_t panels, const Body& body) {
+  const int64_t row_blocks = (M + kRows - 1) / kRows;
+  const int64_t panel_groups = (panels + kNCP - 1) / kNCP;
+  parallel_for(row_blocks * panel_groups, 1, [&](int64_t begin, int64_t end) {
+    configure_tiles();
+    for (int64_t t = begin; t < end; ++t) {
+      // Row blocks inner: consecutive tasks reuse the same panels from L2.
+      const int64_t m0 = (t % row_blocks) * kRows, pg = t / row_blocks;
+      const int rows = static_cast<int>(M - m0 < kRows ? M - m0 : kRows);
+      const int64_t p0 = pg * kNCP, p1 = p0 + kNCP < panels ? p0 + kNCP : panels;
+      body(m0, rows, p0, p1);
+    }
+    _tile_release();
+  });
+}
+
+template <Int8OutKind KIND>
+void gemm(const Int8GemmArgs& args) {
+  const Int8GemmShape s = args.shape;
+  const int64_t stride = panel_bytes(s.K), panels = num_panels(s.N);
+  const int8_t* packed = static_cast<const int8_t*>(args.packed_b);
+  const int64_t row_bytes = args.ldc * out_bytes(KIND);
+  const int64_t whole_row = 0;
+  for_each_task(s.M, panels, [&](int64_t m0, int rows, int64_t p0, int64_t p1) {
+    alignas(64) uint8_t a[kRows * kKC];
+    alignas(64) int32_t sums[kNCP][kRows][kPanelCols];
+    RowSource src;
+    for (int r = 0; r < rows; ++r) src.base[r] = args.a + (m0 + r) * args.lda;
+    src.rows = rows;
+    src.segment_offset = &whole_row;
+    src.num_segments = 1;
+    src.segment_len = s.K;
+    src.flip = args.a_signed;
+    char* c_rows[kRows];
+    for (int r = 0; r < rows; ++r) {
+      c_rows[r] = static_cast<char*>(args.c) + (m0 + r) * row_bytes;
+    }
+    task_sums(src, packed, stride, p0, p1, a, sums, [&](int64_t p) {
+      const int64_t n0 = p * kPanelCols;
+      const int cols = static_cast<int>(s.N - n0 < kPanelCols ? s.N - n0 : kPanelCols);
+      store_panel<KIND>(sums[p - p0], rows, args.epi, n0, cols, c_rows, m0);
+    });
+  });
+}
+
+template <Int8OutKind KIND>
+void conv(const Int8ConvArgs& args) {
+  const int64_t K = args.num_segments * args.segment_len, stride = panel_bytes(K);
+  const int64_t M = args.N * args.OH * args.OW, panels = num_panels(args.ocg);
+  const int64_t out_pixel_bytes = args.groups * args.ocg * out_bytes(KIND);
+  for (int64_t grp = 0; grp < args.groups; ++grp) {
+    const int8_t* packed = static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes;
+    for_each_task(M, panels, [&](int64_t m0, int rows, int64_t p0, int64_t p1) {
+      alignas(64) uint8_t a[kRows * kKC];
+      alignas(64) int32_t sums[kNCP][kRows][kPanelCols];
+      RowSource src;
+      int64_t n = m0 / (args.OH * args.OW), pix = m0 % (args.OH * args.OW);
+      int64_t oh = pix / args.OW, ow = pix % args.OW;
+      char* c_rows[kRows];
+      for (int r = 0; r < rows; ++r) {
+        src.base[r] = args.src + grp * args.cg4 +
+                      ((n * args.Hs + oh * args.stride_h) * args.Ws + ow * args.stride_w) *
+                          args.Cs;
+        c_rows[r] = static_cast<char*>(args.out) + (m0 + r) * out_pixel_bytes;
+        if (++ow == args.OW) {
+          ow = 0;
+          if (++oh == args.OH) {
+            oh = 0;
+            ++n;
+          }
+        }
+      }
+      src.rows = rows;
+      src.segment_offset = args.segment_offset;
+      src.num_segments = args.num_segments;
+      src.segment_len = args.segment_len;
+      src.flip = false;
+      task_sums(src, packed, stride, p0, p1, a, sums, [&](int64_t p) {
+        const int64_t n0 = p * kPanelCols;
+        const int cols = static_cast<int>(args.ocg - n0 < kPanelCols ? args.ocg - n0 : kPanelCols);
+        store_panel<KIND>(sums[p - p0], rows, args.epi, grp * args.ocg + n0, cols, c_rows, m0);
+      });
+    });
+  }
+}
+
+}  // namespace
+
+size_t int8_packed_b_bytes(int64_t K, int64_t N) {
+  return static_cast<size_t>(num_panels(N) * panel_bytes(K) + kSlackBytes);
+}
+
+void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packed) {
+  avx512_vnni::int8_pack_b(b, ldb, K, N, packed);
+  std::memset(static_cast<int8_t*>(packed) + num_panels(N) * panel_bytes(K), 0, kSlackBytes);
+}
+
+void int8_gemm(const Int8GemmArgs& args) {
+  // A tile holds 16 rows: below that the VNNI kernel (same packed layout) wastes less.
+  if (args.shape.M < 16) return avx512_vnni::int8_gemm(args);
+  switch (args.epi.kind) {
+    case Int8OutKind::i32: return gemm<Int8OutKind::i32>(args);
+    case Int8OutKind::f32: return gemm<Int8OutKind::f32>(args);
+    case Int8OutKind::s8: return gemm<Int8OutKind::s8>(args);
+    case Int8OutKind::u8: return gemm<Int8OutKind::u8>(args);
+  }
+}
+
+void int8_conv(const Int8ConvArgs& args) {
+  // Short runs (a few input channels, e.g. a 3-channel stem): gathering them costs more than
+  // the tiles save.
+  if (args.segment_len < 64) return avx512_vnni::int8_conv(args);
+  switch (args.epi.kind) {
+    case Int8OutKind::i32: return conv<Int8OutKind::i32>(args);
+    case Int8OutKind::f32: return conv<Int8OutKind::f32>(args);
+    case Int8OutKind::s8: return conv<Int8OutKind::s8>(args);
+    case Int8OutKind::u8: return conv<Int8OutKind::u8>(args);
+  }
+}
+
+void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
+                           void* out) {
+  avx512_vnni::int8_repack_conv_rows(packed, KH, KW, C, N, out);
+  const int64_t lq = (KW * C + 3) / 4 * 4;
+  std::memset(static_cast<int8_t*>(out) + num_panels(N) * panel_bytes(KH * lq), 0, kSlackBytes);
+}
+
+}  // namespace avx512_amx
+}  // namespace pyfastcnn

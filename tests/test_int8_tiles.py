@@ -1,0 +1,60 @@
+"""INT8 GEMM/conv shapes chosen for the paths of the AMX tile kernel (csrc/cpu/avx512/
+int8_gemm_avx512amx.cc), run at every ISA level: rows loaded straight from the input or
+gathered (rows crossing an output row, rows 1 KB apart, int8 rows flipped on the way), K in
+several 512-byte passes, one or two A tiles, several panel groups, tails everywhere."""
+
+import pytest
+import torch
+from conftest import rel_error
+
+import pyfastcnn
+from pyfastcnn.ops import reference
+
+GEMMS = [  # (M, N, K)
+    (16, 32, 64),      # one A tile, one panel, one k-step
+    (20, 33, 100),     # one A tile + tail rows, K tail (gathered)
+    (48, 70, 640),     # rows 640 B apart: direct loads, two passes over K
+    (40, 300, 1024),   # rows 1 KB apart (gathered), two panel groups
+    (65, 17, 1600),    # partial last pass, N < one tile
+    (15, 64, 128),     # below one tile of rows (VNNI kernel on AMX)
+]
+
+
+@pytest.mark.parametrize("m,n,k", GEMMS, ids=str)
+def test_gemm_paths_are_exact(isa, m, n, k):
+    a = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, n), dtype=torch.int8)
+    expected = reference.int8_gemm(a, b)
+    assert torch.equal(pyfastcnn.int8_gemm(a, b), expected)
+    assert torch.equal(pyfastcnn.int8_gemm(a, pyfastcnn.pack_int8_weight(b)), expected)
+
+
+CONVS = [  # (N, C, H, W, OC, k, stride, padding, groups)
+    (2, 64, 20, 20, 80, 3, 1, 1, 1),    # 20-wide rows: direct tiles and tiles across rows
+    (1, 128, 9, 9, 300, 3, 1, 1, 1),    # K = 1152: three passes; two panel groups
+    (3, 128, 6, 7, 40, 1, 1, 0, 1),     # 1x1: rows contiguous across output rows
+    (1, 64, 15, 15, 33, 3, 2, 1, 1),    # stride 2
+    (1, 128, 8, 8, 48, 3, 1, 1, 2),     # groups: 64-channel runs per tap
+    (2, 96, 7, 7, 64, 3, 1, 1, 1),      # 288-byte runs (gathered), 7x7 map
+    (1, 48, 5, 37, 20, 1, 1, 0, 1),     # 48-byte runs: the VNNI kernel on AMX
+]
+
+
+@pytest.mark.parametrize("n,c,h,w,oc,k,stride,padding,groups", CONVS, ids=str)
+@pytest.mark.parametrize("x_dtype", [torch.uint8, torch.int8], ids=["u8", "s8"])
+def test_conv_paths_match_reference(isa, n, c, h, w, oc, k, stride, padding, groups, x_dtype):
+    lo, hi, zp = (0, 256, 131) if x_dtype == torch.uint8 else (-128, 128, -7)
+    x = torch.randint(lo, hi, (n, c, h, w), dtype=x_dtype).contiguous(
+        memory_format=torch.channels_last)
+    qw = pyfastcnn.quantize_weight(torch.randn(oc, c // groups, k, k), groups=groups)
+    bias = torch.randn(oc)
+    geo = dict(stride=stride, padding=padding, groups=groups)
+    y = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo)
+    ref = reference.quantized_conv2d(x, 0.02, zp, qw.int_weight, qw.scale, bias,
+                                     stride=(stride, stride), padding=(padding, padding),
+                                     dilation=(1, 1), groups=groups)
+    assert rel_error(y, ref) <= 1e-5
+    codes = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo, out_dtype=torch.uint8,
+                                       out_scale=0.05, out_zero_point=128, relu=True)
+    ref_codes = torch.clamp(torch.round(torch.relu(ref) / 0.05) + 128, 0, 255)
+    assert (codes.double() - ref_codes).abs().max().item() <= 1
