@@ -159,21 +159,21 @@ void panel_chunk(const RowSource& src, const ATile* tiles, const uint8_t* const*
   }
 }
 
-// The sums of rows x panels [p0, p1) over all of K, into sums[p - p0][32][32]; `finish(p)` runs
-// once panel p's sums are complete. It runs between the tile work of panel p + 1 and the store
-// of its sums, so the vector epilogue overlaps the tile unit. `a` holds the gathered blocks: two
-// of 16 x kKC bytes.
-template <class Finish>
+// The sums of rows x panels [p0, p1) over all of K, into sums[p - p0][32][32]. After the tile
+// work of every panel, before its sums are stored, `overlap()` runs (vector work there overlaps
+// the tile unit); `done(p)` runs once panel p's sums are stored and complete. `a` holds the
+// gathered blocks: two of 16 x kKC bytes.
+template <class Overlap, class Done>
 void task_sums(const RowSource& src, const int8_t* packed, int64_t stride, int64_t p0,
                int64_t p1, uint8_t* a, int32_t (*sums)[kRows][kPanelCols],
-               const Finish& finish) {
+               const Overlap& overlap, const Done& done) {
   const int64_t K = src.num_segments * src.segment_len;
   const bool two_a = src.rows > 16;
   const ATile tiles[2] = {plan_tile(src, 0), plan_tile(src, 16)};
   const uint8_t* blocks[2] = {a, a + 16 * kKC};
   if (K == 0) {
     std::memset(sums, 0, sizeof(sums[0]) * (p1 - p0));
-    for (int64_t p = p0; p < p1; ++p) finish(p);
+    for (int64_t p = p0; p < p1; ++p) done(p);
     return;
   }
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
@@ -201,54 +201,112 @@ void task_sums(const RowSource& src, const int8_t* packed, int64_t stride, int64
       } else {
         panel_chunk<false>(src, tiles, blocks, ld, k0, ld, panel);
       }
-      if (last && p > p0) finish(p - 1);
+      overlap();
       _tile_stored(0, c, 128);
       _tile_stored(1, c + 16, 128);
       _tile_stored(2, c + 16 * kPanelCols, 128);
       _tile_stored(3, c + 16 * kPanelCols + 16, 128);
+      if (last) done(p);
     }
   }
-  finish(p1 - 1);
 }
 
-// Epilogue of one panel's sums: output rows c_rows[r] (GEMM rows m + r), channels
-// channel0 .. channel0 + cols (conv groups offset them).
+// 8-bit epilogue of a row block x all 32 columns of a panel: per row, both vectors requantized,
+// packed to bytes with saturation (the final clamp) and stored at once. Same float operations
+// as store_tile_vector, so the same bytes.
+template <Int8OutKind KIND>
+void store_panel_bytes(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue& epilogue,
+                       int64_t ch, char* out, int64_t row_bytes) {
+  const Int8Epilogue epi = epilogue;  // a local: byte stores cannot alias it
+  const __m512i off0 = epi.col_offset ? _mm512_loadu_si512(epi.col_offset + ch)
+                                      : _mm512_setzero_si512();
+  const __m512i off1 = epi.col_offset ? _mm512_loadu_si512(epi.col_offset + ch + 16)
+                                      : _mm512_setzero_si512();
+  const __m512 scale0 = _mm512_loadu_ps(epi.scale + ch), scale1 = _mm512_loadu_ps(epi.scale + ch + 16);
+  const __m512 bias0 = Epilogue512::load_bias(epi.bias, ch);
+  const __m512 bias1 = Epilogue512::load_bias(epi.bias, ch + 16);
+  // After the packs, dword 4L + j (L: 128-bit lane, j < 2) holds channels 16j + 4L .. +3
+  // (dwords 2, 3 of each lane repeat them): gather dwords 0, 4, 8, 12, 1, 5, 9, 13 in front.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int r = 0; r < rows; ++r) {
+    const __m512i y0 = avx512_vnni::requantize_epi32(
+        _mm512_add_epi32(_mm512_load_si512(sums[r]), off0), scale0, bias0, epi);
+    const __m512i y1 = avx512_vnni::requantize_epi32(
+        _mm512_add_epi32(_mm512_load_si512(sums[r] + 16), off1), scale1, bias1, epi);
+    const __m512i w = _mm512_packs_epi32(y0, y1);
+    const __m512i b = KIND == Int8OutKind::s8 ? _mm512_packs_epi16(w, w) : _mm512_packus_epi16(w, w);
+    const __m512i bytes = _mm512_permutexvar_epi32(order, b);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * row_bytes + ch),
+                        _mm512_castsi512_si256(bytes));
+  }
+}
+
+// Epilogue of one panel's sums: output rows out + (m + r) * row_bytes, channels
+// ch .. ch + cols (conv groups offset them).
 template <Int8OutKind KIND>
 void store_panel(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue& epi,
-                 int64_t channel0, int cols, char* const* c_rows, int64_t m) {
+                 int64_t ch, int cols, char* out, int64_t row_bytes, int64_t m) {
+  if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
+    if (cols == kPanelCols && !epi.residual) {
+      return store_panel_bytes<KIND>(sums, rows, epi, ch, out + m * row_bytes, row_bytes);
+    }
+  }
   for (int v = 0; v < 2 && 16 * v < cols; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
-    const int64_t ch = channel0 + 16 * v;
-    const __m512i offset = epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + ch)
+    const int64_t n = ch + 16 * v;
+    const __m512i offset = epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + n)
                                           : _mm512_setzero_si512();
     __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
     if constexpr (KIND != Int8OutKind::i32) {
-      scale = _mm512_maskz_loadu_ps(mask, epi.scale + ch);
-      bias = Epilogue512::load_bias(epi.bias, ch, mask);
+      scale = _mm512_maskz_loadu_ps(mask, epi.scale + n);
+      bias = Epilogue512::load_bias(epi.bias, n, mask);
     }
     for (int r = 0; r < rows; ++r) {
       const __m512i acc = _mm512_add_epi32(_mm512_loadu_si512(sums[r] + 16 * v), offset);
       const uint8_t* res_row = epi.residual ? epi.residual + (m + r) * epi.residual_ld : nullptr;
-      store_tile_vector<KIND>(acc, mask, scale, bias, epi, c_rows[r], ch, res_row);
+      store_tile_vector<KIND>(acc, mask, scale, bias, epi, out + (m + r) * row_bytes, n,
+                              res_row);
     }
   }
 }
 
-// Runs `body(m0, rows, p0, p1)` over tasks of 32 rows x up to kNCP panels on the thread pool,
-// with the tile registers configured on every thread that runs a task.
-template <class Body>
-void for_each_task(int64_t M, int64_t panels, const Body& body) {
+// Runs every task (32 rows from m0 x panels [p0, p1) of up to kNCP) on the thread pool. Each
+// thread configures the tiles, builds a task's rows with `rows_of(m0, rows, &src)`, and queues
+// the epilogue of each finished panel, `epilogue(m0, rows, p, sums)`, to run while the tile
+// unit works on the next panel, of the same task or the next (sums double-buffered by task).
+template <class RowsOf, class Epilogue>
+void run_tasks(int64_t M, int64_t panels, const int8_t* packed, int64_t stride,
+               const RowsOf& rows_of, const Epilogue& epilogue) {
   const int64_t row_blocks = (M + kRows - 1) / kRows;
   const int64_t panel_groups = (panels + kNCP - 1) / kNCP;
   parallel_for(row_blocks * panel_groups, 1, [&](int64_t begin, int64_t end) {
     configure_tiles();
+    alignas(64) uint8_t a[kRows * kKC];
+    alignas(64) int32_t sums[2][kNCP][kRows][kPanelCols];
+    struct Pending {
+      bool valid;
+      int64_t m0, p, p0;
+      int rows, buf;
+    } pending{false, 0, 0, 0, 0, 0};
+    const auto flush = [&] {
+      if (!pending.valid) return;
+      epilogue(pending.m0, pending.rows, pending.p, sums[pending.buf][pending.p - pending.p0]);
+      pending.valid = false;
+    };
     for (int64_t t = begin; t < end; ++t) {
       // Row blocks inner: consecutive tasks reuse the same panels from L2.
       const int64_t m0 = (t % row_blocks) * kRows, pg = t / row_blocks;
       const int rows = static_cast<int>(M - m0 < kRows ? M - m0 : kRows);
       const int64_t p0 = pg * kNCP, p1 = p0 + kNCP < panels ? p0 + kNCP : panels;
-      body(m0, rows, p0, p1);
+      const int buf = static_cast<int>(t & 1);
+      RowSource src;
+      rows_of(m0, rows, &src);
+      task_sums(src, packed, stride, p0, p1, a, sums[buf], flush, [&](int64_t p) {
+        flush();
+        pending = {true, m0, p, p0, rows, buf};
+      });
     }
+    flush();
     _tile_release();
   });
 }
@@ -256,70 +314,63 @@ void for_each_task(int64_t M, int64_t panels, const Body& body) {
 template <Int8OutKind KIND>
 void gemm(const Int8GemmArgs& args) {
   const Int8GemmShape s = args.shape;
-  const int64_t stride = panel_bytes(s.K), panels = num_panels(s.N);
-  const int8_t* packed = static_cast<const int8_t*>(args.packed_b);
   const int64_t row_bytes = args.ldc * out_bytes(KIND);
   const int64_t whole_row = 0;
-  for_each_task(s.M, panels, [&](int64_t m0, int rows, int64_t p0, int64_t p1) {
-    alignas(64) uint8_t a[kRows * kKC];
-    alignas(64) int32_t sums[kNCP][kRows][kPanelCols];
-    RowSource src;
-    for (int r = 0; r < rows; ++r) src.base[r] = args.a + (m0 + r) * args.lda;
-    src.rows = rows;
-    src.segment_offset = &whole_row;
-    src.num_segments = 1;
-    src.segment_len = s.K;
-    src.flip = args.a_signed;
-    char* c_rows[kRows];
-    for (int r = 0; r < rows; ++r) {
-      c_rows[r] = static_cast<char*>(args.c) + (m0 + r) * row_bytes;
-    }
-    task_sums(src, packed, stride, p0, p1, a, sums, [&](int64_t p) {
-      const int64_t n0 = p * kPanelCols;
-      const int cols = static_cast<int>(s.N - n0 < kPanelCols ? s.N - n0 : kPanelCols);
-      store_panel<KIND>(sums[p - p0], rows, args.epi, n0, cols, c_rows, m0);
-    });
-  });
+  run_tasks(
+      s.M, num_panels(s.N), static_cast<const int8_t*>(args.packed_b), panel_bytes(s.K),
+      [&](int64_t m0, int rows, RowSource* src) {
+        for (int r = 0; r < rows; ++r) src->base[r] = args.a + (m0 + r) * args.lda;
+        src->rows = rows;
+        src->segment_offset = &whole_row;
+        src->num_segments = 1;
+        src->segment_len = s.K;
+        src->flip = args.a_signed;
+      },
+      [&](int64_t m0, int rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
+        const int64_t n0 = p * kPanelCols;
+        const int cols = static_cast<int>(s.N - n0 < kPanelCols ? s.N - n0 : kPanelCols);
+        store_panel<KIND>(sums, rows, args.epi, n0, cols, static_cast<char*>(args.c), row_bytes,
+                          m0);
+      });
 }
 
 template <Int8OutKind KIND>
 void conv(const Int8ConvArgs& args) {
-  const int64_t K = args.num_segments * args.segment_len, stride = panel_bytes(K);
-  const int64_t M = args.N * args.OH * args.OW, panels = num_panels(args.ocg);
+  const int64_t K = args.num_segments * args.segment_len;
+  const int64_t M = args.N * args.OH * args.OW;
   const int64_t out_pixel_bytes = args.groups * args.ocg * out_bytes(KIND);
   for (int64_t grp = 0; grp < args.groups; ++grp) {
-    const int8_t* packed = static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes;
-    for_each_task(M, panels, [&](int64_t m0, int rows, int64_t p0, int64_t p1) {
-      alignas(64) uint8_t a[kRows * kKC];
-      alignas(64) int32_t sums[kNCP][kRows][kPanelCols];
-      RowSource src;
-      int64_t n = m0 / (args.OH * args.OW), pix = m0 % (args.OH * args.OW);
-      int64_t oh = pix / args.OW, ow = pix % args.OW;
-      char* c_rows[kRows];
-      for (int r = 0; r < rows; ++r) {
-        src.base[r] = args.src + grp * args.cg4 +
-                      ((n * args.Hs + oh * args.stride_h) * args.Ws + ow * args.stride_w) *
-                          args.Cs;
-        c_rows[r] = static_cast<char*>(args.out) + (m0 + r) * out_pixel_bytes;
-        if (++ow == args.OW) {
-          ow = 0;
-          if (++oh == args.OH) {
-            oh = 0;
-            ++n;
+    run_tasks(
+        M, num_panels(args.ocg), static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes,
+        panel_bytes(K),
+        [&](int64_t m0, int rows, RowSource* src) {
+          int64_t n = m0 / (args.OH * args.OW), pix = m0 % (args.OH * args.OW);
+          int64_t oh = pix / args.OW, ow = pix % args.OW;
+          for (int r = 0; r < rows; ++r) {
+            src->base[r] = args.src + grp * args.cg4 +
+                           ((n * args.Hs + oh * args.stride_h) * args.Ws + ow * args.stride_w) *
+                               args.Cs;
+            if (++ow == args.OW) {
+              ow = 0;
+              if (++oh == args.OH) {
+                oh = 0;
+                ++n;
+              }
+            }
           }
-        }
-      }
-      src.rows = rows;
-      src.segment_offset = args.segment_offset;
-      src.num_segments = args.num_segments;
-      src.segment_len = args.segment_len;
-      src.flip = false;
-      task_sums(src, packed, stride, p0, p1, a, sums, [&](int64_t p) {
-        const int64_t n0 = p * kPanelCols;
-        const int cols = static_cast<int>(args.ocg - n0 < kPanelCols ? args.ocg - n0 : kPanelCols);
-        store_panel<KIND>(sums[p - p0], rows, args.epi, grp * args.ocg + n0, cols, c_rows, m0);
-      });
-    });
+          src->rows = rows;
+          src->segment_offset = args.segment_offset;
+          src->num_segments = args.num_segments;
+          src->segment_len = args.segment_len;
+          src->flip = false;
+        },
+        [&](int64_t m0, int rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
+          const int64_t n0 = p * kPanelCols;
+          const int cols =
+              static_cast<int>(args.ocg - n0 < kPanelCols ? args.ocg - n0 : kPanelCols);
+          store_panel<KIND>(sums, rows, args.epi, grp * args.ocg + n0, cols,
+                            static_cast<char*>(args.out), out_pixel_bytes, m0);
+        });
   }
 }
 
