@@ -1,7 +1,9 @@
 """INT8 GEMM/conv shapes chosen for the paths of the AMX tile kernel (csrc/cpu/avx512/
 int8_gemm_avx512amx.cc), run at every ISA level: rows loaded straight from the input or
-gathered (rows crossing an output row, rows 1 KB apart, int8 rows flipped on the way), K in
-several 512-byte passes, one or two A tiles, several panel groups, tails everywhere."""
+gathered (rows crossing an output row, rows 1 KB apart, int8 rows flipped on the way), tiles
+cut by output row with rows past the live ones read and dropped (also at the end of the
+input, where they must be gathered instead), K in several 512-byte passes, one or two A tiles,
+several panel groups, tails everywhere."""
 
 import pytest
 import torch
@@ -37,6 +39,9 @@ CONVS = [  # (N, C, H, W, OC, k, stride, padding, groups)
     (1, 128, 8, 8, 48, 3, 1, 1, 2),     # groups: 64-channel runs per tap
     (2, 96, 7, 7, 64, 3, 1, 1, 1),      # 288-byte runs (gathered), 7x7 map
     (1, 48, 5, 37, 20, 1, 1, 0, 1),     # 48-byte runs: the VNNI kernel on AMX
+    (2, 64, 14, 14, 40, 3, 1, 1, 1),    # tiles by output row: 14 live rows of 16
+    (1, 128, 28, 28, 64, 1, 1, 0, 1),   # by output row, pieces of 16 + 12
+    (1, 64, 28, 28, 32, 3, 2, 1, 1),    # by output row, stride 2 (OW = 14)
 ]
 
 

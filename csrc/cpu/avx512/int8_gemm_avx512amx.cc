@@ -67,60 +67,71 @@ void configure_tiles() {
 
 // Where the bytes of GEMM row r come from: `segments` runs of `segment_len` bytes at
 // base[r] + segment_offset[s] (plain GEMM: one run of K bytes).
+// A task's rows: tile t (16 rows) holds live[t] rows (0 .. 16), row r at base[16 t + r].
 struct RowSource {
   const uint8_t* base[kRows];
-  int rows;
+  int live[2];
   const int64_t* segment_offset;
   int64_t num_segments, segment_len;
+  int64_t row_stride;    // bytes between consecutive rows when they are evenly spaced
+  const uint8_t* limit;  // one past the last byte rows may be read from
   bool flip;  // int8 rows: xor 0x80 makes them unsigned (+128, undone by col_offset)
 };
 
-// An A tile (16 rows) is loaded straight from the rows when they are evenly spaced, every
-// 64-byte chunk of K lies inside one segment, and no byte needs flipping; otherwise its bytes
-// are gathered chunk by chunk into a zero-padded block (a row past src.rows reads zeros).
+// An A tile is loaded straight from the rows when its live rows are row_stride apart, every
+// 64-byte chunk of K lies inside one segment, no byte needs flipping, and the rows past the
+// live ones (whose sums are dropped) still read inside `limit`; otherwise its bytes are
+// gathered chunk by chunk into a zero-padded block.
 struct ATile {
   bool direct;
   int64_t stride;  // direct: bytes between rows
 };
 
-ATile plan_tile(const RowSource& src, int r0) {
-  ATile t{false, 0};
-  if (src.flip || src.segment_len % 64 != 0 || src.rows < r0 + 16) return t;
-  t.stride = src.base[r0 + 1] - src.base[r0];
-  for (int r = 2; r < 16; ++r) {
-    if (src.base[r0 + r] - src.base[r0] != r * t.stride) return t;
+ATile plan_tile(const RowSource& src, int t) {
+  ATile tile{false, src.row_stride};
+  const int live = src.live[t];
+  if (live == 0 || src.flip || src.segment_len % 64 != 0) return tile;
+  const uint8_t* const* base = src.base + 16 * t;
+  for (int r = 1; r < live; ++r) {
+    if (base[r] - base[0] != r * src.row_stride) return tile;
   }
+  const int64_t reach = src.segment_offset[src.num_segments - 1] + src.segment_len;
+  if (base[0] + 15 * src.row_stride + reach > src.limit) return tile;
   // Rows a multiple of 1 KB apart share L1 sets: 32 of them evict each other between panels.
-  t.direct = (t.stride & 1023) != 0;
-  return t;
+  tile.direct = (src.row_stride & 1023) != 0;
+  return tile;
 }
 
-// a[r][0 .. ld) = bytes k0 .. k0 + kc of rows r0 + r (zero past K and for rows >= src.rows).
-void gather(const RowSource& src, int r0, int64_t k0, int64_t kc, int64_t ld, uint8_t* a) {
-  const int64_t K = src.num_segments * src.segment_len;
+// a[r][0 .. ld) = bytes k0 .. k0 + kc of row r of tile t (zero past K and for rows past the
+// live ones). Copied 64 bytes at a time with masked loads (runs are short: a kernel row).
+void gather(const RowSource& src, int t, int64_t k0, int64_t kc, int64_t ld, uint8_t* a) {
+  const int64_t K = src.num_segments * src.segment_len, end = k0 + kc < K ? k0 + kc : K;
+  const __m512i bits = _mm512_set1_epi8(static_cast<char>(src.flip ? 0x80 : 0));
   for (int r = 0; r < 16; ++r) {
     uint8_t* dst = a + r * ld;
     int64_t done = 0;
-    if (r0 + r < src.rows) {
-      const uint8_t* base = src.base[r0 + r];
-      for (int64_t k = k0; k < k0 + kc && k < K;) {
+    if (r < src.live[t]) {
+      const uint8_t* base = src.base[16 * t + r];
+      for (int64_t k = k0; k < end;) {
         const int64_t s = k / src.segment_len, within = k % src.segment_len;
         int64_t len = src.segment_len - within;
-        if (len > k0 + kc - k) len = k0 + kc - k;
-        std::memcpy(dst + (k - k0), base + src.segment_offset[s] + within, len);
-        k += len;
-        done = k - k0;
-      }
-      if (src.flip) {
-        const __m512i bits = _mm512_set1_epi8(static_cast<char>(0x80));
-        for (int64_t i = 0; i < done; i += 64) {
-          const __mmask64 m = done - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (done - i)) - 1;
-          _mm512_mask_storeu_epi8(dst + i, m,
-                                  _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, dst + i), bits));
+        if (len > end - k) len = end - k;
+        const uint8_t* from = base + src.segment_offset[s] + within;
+        uint8_t* to = dst + (k - k0);
+        for (int64_t i = 0; i < len; i += 64) {
+          const __mmask64 m = len - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (len - i)) - 1;
+          _mm512_mask_storeu_epi8(to + i, m,
+                                  _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, from + i), bits));
         }
+        k += len;
       }
+      done = end - k0;
     }
-    std::memset(dst + done, 0, ld - done);
+    for (int64_t i = done; i < ld; i += 64) {  // zeros from there to the row's end
+      const int64_t left = ld - i;
+      const __mmask64 m = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+      _mm512_mask_storeu_epi8(dst + i, m, _mm512_setzero_si512());
+    }
   }
 }
 
@@ -130,10 +141,10 @@ struct AChunk {
   const uint8_t* ptr;
   int64_t stride;
 };
-inline AChunk a_chunk(const RowSource& src, const ATile& tile, int r0, const uint8_t* block,
+inline AChunk a_chunk(const RowSource& src, const ATile& tile, int t, const uint8_t* block,
                       int64_t ld, int64_t k0, int64_t k) {
   if (!tile.direct) return {block + (k - k0), ld};
-  return {src.base[r0] + src.segment_offset[k / src.segment_len] + k % src.segment_len,
+  return {src.base[16 * t] + src.segment_offset[k / src.segment_len] + k % src.segment_len,
           tile.stride};
 }
 
@@ -151,7 +162,7 @@ void panel_chunk(const RowSource& src, const ATile* tiles, const uint8_t* const*
     _tile_dpbusd(0, 4, 6);
     _tile_dpbusd(1, 4, 7);
     if constexpr (TWO_A) {
-      const AChunk a1 = a_chunk(src, tiles[1], 16, blocks[1], ld, k0, k);
+      const AChunk a1 = a_chunk(src, tiles[1], 1, blocks[1], ld, k0, k);
       _tile_loadd(5, a1.ptr, a1.stride);
       _tile_dpbusd(2, 5, 6);
       _tile_dpbusd(3, 5, 7);
@@ -168,8 +179,8 @@ void task_sums(const RowSource& src, const int8_t* packed, int64_t stride, int64
                int64_t p1, uint8_t* a, int32_t (*sums)[kRows][kPanelCols],
                const Overlap& overlap, const Done& done) {
   const int64_t K = src.num_segments * src.segment_len;
-  const bool two_a = src.rows > 16;
-  const ATile tiles[2] = {plan_tile(src, 0), plan_tile(src, 16)};
+  const bool two_a = src.live[1] > 0;
+  const ATile tiles[2] = {plan_tile(src, 0), plan_tile(src, 1)};
   const uint8_t* blocks[2] = {a, a + 16 * kKC};
   if (K == 0) {
     std::memset(sums, 0, sizeof(sums[0]) * (p1 - p0));
@@ -180,7 +191,7 @@ void task_sums(const RowSource& src, const int8_t* packed, int64_t stride, int64
     const int64_t kc = K - k0 < kKC ? K - k0 : kKC, ld = (kc + 63) / 64 * 64;
     const bool last = k0 + kc >= K;
     for (int t = 0; t < (two_a ? 2 : 1); ++t) {
-      if (!tiles[t].direct) gather(src, 16 * t, k0, kc, ld, a + t * 16 * kKC);
+      if (!tiles[t].direct) gather(src, t, k0, kc, ld, a + t * 16 * kKC);
     }
     for (int64_t p = p0; p < p1; ++p) {
       int32_t* c = &sums[p - p0][0][0];
@@ -270,45 +281,85 @@ void store_panel(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue
   }
 }
 
-// Runs every task (32 rows from m0 x panels [p0, p1) of up to kNCP) on the thread pool. Each
-// thread configures the tiles, builds a task's rows with `rows_of(m0, rows, &src)`, and queues
-// the epilogue of each finished panel, `epilogue(m0, rows, p, sums)`, to run while the tile
-// unit works on the next panel, of the same task or the next (sums double-buffered by task).
+// The GEMM rows of a task's tiles: tile t covers rows m[t] .. m[t] + live[t] - 1.
+struct TaskRows {
+  int64_t m[2];
+  int live[2];
+};
+
+// How output pixels are cut into tiles of up to 16 rows. Flat: consecutive rows, so a tile may
+// span two output rows (gathered: the rows are not evenly spaced in the source). By output
+// row (when that wastes little): pieces of up to 16 pixels of one output row, whose rows are
+// evenly spaced (loaded straight from the source); a short piece computes rows it drops.
+struct Pieces {
+  int64_t M, width;  // width 0: flat
+  int64_t per_row() const { return (width + 15) / 16; }
+  int64_t count() const { return width ? M / width * per_row() : (M + 15) / 16; }
+  void get(int64_t i, int64_t* m, int* live) const {
+    if (!width) {
+      *m = 16 * i;
+      *live = static_cast<int>(M - *m < 16 ? M - *m : 16);
+      return;
+    }
+    const int64_t row = i / per_row(), j = i % per_row();
+    *m = row * width + 16 * j;
+    *live = static_cast<int>(width - 16 * j < 16 ? width - 16 * j : 16);
+  }
+};
+
+// Runs every task (two pieces x panels [p0, p1) of up to kNCP) on the thread pool. Each thread
+// configures the tiles, builds a task's rows with `rows_of(rows, &src)`, and queues the epilogue
+// of each finished panel, `epilogue(rows, p, sums)`, to run while the tile unit works on the
+// next panel, of the same task or the next (sums double-buffered by task).
 template <class RowsOf, class Epilogue>
-void run_tasks(int64_t M, int64_t panels, const int8_t* packed, int64_t stride,
+void run_tasks(const Pieces& pieces, int64_t panels, const int8_t* packed, int64_t stride,
                const RowsOf& rows_of, const Epilogue& epilogue) {
-  const int64_t row_blocks = (M + kRows - 1) / kRows;
+  const int64_t row_tasks = (pieces.count() + 1) / 2;
   const int64_t panel_groups = (panels + kNCP - 1) / kNCP;
-  parallel_for(row_blocks * panel_groups, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(row_tasks * panel_groups, 1, [&](int64_t begin, int64_t end) {
     configure_tiles();
     alignas(64) uint8_t a[kRows * kKC];
     alignas(64) int32_t sums[2][kNCP][kRows][kPanelCols];
     struct Pending {
       bool valid;
-      int64_t m0, p, p0;
-      int rows, buf;
-    } pending{false, 0, 0, 0, 0, 0};
+      TaskRows rows;
+      int64_t p, p0;
+      int buf;
+    } pending{};
     const auto flush = [&] {
       if (!pending.valid) return;
-      epilogue(pending.m0, pending.rows, pending.p, sums[pending.buf][pending.p - pending.p0]);
+      epilogue(pending.rows, pending.p, sums[pending.buf][pending.p - pending.p0]);
       pending.valid = false;
     };
     for (int64_t t = begin; t < end; ++t) {
-      // Row blocks inner: consecutive tasks reuse the same panels from L2.
-      const int64_t m0 = (t % row_blocks) * kRows, pg = t / row_blocks;
-      const int rows = static_cast<int>(M - m0 < kRows ? M - m0 : kRows);
+      // Row tasks inner: consecutive tasks reuse the same panels from L2.
+      const int64_t rt = t % row_tasks, pg = t / row_tasks;
+      TaskRows rows{{0, 0}, {0, 0}};
+      pieces.get(2 * rt, &rows.m[0], &rows.live[0]);
+      if (2 * rt + 1 < pieces.count()) pieces.get(2 * rt + 1, &rows.m[1], &rows.live[1]);
       const int64_t p0 = pg * kNCP, p1 = p0 + kNCP < panels ? p0 + kNCP : panels;
       const int buf = static_cast<int>(t & 1);
       RowSource src;
-      rows_of(m0, rows, &src);
+      rows_of(rows, &src);
       task_sums(src, packed, stride, p0, p1, a, sums[buf], flush, [&](int64_t p) {
         flush();
-        pending = {true, m0, p, p0, rows, buf};
+        pending = {true, rows, p, p0, buf};
       });
     }
     flush();
     _tile_release();
   });
+}
+
+// Epilogue of a task's sums for panel columns [n0, n0 + cols) (channels ch0 + ..).
+template <Int8OutKind KIND>
+void store_task(const TaskRows& rows, const int32_t (*sums)[kPanelCols], const Int8Epilogue& epi,
+                int64_t ch, int cols, char* out, int64_t row_bytes) {
+  for (int t = 0; t < 2; ++t) {
+    if (rows.live[t]) {
+      store_panel<KIND>(sums + 16 * t, rows.live[t], epi, ch, cols, out, row_bytes, rows.m[t]);
+    }
+  }
 }
 
 template <Int8OutKind KIND>
@@ -317,20 +368,26 @@ void gemm(const Int8GemmArgs& args) {
   const int64_t row_bytes = args.ldc * out_bytes(KIND);
   const int64_t whole_row = 0;
   run_tasks(
-      s.M, num_panels(s.N), static_cast<const int8_t*>(args.packed_b), panel_bytes(s.K),
-      [&](int64_t m0, int rows, RowSource* src) {
-        for (int r = 0; r < rows; ++r) src->base[r] = args.a + (m0 + r) * args.lda;
-        src->rows = rows;
+      Pieces{s.M, 0}, num_panels(s.N), static_cast<const int8_t*>(args.packed_b),
+      panel_bytes(s.K),
+      [&](const TaskRows& rows, RowSource* src) {
+        for (int t = 0; t < 2; ++t) {
+          for (int r = 0; r < rows.live[t]; ++r) {
+            src->base[16 * t + r] = args.a + (rows.m[t] + r) * args.lda;
+          }
+          src->live[t] = rows.live[t];
+        }
         src->segment_offset = &whole_row;
         src->num_segments = 1;
         src->segment_len = s.K;
+        src->row_stride = args.lda;
+        src->limit = args.a + (s.M - 1) * args.lda + s.K;
         src->flip = args.a_signed;
       },
-      [&](int64_t m0, int rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
+      [&](const TaskRows& rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
         const int64_t n0 = p * kPanelCols;
         const int cols = static_cast<int>(s.N - n0 < kPanelCols ? s.N - n0 : kPanelCols);
-        store_panel<KIND>(sums, rows, args.epi, n0, cols, static_cast<char*>(args.c), row_bytes,
-                          m0);
+        store_task<KIND>(rows, sums, args.epi, n0, cols, static_cast<char*>(args.c), row_bytes);
       });
 }
 
@@ -339,37 +396,47 @@ void conv(const Int8ConvArgs& args) {
   const int64_t K = args.num_segments * args.segment_len;
   const int64_t M = args.N * args.OH * args.OW;
   const int64_t out_pixel_bytes = args.groups * args.ocg * out_bytes(KIND);
+  // By output row when the dropped rows cost at most 1/7 more tile work (OW = 14, 28, 56, 112;
+  // not 7 or 20) and the tiles can then be read in place.
+  const int64_t padded = (args.OW + 15) / 16 * 16;
+  const bool by_row = args.segment_len % 64 == 0 && 7 * padded <= 8 * args.OW;
+  const uint8_t* limit = args.src + args.N * args.Hs * args.Ws * args.Cs;
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     run_tasks(
-        M, num_panels(args.ocg), static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes,
-        panel_bytes(K),
-        [&](int64_t m0, int rows, RowSource* src) {
-          int64_t n = m0 / (args.OH * args.OW), pix = m0 % (args.OH * args.OW);
-          int64_t oh = pix / args.OW, ow = pix % args.OW;
-          for (int r = 0; r < rows; ++r) {
-            src->base[r] = args.src + grp * args.cg4 +
-                           ((n * args.Hs + oh * args.stride_h) * args.Ws + ow * args.stride_w) *
-                               args.Cs;
-            if (++ow == args.OW) {
-              ow = 0;
-              if (++oh == args.OH) {
-                oh = 0;
-                ++n;
+        Pieces{M, by_row ? args.OW : 0}, num_panels(args.ocg),
+        static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes, panel_bytes(K),
+        [&](const TaskRows& rows, RowSource* src) {
+          for (int t = 0; t < 2; ++t) {
+            const int64_t m = rows.m[t];
+            int64_t n = m / (args.OH * args.OW), pix = m % (args.OH * args.OW);
+            int64_t oh = pix / args.OW, ow = pix % args.OW;
+            for (int r = 0; r < rows.live[t]; ++r) {
+              src->base[16 * t + r] =
+                  args.src + grp * args.cg4 +
+                  ((n * args.Hs + oh * args.stride_h) * args.Ws + ow * args.stride_w) * args.Cs;
+              if (++ow == args.OW) {
+                ow = 0;
+                if (++oh == args.OH) {
+                  oh = 0;
+                  ++n;
+                }
               }
             }
+            src->live[t] = rows.live[t];
           }
-          src->rows = rows;
           src->segment_offset = args.segment_offset;
           src->num_segments = args.num_segments;
           src->segment_len = args.segment_len;
+          src->row_stride = args.stride_w * args.Cs;
+          src->limit = limit;
           src->flip = false;
         },
-        [&](int64_t m0, int rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
+        [&](const TaskRows& rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
           const int64_t n0 = p * kPanelCols;
           const int cols =
               static_cast<int>(args.ocg - n0 < kPanelCols ? args.ocg - n0 : kPanelCols);
-          store_panel<KIND>(sums, rows, args.epi, grp * args.ocg + n0, cols,
-                            static_cast<char*>(args.out), out_pixel_bytes, m0);
+          store_task<KIND>(rows, sums, args.epi, grp * args.ocg + n0, cols,
+                           static_cast<char*>(args.out), out_pixel_bytes);
         });
   }
 }
