@@ -45,6 +45,8 @@ const Bf16ConvKernel kBf16Conv[kNumIsas] = {
     {Isa::avx512_vnni, nullptr, nullptr, nullptr, nullptr},
     {Isa::avx512_bf16, avx512_bf16::bf16_packed_elems, avx512_bf16::bf16_pack_b,
      avx512_bf16::conv2d_bf16, avx512_bf16::to_bf16_n},
+    {Isa::avx512_amx, avx512_bf16::bf16_packed_elems, avx512_bf16::bf16_pack_b,
+     avx512_amx::conv2d_bf16, avx512_bf16::to_bf16_n},
 #endif
 };
 

@@ -2,7 +2,9 @@
 // is a run of bytes (4 int8 or 2 bf16 per 32-bit lane of a B tile row), a B panel holds 32
 // columns as [K/4 bytes][32 columns][4 bytes], and 16 consecutive rows of it (one 64-byte
 // chunk of K) make a B tile. The tile product itself (TDPBUSD, TDPBF16PS) is the `Dot` policy:
-// Dot::template run<C, A, B>() with tile register numbers.
+// Dot::c0(), c1(), c2(), c3() update sum tile 0-3 (A tile 4 or 5 times B tile 6 or 7). The
+// intrinsics are macros that paste the register numbers into the assembly, hence literal
+// numbers in four functions rather than a template.
 //
 // A task owns two A tiles of up to 16 rows each (output pixels) and a few panels; per panel it
 // keeps a 32 x 32 block of 32-bit sums in four C tiles (2 A tiles x 2 B tiles), K in passes of
@@ -147,13 +149,13 @@ void panel_chunk(const RowSource& src, const ATile* tiles, const uint8_t* const*
     _tile_loadd(7, b + 64, 128);
     const AChunk a0 = a_chunk(src, tiles[0], 0, blocks[0], ld, k0, k);
     _tile_loadd(4, a0.ptr, a0.stride);
-    Dot::template run<0, 4, 6>();
-    Dot::template run<1, 4, 7>();
+    Dot::c0();
+    Dot::c1();
     if constexpr (TWO_A) {
       const AChunk a1 = a_chunk(src, tiles[1], 1, blocks[1], ld, k0, k);
       _tile_loadd(5, a1.ptr, a1.stride);
-      Dot::template run<2, 5, 6>();
-      Dot::template run<3, 5, 7>();
+      Dot::c2();
+      Dot::c3();
     }
   }
 }

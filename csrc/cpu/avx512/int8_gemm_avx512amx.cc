@@ -29,8 +29,10 @@ using avx512_vnni::out_bytes;
 using avx512_vnni::store_tile_vector;
 
 struct DotInt8 {  // u8 x s8 -> int32
-  template <int C, int A, int B>
-  static void run() { _tile_dpbusd(C, A, B); }
+  static void c0() { _tile_dpbusd(0, 4, 6); }
+  static void c1() { _tile_dpbusd(1, 4, 7); }
+  static void c2() { _tile_dpbusd(2, 5, 6); }
+  static void c3() { _tile_dpbusd(3, 5, 7); }
 };
 constexpr int64_t kSlackBytes = 15 * 128;  // quads the last B tile may read past the end
 

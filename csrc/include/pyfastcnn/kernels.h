@@ -416,6 +416,8 @@ PYFASTCNN_DECLARE_INT8_GEMM
 void int8_conv(const Int8ConvArgs& args);
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
                            void* out);
+// BF16 weights in avx512_bf16's packed layout.
+void conv2d_bf16(const Bf16ConvArgs& args);
 }
 namespace avx512_bf16 {
 size_t bf16_packed_elems(int64_t K, int64_t N);  // K even

@@ -1,5 +1,5 @@
-"""INT8 GEMM/conv shapes chosen for the paths of the AMX tile kernel (csrc/cpu/avx512/
-int8_gemm_avx512amx.cc), run at every ISA level: rows loaded straight from the input or
+"""INT8 GEMM/conv and BF16 conv shapes chosen for the paths of the AMX tile kernels
+(csrc/cpu/avx512/amx_tiles.h, *_avx512amx.cc), run at every ISA level: rows loaded straight from the input or
 gathered (rows crossing an output row, rows 1 KB apart, int8 rows flipped on the way), tiles
 cut by output row with rows past the live ones read and dropped (also at the end of the
 input, where they must be gathered instead), K in several 512-byte passes, one or two A tiles,
@@ -63,3 +63,30 @@ def test_conv_paths_match_reference(isa, n, c, h, w, oc, k, stride, padding, gro
                                        out_scale=0.05, out_zero_point=128, relu=True)
     ref_codes = torch.clamp(torch.round(torch.relu(ref) / 0.05) + 128, 0, 255)
     assert (codes.double() - ref_codes).abs().max().item() <= 1
+
+
+BF16_CONVS = [  # (N, C, H, W, OC, k, stride, padding, groups)
+    (2, 64, 14, 14, 40, 3, 1, 1, 1),    # by output row, read in place
+    (1, 64, 20, 20, 72, 3, 1, 1, 1),    # flat tiles, some across output rows (gathered)
+    (2, 32, 7, 7, 48, 3, 1, 1, 1),      # 192-byte runs, 7x7 map
+    (1, 128, 28, 28, 64, 1, 1, 0, 1),   # 1x1, 16 + 12 pieces per row, two passes over K
+    (1, 128, 15, 15, 24, 3, 2, 1, 2),   # groups, per-tap runs, stride 2
+    (1, 24, 9, 9, 16, 3, 1, 1, 1),      # K not a multiple of 32: the AVX-512 BF16 kernel
+]
+
+
+@pytest.mark.parametrize("n,c,h,w,oc,k,stride,padding,groups", BF16_CONVS, ids=str)
+def test_bf16_conv_paths(isa, n, c, h, w, oc, k, stride, padding, groups):
+    """Error against float64 no worse than twice PyTorch's own bfloat16 conv on the same values
+    (as test_fused_module's BF16 test)."""
+    x = torch.randn(n, c, h, w)
+    weight, bias = torch.randn(oc, c // groups, k, k) * 0.1, torch.randn(oc)
+    fused = pyfastcnn.nn.FusedConvBNReLU2d(weight, bias, stride, padding, 1, groups, relu=True,
+                                           dtype=torch.bfloat16)
+    xb, wb = x.bfloat16(), weight.bfloat16()
+    ref = torch.relu(torch.nn.functional.conv2d(xb.double(), wb.double(), bias.double(),
+                                                stride, padding, 1, groups))
+    torch_bf16 = torch.relu(torch.nn.functional.conv2d(xb, wb, bias.bfloat16(), stride,
+                                                       padding, 1, groups))
+    ours = fused(x)
+    assert rel_error(ours, ref) <= 2 * rel_error(torch_bf16, ref) + 1e-6

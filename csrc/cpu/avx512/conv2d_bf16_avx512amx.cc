@@ -1,0 +1,132 @@
+// BF16 convolution on AMX tiles (see Bf16ConvArgs): TDPBF16PS multiplies a 16 x 32 tile of
+// bfloat16 A by a 16 x 32 tile of B pairs (16 k-pairs x 16 columns x 2) into a 16 x 16 FP32
+// tile. Tasks, passes and tile loads: amx_tiles.h, which counts A in bytes (2 per element).
+// B is the AVX-512 BF16 packed layout unchanged ([K/2][32][2] per panel of 32 columns: 16
+// k-pairs of a half panel are a B tile), so packing is shared and shapes this kernel does not
+// take go to the AVX-512 BF16 kernel: K a multiple of 32 elements (a B tile must not read past
+// its panel: the next panel's weights times A's zero padding could be Inf * 0), and runs of one
+// length. The runs arrive cut at k-block boundaries for the AVX-512 kernel; adjacent pieces
+// are joined back into the kernel-row (or tap) runs. Epilogue: bias and clamp in FP32
+// (Epilogue512), as in the other float kernels. AMX-BF16 flushes denormal inputs and results
+// to zero.
+// GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "amx_tiles.h"
+#include "epilogue_avx512.h"
+#include "pyfastcnn/kernels.h"
+
+namespace pyfastcnn {
+namespace avx512_amx {
+namespace {
+
+struct DotBf16 {  // bf16 pairs -> fp32
+  static void c0() { _tile_dpbf16ps(0, 4, 6); }
+  static void c1() { _tile_dpbf16ps(1, 4, 7); }
+  static void c2() { _tile_dpbf16ps(2, 5, 6); }
+  static void c3() { _tile_dpbf16ps(3, 5, 7); }
+};
+
+constexpr int kMaxRuns = 64;
+
+// The runs of a GEMM row in bytes, joined from args' pieces; false when they are not all of
+// one length or too many.
+bool uniform_runs(const Bf16ConvArgs& args, int64_t* offsets, int64_t* count, int64_t* len) {
+  int64_t n = 0;
+  for (int64_t s = 0; s < args.num_segments; ++s) {
+    const int64_t off = args.segment_offset[s], l = args.segment_len[s];
+    if (n > 0 && offsets[n - 1] / 2 + len[n - 1] / 2 == off) {
+      len[n - 1] += 2 * l;
+      continue;
+    }
+    if (n == kMaxRuns) return false;
+    offsets[n] = 2 * off;
+    len[n++] = 2 * l;
+  }
+  for (int64_t i = 1; i < n; ++i) {
+    if (len[i] != len[0]) return false;
+  }
+  *count = n;
+  return n > 0;
+}
+
+void store_panel(const int32_t (*sums)[kPanelCols], int rows, const Bf16ConvArgs& args,
+                 int64_t ch, int cols, int64_t m) {
+  const int64_t OC = args.groups * args.ocg;
+  const Epilogue512 e(args.clamp_min, args.clamp_max);
+  for (int v = 0; v < 2 && 16 * v < cols; ++v) {
+    const int valid = cols - 16 * v;
+    const __mmask16 mask =
+        valid >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << valid) - 1);
+    const __m512 bias = Epilogue512::load_bias(args.bias, ch + 16 * v, mask);
+    for (int r = 0; r < rows; ++r) {
+      const __m512 acc = _mm512_castsi512_ps(_mm512_loadu_si512(sums[r] + 16 * v));
+      _mm512_mask_storeu_ps(args.out + (m + r) * OC + ch + 16 * v, mask, e.apply(acc, bias));
+    }
+  }
+}
+
+}  // namespace
+
+void conv2d_bf16(const Bf16ConvArgs& args) {
+  int64_t offsets[kMaxRuns], len[kMaxRuns], runs = 0;
+  int64_t K = 0;
+  for (int64_t s = 0; s < args.num_segments; ++s) K += args.segment_len[s];
+  if (K % 32 != 0 || !uniform_runs(args, offsets, &runs, len)) {
+    return avx512_bf16::conv2d_bf16(args);
+  }
+  const int64_t M = args.N * args.OH * args.OW;
+  const int64_t run_bytes = len[0], stride = K * kPanelCols * 2;  // panel bytes
+  // By output row when the dropped rows cost at most 1/7 more tile work (see the INT8 conv).
+  const int64_t padded = (args.OW + 15) / 16 * 16;
+  const bool by_row = run_bytes % 64 == 0 && 7 * padded <= 8 * args.OW;
+  const uint8_t* src = reinterpret_cast<const uint8_t*>(args.src);
+  const uint8_t* limit = src + args.N * args.Hs * args.Ws * args.Cs * 2;
+  for (int64_t grp = 0; grp < args.groups; ++grp) {
+    run_tasks<DotBf16>(
+        Pieces{M, by_row ? args.OW : 0}, num_panels(args.ocg),
+        reinterpret_cast<const int8_t*>(args.packed_b + grp * args.group_elems), stride,
+        [&](const TaskRows& rows, RowSource* rs) {
+          for (int t = 0; t < 2; ++t) {
+            const int64_t m = rows.m[t];
+            int64_t n = m / (args.OH * args.OW), pix = m % (args.OH * args.OW);
+            int64_t oh = pix / args.OW, ow = pix % args.OW;
+            for (int r = 0; r < rows.live[t]; ++r) {
+              rs->base[16 * t + r] =
+                  src + 2 * (grp * args.cg2 + ((n * args.Hs + oh * args.stride_h) * args.Ws +
+                                               ow * args.stride_w) * args.Cs);
+              if (++ow == args.OW) {
+                ow = 0;
+                if (++oh == args.OH) {
+                  oh = 0;
+                  ++n;
+                }
+              }
+            }
+            rs->live[t] = rows.live[t];
+          }
+          rs->segment_offset = offsets;
+          rs->num_segments = runs;
+          rs->segment_len = run_bytes;
+          rs->row_stride = 2 * args.stride_w * args.Cs;
+          rs->limit = limit;
+          rs->flip = false;
+        },
+        [&](const TaskRows& rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
+          const int64_t n0 = p * kPanelCols;
+          const int cols =
+              static_cast<int>(args.ocg - n0 < kPanelCols ? args.ocg - n0 : kPanelCols);
+          for (int t = 0; t < 2; ++t) {
+            if (rows.live[t]) {
+              store_panel(sums + 16 * t, rows.live[t], args, grp * args.ocg + n0, cols,
+                          rows.m[t]);
+            }
+          }
+        });
+  }
+}
+
+}  // namespace avx512_amx
+}  // namespace pyfastcnn
