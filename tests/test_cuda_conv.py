@@ -125,7 +125,7 @@ def _expected_kernel(dtype, geo: Geo, algo):
     if dtype == torch.float32:
         return ("simt_128x64",) if geo.oc // geo.groups >= 16 or algo != "auto" else ("direct",)
     if (geo.c // geo.groups) % 8 or geo.oc // geo.groups < 8:
-        return ("direct",)
+        return ("simt_128x64",) if geo.oc // geo.groups >= 16 else ("direct",)
     return ("tc_128x64", "tc_128x128")
 
 
@@ -327,5 +327,5 @@ def test_sanitize_simt_and_direct():
         assert rel_error(out.cpu(), _reference(x, weight, bias, geo)) <= TOL[torch.float32]
     x16 = x.half()
     out, ran, _ = _native(x16, weight.half(), bias, geo, "auto")
-    assert ran == "direct"
+    assert ran == "simt_128x64"
     assert rel_error(out.cpu(), _reference(x16, weight.half(), bias, geo)) <= TOL[torch.float16]

@@ -120,7 +120,7 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const ui
 // Each returns the name of the variant it ran.
 const char* launch_tc_f16(const Params& p, cudaStream_t stream);
 const char* launch_tc_bf16(const Params& p, cudaStream_t stream);
-const char* launch_simt_f32(const Params& p, cudaStream_t stream);
+const char* launch_simt(const Params& p, int dtype, cudaStream_t stream);
 const char* launch_direct(const Params& p, int dtype, cudaStream_t stream);
 
 }  // namespace conv

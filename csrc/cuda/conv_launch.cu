@@ -1,6 +1,6 @@
 // Entry point of the fused conv: checks the arguments again (the backstop behind the Python
 // checks), picks the kernel, launches it on the caller's stream. Also the launchers of the
-// FP32 SIMT kernel and of the direct kernel (the tensor-core one is in conv_tc_launch.cu).
+// SIMT kernel and of the direct kernel (the tensor-core one is in conv_tc_launch.cu).
 #include <algorithm>
 #include <climits>
 #include <string>
@@ -15,9 +15,13 @@ namespace pyfastcnn {
 namespace cuda {
 namespace conv {
 
-const char* launch_simt_f32(const Params& p, cudaStream_t stream) {
+const char* launch_simt(const Params& p, int dtype, cudaStream_t stream) {
   const dim3 grid((p.m + kSimtBM - 1) / kSimtBM, (p.ocg + kSimtBN - 1) / kSimtBN, p.groups);
-  conv_simt_f32_kernel<<<grid, kSimtThreads, 0, stream>>>(p);
+  switch (dtype) {
+    case 0: conv_simt_kernel<float><<<grid, kSimtThreads, 0, stream>>>(p); break;
+    case 2: conv_simt_kernel<__half><<<grid, kSimtThreads, 0, stream>>>(p); break;
+    default: conv_simt_kernel<__nv_bfloat16><<<grid, kSimtThreads, 0, stream>>>(p); break;
+  }
   PYFASTCNN_CUDA_CHECK_LAUNCH();
   return "simt_128x64";
 }
@@ -25,7 +29,8 @@ const char* launch_simt_f32(const Params& p, cudaStream_t stream) {
 const char* launch_direct(const Params& p, int dtype, cudaStream_t stream) {
   constexpr int kThreads = 256;
   const int64_t total = int64_t(p.m) * p.oc;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(sm_count()) * 64);
+  const int64_t blocks =
+      std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(sm_count()) * 64);
   const unsigned grid = static_cast<unsigned>(std::max<int64_t>(blocks, 1));
   switch (dtype) {
     case 0: conv_direct_kernel<float><<<grid, kThreads, 0, stream>>>(p); break;
@@ -58,7 +63,8 @@ std::string conv2d_bias_act(int device, uintptr_t x, uintptr_t w, uintptr_t bias
                          "conv2d_bias_act: groups must divide input and output channels");
   // Everything but whole-tensor offsets is computed in int.
   PYFASTCNN_CUDA_REQUIRE(int64_t(h) * w_in * c < INT_MAX && int64_t(n) * oh * ow < INT_MAX &&
-                             int64_t(kh) * kw * c < INT_MAX && int64_t(oc) * kh * kw * c < INT_MAX &&
+                             int64_t(kh) * kw * c < INT_MAX &&
+                             int64_t(oc) * kh * kw * c < INT_MAX &&
                              int64_t(oh) * stride_h + int64_t(kh) * dilation_h < (1 << 28) &&
                              int64_t(ow) * stride_w + int64_t(kw) * dilation_w < (1 << 28) &&
                              pad_h < (1 << 28) && pad_w < (1 << 28),
@@ -80,10 +86,11 @@ std::string conv2d_bias_act(int device, uintptr_t x, uintptr_t w, uintptr_t bias
   p.m = n * oh * ow;
   p.clamp_min = clamp_min; p.clamp_max = clamp_max;
 
-  if (algo == "direct") return conv::launch_direct(p, dtype, s);
+  // The tiled kernels put groups on grid.z (at most 65535).
+  if (algo == "direct" || groups > 65535) return conv::launch_direct(p, dtype, s);
   if (dtype == 0) {
     // The tiled kernel wastes most of a 64-wide tile on narrow groups (depthwise): direct there.
-    if (algo == "implicit_gemm" || p.ocg >= 16) return conv::launch_simt_f32(p, s);
+    if (algo == "implicit_gemm" || p.ocg >= 16) return conv::launch_simt(p, dtype, s);
     return conv::launch_direct(p, dtype, s);
   }
   const bool tc_ok = p.cg % 8 == 0 && x % 16 == 0 && w % 16 == 0;
@@ -91,6 +98,8 @@ std::string conv2d_bias_act(int device, uintptr_t x, uintptr_t w, uintptr_t bias
     PYFASTCNN_CUDA_REQUIRE(tc_ok, "conv2d_bias_act: the tensor-core kernel needs channels per "
                                   "group % 8 == 0 and 16-byte aligned input and weight");
   } else if (!tc_ok || p.ocg < 8) {
+    // No 16-byte chunks (C = 3 stems, odd channels): the CUDA-core tiles, FP32 sums.
+    if (p.ocg >= 16) return conv::launch_simt(p, dtype, s);
     return conv::launch_direct(p, dtype, s);
   }
   return dtype == 2 ? conv::launch_tc_f16(p, s) : conv::launch_tc_bf16(p, s);

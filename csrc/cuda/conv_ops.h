@@ -15,8 +15,9 @@ namespace cuda {
 //   whatever OH/OW imply (taps outside the input read zeros).
 //   algo: "auto", "direct" (one thread per output, any geometry), "implicit_gemm" (tensor cores
 //   for float16/bfloat16, which need C/groups % 8 == 0 and 16-byte aligned x and w; a tiled
-//   SIMT kernel for float32). Returns the kernel that ran: "direct", "tc_128x128",
-//   "tc_128x64" or "simt_128x64".
+//   SIMT kernel for float32). "auto": tensor cores where they apply; else the SIMT tiles
+//   (FP32 FMAs, any dtype) when a group has >= 16 output channels; else direct.
+//   Returns the kernel that ran: "direct", "tc_128x128", "tc_128x64" or "simt_128x64".
 std::string conv2d_bias_act(int device, uintptr_t x, uintptr_t w, uintptr_t bias, uintptr_t y,
                             int dtype, int n, int h, int w_in, int c, int oc, int kh, int kw,
                             int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h,

@@ -1,4 +1,6 @@
-// FP32 implicit-GEMM conv on CUDA cores (exact FP32 FMAs, no TF32), fused bias + clamp.
+// Implicit-GEMM conv on CUDA cores with FP32 FMAs (no TF32), fused bias + clamp. The float32
+// path; also float16/bfloat16 where the tensor-core kernel does not apply (C/groups % 8 != 0,
+// e.g. the C = 3 stem): operands are widened to FP32 when staged in shared memory.
 //
 // CTA tile 128 (pixels) x 64 (output channels) x 8 (K), 128 threads, each computing 8 x 8
 // outputs from shared memory with float4 reads (rows tm*4 + {0..3} and 64 + tm*4 + {0..3},
@@ -16,7 +18,8 @@ namespace conv {
 
 constexpr int kSimtBM = 128, kSimtBN = 64, kSimtBK = 8, kSimtThreads = 128;
 
-__global__ void __launch_bounds__(kSimtThreads) conv_simt_f32_kernel(const Params p) {
+template <typename T>
+__global__ void __launch_bounds__(kSimtThreads) conv_simt_kernel(const Params p) {
   constexpr int BM = kSimtBM, BN = kSimtBN, BK = kSimtBK;
   constexpr int LDA = BM + 4, LDB = BN + 4;  // +4: the transposed stores hit 32 distinct banks
   constexpr int ROW_STEP = kSimtThreads / BK;  // 16
@@ -24,15 +27,15 @@ __global__ void __launch_bounds__(kSimtThreads) conv_simt_f32_kernel(const Param
   __shared__ __align__(16) float sA[2][BK][LDA];
   __shared__ __align__(16) float sB[2][BK][LDB];
 
-  const float* const x = static_cast<const float*>(p.x);
-  const float* const w = static_cast<const float*>(p.w);
+  const T* const x = static_cast<const T*>(p.x);
+  const T* const w = static_cast<const T*>(p.w);
   const int tid = threadIdx.x;
   const int group = blockIdx.z;
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
   const int kq = tid % BK;  // this thread's K offset within a tile
   const int row0 = tid / BK;
 
-  const float* a_img[A_ITERS];
+  const T* a_img[A_ITERS];
   int a_ih[A_ITERS], a_iw[A_ITERS];
   const int ohw = p.oh * p.ow;
 #pragma unroll
@@ -50,7 +53,7 @@ __global__ void __launch_bounds__(kSimtThreads) conv_simt_f32_kernel(const Param
       a_iw[i] = 0;
     }
   }
-  const float* b_row[B_ITERS];
+  const T* b_row[B_ITERS];
   bool b_ok[B_ITERS];
 #pragma unroll
   for (int j = 0; j < B_ITERS; ++j) {
@@ -71,10 +74,10 @@ __global__ void __launch_bounds__(kSimtThreads) conv_simt_f32_kernel(const Param
       const int ih = a_ih[i] + dh, iw = a_iw[i] + dw;
       const bool ok = k_ok && static_cast<unsigned>(ih) < static_cast<unsigned>(p.h) &&
                       static_cast<unsigned>(iw) < static_cast<unsigned>(p.w_in);
-      ra[i] = ok ? __ldg(a_img[i] + (ih * p.w_in + iw) * p.c + ld_c) : 0.f;
+      ra[i] = ok ? to_float(__ldg(a_img[i] + (ih * p.w_in + iw) * p.c + ld_c)) : 0.f;
     }
 #pragma unroll
-    for (int j = 0; j < B_ITERS; ++j) rb[j] = (k_ok && b_ok[j]) ? __ldg(b_row[j] + kt * BK) : 0.f;
+    for (int j = 0; j < B_ITERS; ++j) rb[j] = (k_ok && b_ok[j]) ? to_float(__ldg(b_row[j] + kt * BK)) : 0.f;
     ld_c += BK;
     while (ld_c >= p.cg) {
       ld_c -= p.cg;
@@ -124,7 +127,7 @@ __global__ void __launch_bounds__(kSimtThreads) conv_simt_f32_kernel(const Param
     __syncthreads();
   }
 
-  float* const y = static_cast<float*>(p.y);
+  T* const y = static_cast<T*>(p.y);
   const float* const bias = p.bias ? p.bias + group * p.ocg : nullptr;
   float bv[8];
   int cols[8];
@@ -137,10 +140,12 @@ __global__ void __launch_bounds__(kSimtThreads) conv_simt_f32_kernel(const Param
   for (int i = 0; i < 8; ++i) {
     const int m = m0 + (i < 4 ? tm * 4 + i : 64 + tm * 4 + (i - 4));
     if (m >= p.m) continue;
-    float* const row = y + static_cast<int64_t>(m) * p.oc + group * p.ocg;
+    T* const row = y + static_cast<int64_t>(m) * p.oc + group * p.ocg;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      if (cols[j] < p.ocg) row[cols[j]] = clamp_value(acc[i][j] + bv[j], p.clamp_min, p.clamp_max);
+      if (cols[j] < p.ocg) {
+        row[cols[j]] = from_float<T>(clamp_value(acc[i][j] + bv[j], p.clamp_min, p.clamp_max));
+      }
     }
   }
 }

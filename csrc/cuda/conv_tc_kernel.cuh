@@ -138,7 +138,8 @@ __global__ void __launch_bounds__(WARPS_M * WARPS_N * 32)
   //      = b[0], b[1] of n-tile 0, then b[0], b[1] of n-tile 1 (B stored n-major, k contiguous,
   //      which is the mma's "col" B: no transpose).
   const int a_lane_off = (warp_m * WM + (lane & 15)) * LDS + (lane >> 4) * 8;
-  const int b_lane_off = (warp_n * WN + (lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8;
+  const int b_lane_off =
+      (warp_n * WN + (lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8;
 
   for (int kt = 0; kt < k_tiles; ++kt) {
     cp_async_wait<STAGES - 2>();  // tile kt has landed (for this thread's copies)
@@ -174,7 +175,9 @@ __global__ void __launch_bounds__(WARPS_M * WARPS_N * 32)
 
   // Epilogue: bias + clamp in FP32, round once to T, stage the tile in shared memory, then write
   // whole 16-byte row chunks (coalesced) where the channel layout allows.
-  constexpr int LDC = BN + 8;  // (BN + 8) * 2 bytes: the 8 rows of a fragment store hit 8 banks x 4
+  // (BN + 8) * 2 bytes per row: the 8 rows of one fragment store start 4 banks apart, so the
+  // warp's 32 4-byte stores hit 32 distinct banks.
+  constexpr int LDC = BN + 8;
   T* const sC = reinterpret_cast<T*>(smem_raw);
   const int g = lane >> 2, t = lane & 3;
   const float* const bias = p.bias ? p.bias + group * p.ocg : nullptr;

@@ -46,7 +46,9 @@ const char* launch_tc(const Params& p, cudaStream_t stream) {
 
 }  // namespace
 
-const char* launch_tc_f16(const Params& p, cudaStream_t stream) { return launch_tc<__half>(p, stream); }
+const char* launch_tc_f16(const Params& p, cudaStream_t stream) {
+  return launch_tc<__half>(p, stream);
+}
 const char* launch_tc_bf16(const Params& p, cudaStream_t stream) {
   return launch_tc<__nv_bfloat16>(p, stream);
 }

@@ -4,7 +4,8 @@ The kernels (csrc/cuda/conv_*) take NHWC activations and weights packed [OC, KH,
 (K contiguous) in the input's dtype, a float32 bias, and write NHWC (channels_last) output:
 
 * float16 / bfloat16: tensor cores (mma.sync m16n8k16, FP32 accumulate) when C/groups % 8 == 0,
-  else a direct kernel (one thread per output, FP32 accumulate);
+  else the CUDA-core tiles below with FP32 sums (C = 3 stems, odd channels), or a direct kernel
+  (one thread per output, FP32 accumulate) for groups of fewer than 16 output channels;
 * float32: a tiled implicit GEMM on CUDA cores with exact FP32 FMAs (no TF32), or the direct
   kernel for narrow groups (depthwise).
 """
