@@ -242,7 +242,7 @@ def conv_bn_relu(
         input: float32 [N, C, H, W], CPU, NCHW or channels_last (or any strided view); or on
             CUDA float16, bfloat16 (tensor cores, FP32 accumulate) or float32 (exact FP32 FMAs).
         weight: float32 [OC, C/groups, KH, KW] (on CUDA: the input's dtype, on its device);
-            bias: float32 [OC] or None.
+            bias: float32 [OC] or None (on CUDA: like running_mean).
         running_mean, running_var: float32 [OC], the BN statistics (on CUDA: float32 or the
             input's dtype, on its device).
         bn_weight, bn_bias: float32 [OC] or None (gamma = 1, beta = 0); like running_mean.
