@@ -44,8 +44,10 @@ def pack_weight(weight: torch.Tensor, dtype: torch.dtype,
     """[OC, C/groups, KH, KW] (any float dtype) -> [OC, KH, KW, C/groups] in `dtype` on `device`
     (default: the weight's): the layout the CUDA kernels read, K = (kh, kw, c) contiguous.
     Rounds once from the given values (pass the float32 or float64 folded weight)."""
-    device = weight.device if device is None else device
-    return weight.detach().to(device=device).permute(0, 2, 3, 1).to(dtype).contiguous()
+    weight = weight.detach()
+    if device is not None and weight.device != device:
+        weight = weight.to(device=device)
+    return weight.permute(0, 2, 3, 1).to(dtype).contiguous()
 
 
 def _output(input: torch.Tensor, out_channels: int, output_size: List[int]) -> torch.Tensor:
