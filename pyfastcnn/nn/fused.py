@@ -45,6 +45,7 @@ class FusedConvBNReLU2d(torch.nn.Module):
         self.clamp_max = float(clamp_max)
         self._packed = PackedConvWeight(self.weight, groups, dtype)
         self._cuda_packed: dict = {}  # (device, dtype) -> packed CUDA weight
+        self._cuda_geometry: dict = {}  # input shape -> ConvGeometry (checked once per shape)
 
     def _load_from_state_dict(self, *args, **kwargs):
         # Loading a state dict replaces the weight: pack the new one.
@@ -75,6 +76,7 @@ class FusedConvBNReLU2d(torch.nn.Module):
 
     def __setstate__(self, state):
         state.setdefault("_cuda_packed", {})
+        state.setdefault("_cuda_geometry", {})
         super().__setstate__(state)
 
     def _cuda_weight(self, dtype: torch.dtype) -> torch.Tensor:
@@ -90,8 +92,13 @@ class FusedConvBNReLU2d(torch.nn.Module):
         if self.weight.device != input.device:
             raise ValueError(f"input is on {input.device} but the module's weight is on "
                              f"{self.weight.device}: move the module with .to(device)")
-        geo = conv_geometry(input.shape, self.weight.shape, self.stride, self.padding,
-                            self.dilation, self.groups)
+        # Per-call Python work adds to every launch (small layers take ~10 us on the GPU): the
+        # geometry is checked once per input shape, the weight packed once per dtype.
+        geo = self._cuda_geometry.get(input.shape)
+        if geo is None:
+            geo = conv_geometry(input.shape, self.weight.shape, self.stride, self.padding,
+                                self.dilation, self.groups)
+            self._cuda_geometry[input.shape] = geo
         clamp_min = 0.0 if self.relu else float("-inf")
         if self.dtype == torch.bfloat16 and input.dtype == torch.float32:
             # bfloat16 products are exact in FP32: the FP32 kernel on rounded operands gives the
@@ -103,9 +110,10 @@ class FusedConvBNReLU2d(torch.nn.Module):
                                                torch.float32)
                 self._cuda_packed[key] = weight
             return cuda_conv.conv2d_bias_act_cuda(input.to(torch.bfloat16).float(), weight,
-                                                  self.bias, geo, clamp_min, self.clamp_max)
+                                                  self.bias, geo, clamp_min, self.clamp_max,
+                                                  check=False)
         return cuda_conv.conv2d_bias_act_cuda(input, self._cuda_weight(input.dtype), self.bias,
-                                              geo, clamp_min, self.clamp_max)
+                                              geo, clamp_min, self.clamp_max, check=False)
 
     @classmethod
     def from_modules(cls, conv: torch.nn.Conv2d, bn: Optional[torch.nn.BatchNorm2d] = None,

@@ -120,13 +120,27 @@ def conv2d_bias_act_cuda(
     clamp_min: float,
     clamp_max: float,
     algo: str = "auto",
+    check: bool = True,
 ) -> torch.Tensor:
     """clamp(conv2d(input, weight) + bias) on the input's device and current stream.
 
     input: [N, C, H, W] CUDA float16/bfloat16/float32; weight: packed [OC, KH, KW, C/groups]
     (see pack_weight) in input's dtype on the same device; bias: [OC] float32 or None; geo from
     conv_geometry. ``algo`` forces a kernel family ("direct" or "implicit_gemm") for tests.
+    ``check=False``: the caller (a module that made the weight itself) vouches for the
+    arguments; the launcher still re-checks sizes.
     """
+    if check:
+        _check_args(input, weight, bias, geo, algo)
+    from .. import _native
+
+    return _native.run(
+        _conv2d_bias_act_cuda, _conv2d_bias_act_cuda_impl, input, weight, bias,
+        list(geo.stride), list(geo.padding), list(geo.dilation), geo.groups,
+        list(geo.output_size), float(clamp_min), float(clamp_max), algo)
+
+
+def _check_args(input, weight, bias, geo, algo) -> None:
     check_cuda_input("input", input)
     same_device("input", input, weight=weight, bias=bias)
     if weight.dtype != input.dtype:
@@ -144,9 +158,3 @@ def conv2d_bias_act_cuda(
         )
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
-    from .. import _native
-
-    return _native.run(
-        _conv2d_bias_act_cuda, _conv2d_bias_act_cuda_impl, input, weight, bias,
-        list(geo.stride), list(geo.padding), list(geo.dilation), geo.groups,
-        list(geo.output_size), float(clamp_min), float(clamp_max), algo)
