@@ -9,7 +9,8 @@
 //
 // Shared memory rows are BK + 8 elements (80 bytes): the 8 rows an ldmatrix phase reads start at
 // 16-byte slots 0, 5, 10, ... (mod 8) = all 8 distinct slots of a 128-byte line, so ldmatrix
-// and the 16-byte cp.async stores are free of bank conflicts without a swizzle.
+// reads are free of bank conflicts without a swizzle (the 16-byte cp.async stores of a quarter
+// warp, two rows x four chunks, collide at most 2-way).
 #pragma once
 #include "conv_common.cuh"
 
