@@ -6,6 +6,7 @@ from typing import Optional, Union
 
 import torch
 
+from ..ops import cuda_conv
 from ..ops._checks import check_conv_input, conv_geometry
 from ..ops.conv_bn_relu import PackedConvWeight, conv2d_bias_act, fold_bn
 
@@ -18,6 +19,14 @@ class FusedConvBNReLU2d(torch.nn.Module):
     (channels_last is the fast layout: no layout conversion). Inference only.
 
     Build it with ``FusedConvBNReLU2d.from_modules(conv, bn, relu=True)``.
+
+    On CUDA (after ``.cuda()`` or ``.to(device)``): input float16, bfloat16 (tensor cores, FP32
+    accumulate) or float32, output in the input's dtype, channels_last. The folded weight and
+    bias buffers stay float32 whatever ``.half()``/``.to(dtype)`` asks (they are the master
+    copy); the kernel's copy, packed [OC, KH, KW, C/groups] and rounded once to the input's
+    dtype, is made on first use per device and dtype and cached. A module built with
+    ``dtype=torch.bfloat16`` rounds float32 CUDA input and weights to bfloat16 and sums in FP32,
+    as on the CPU.
     """
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
@@ -35,11 +44,76 @@ class FusedConvBNReLU2d(torch.nn.Module):
             raise ValueError("clamp_max applies together with relu=True (ReLU6 is relu + 6.0)")
         self.clamp_max = float(clamp_max)
         self._packed = PackedConvWeight(self.weight, groups, dtype)
+        self._cuda_packed: dict = {}  # (device, dtype) -> packed CUDA weight
+        self._cuda_geometry: dict = {}  # input shape -> ConvGeometry (checked once per shape)
 
     def _load_from_state_dict(self, *args, **kwargs):
         # Loading a state dict replaces the weight: pack the new one.
         super()._load_from_state_dict(*args, **kwargs)
-        self._packed = PackedConvWeight(self.weight, self.groups, self.dtype)
+        self._cuda_packed = {}
+        if self.weight.device.type == "cpu":
+            self._packed = PackedConvWeight(self.weight, self.groups, self.dtype)
+
+    def _apply(self, fn, recurse=True):
+        # .cuda()/.to()/.half(): the buffers move, but stay the float32 folded master copy (a
+        # half-precision bias or a twice-rounded weight would lose accuracy for nothing).
+        weight, bias = self.weight, self.bias
+        result = super()._apply(fn, recurse)
+        if self.weight.dtype != torch.float32:
+            self.weight = weight.to(device=self.weight.device, dtype=torch.float32)
+        if bias is not None and self.bias.dtype != torch.float32:
+            self.bias = bias.to(device=self.bias.device, dtype=torch.float32)
+        self._cuda_packed = {}
+        if (self.weight.device.type == "cpu"
+                and self._packed.weight.data_ptr() != self.weight.data_ptr()):
+            self._packed = PackedConvWeight(self.weight, self.groups, self.dtype)
+        return result
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cuda_packed"] = {}  # device copies are remade on first use
+        return state
+
+    def __setstate__(self, state):
+        state.setdefault("_cuda_packed", {})
+        state.setdefault("_cuda_geometry", {})
+        super().__setstate__(state)
+
+    def _cuda_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        key = (self.weight.device, dtype)
+        packed = self._cuda_packed.get(key)
+        if packed is None:
+            packed = cuda_conv.pack_weight(self.weight, dtype)
+            self._cuda_packed[key] = packed
+        return packed
+
+    def _forward_cuda(self, input: torch.Tensor) -> torch.Tensor:
+        cuda_conv.check_cuda_input("input", input)
+        if self.weight.device != input.device:
+            raise ValueError(f"input is on {input.device} but the module's weight is on "
+                             f"{self.weight.device}: move the module with .to(device)")
+        # Per-call Python work adds to every launch (small layers take ~10 us on the GPU): the
+        # geometry is checked once per input shape, the weight packed once per dtype.
+        geo = self._cuda_geometry.get(input.shape)
+        if geo is None:
+            geo = conv_geometry(input.shape, self.weight.shape, self.stride, self.padding,
+                                self.dilation, self.groups)
+            self._cuda_geometry[input.shape] = geo
+        clamp_min = 0.0 if self.relu else float("-inf")
+        if self.dtype == torch.bfloat16 and input.dtype == torch.float32:
+            # bfloat16 products are exact in FP32: the FP32 kernel on rounded operands gives the
+            # CPU BF16 path's numerics (FP32 sums, FP32 output).
+            key = (self.weight.device, "bf16-in-f32")
+            weight = self._cuda_packed.get(key)
+            if weight is None:
+                weight = cuda_conv.pack_weight(self.weight.to(torch.bfloat16).float(),
+                                               torch.float32)
+                self._cuda_packed[key] = weight
+            return cuda_conv.conv2d_bias_act_cuda(input.to(torch.bfloat16).float(), weight,
+                                                  self.bias, geo, clamp_min, self.clamp_max,
+                                                  check=False)
+        return cuda_conv.conv2d_bias_act_cuda(input, self._cuda_weight(input.dtype), self.bias,
+                                              geo, clamp_min, self.clamp_max, check=False)
 
     @classmethod
     def from_modules(cls, conv: torch.nn.Conv2d, bn: Optional[torch.nn.BatchNorm2d] = None,
@@ -82,7 +156,12 @@ class FusedConvBNReLU2d(torch.nn.Module):
                    bool(relu), dtype, clamp_max)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if isinstance(input, torch.Tensor) and input.device.type == "cuda":
+            return self._forward_cuda(input)
         check_conv_input("input", input)
+        if self.weight.device.type != "cpu":
+            raise ValueError(f"input is on {input.device} but the module's weight is on "
+                             f"{self.weight.device}: move the module with .to(device)")
         geo = conv_geometry(input.shape, self.weight.shape, self.stride, self.padding,
                             self.dilation, self.groups)
         return conv2d_bias_act(input, self._packed, self.bias, geo,

@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 
 from .. import _native
+from . import cuda_conv
 from ._checks import (
     IntPair,
     check_conv_input,
@@ -183,7 +184,18 @@ def conv2d_bias_act(
     clamp_max: float,
 ) -> torch.Tensor:
     """clamp(conv2d(input, weight) + bias) for checked arguments (geo from conv_geometry);
-    the packed kernel when the weight is packed and this ISA level has one."""
+    the packed kernel when the weight is packed and this ISA level has one.
+
+    CUDA input (float16/bfloat16/float32): weight [OC, C/groups, KH, KW] on the input's device
+    (packed here, rounded once to the input's dtype) or a PackedConvWeight (its float32 weight
+    is uploaded: modules cache their own CUDA copy instead); bias float32 on the device."""
+    if input.is_cuda:
+        if isinstance(weight, PackedConvWeight):
+            weight = weight.weight
+        return cuda_conv.conv2d_bias_act_cuda(
+            input, cuda_conv.pack_weight(weight, input.dtype, input.device),
+            None if bias is None else bias.to(device=input.device, dtype=torch.float32),
+            geo, clamp_min, clamp_max)
     if isinstance(weight, PackedConvWeight):
         packed = weight.packed()
         if packed is None and weight.dtype == torch.bfloat16:
@@ -227,25 +239,51 @@ def conv_bn_relu(
     writing the output: no separate BN or ReLU pass, no intermediate tensor.
 
     Args:
-        input: float32 [N, C, H, W], CPU, NCHW or channels_last (or any strided view).
-        weight: float32 [OC, C/groups, KH, KW]; bias: float32 [OC] or None.
-        running_mean, running_var: float32 [OC], the BN statistics.
-        bn_weight, bn_bias: float32 [OC] or None (gamma = 1, beta = 0).
+        input: float32 [N, C, H, W], CPU, NCHW or channels_last (or any strided view); or on
+            CUDA float16, bfloat16 (tensor cores, FP32 accumulate) or float32 (exact FP32 FMAs).
+        weight: float32 [OC, C/groups, KH, KW] (on CUDA: the input's dtype, on its device);
+            bias: float32 [OC] or None (on CUDA: like running_mean).
+        running_mean, running_var: float32 [OC], the BN statistics (on CUDA: float32 or the
+            input's dtype, on its device).
+        bn_weight, bn_bias: float32 [OC] or None (gamma = 1, beta = 0); like running_mean.
         eps: BN epsilon (> 0... or 0 with strictly positive variances).
         stride, padding, dilation, groups: as in ``F.conv2d``.
         relu: apply ReLU (NaN stays NaN); False gives conv + BN only.
 
     Returns:
-        float32 [N, OC, OH, OW], channels_last when the input is channels_last.
+        float32 [N, OC, OH, OW], channels_last when the input is channels_last. On CUDA: the
+        input's dtype, channels_last; BN is folded in float64, the folded weight rounded once
+        to the input's dtype, bias and ReLU applied in FP32 before the one rounding of the output.
     """
-    check_conv_input("input", input)
-    check_tensor("weight", weight, torch.float32, 4)
-    oc = weight.shape[0]
-    for name, vec in (("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
-        if vec is not None:
-            check_vector(name, vec, oc)
-    check_vector("running_mean", running_mean, oc)
-    check_vector("running_var", running_var, oc)
+    vectors = (("bias", bias), ("running_mean", running_mean), ("running_var", running_var),
+               ("bn_weight", bn_weight), ("bn_bias", bn_bias))
+    on_cuda = isinstance(input, torch.Tensor) and input.device.type == "cuda"
+    if on_cuda:
+        cuda_conv.check_cuda_input("input", input)
+        check_tensor("weight", weight, cuda_conv.CUDA_DTYPES, 4, devices=("cuda",))
+        cuda_conv.same_device("input", input, weight=weight,
+                              **{name: vec for name, vec in vectors
+                                 if isinstance(vec, torch.Tensor)})
+        if weight.dtype != input.dtype:
+            raise TypeError(f"weight must have the input's dtype ({input.dtype}), got "
+                            f"{weight.dtype}")
+        oc = weight.shape[0]
+        for name, vec in vectors:
+            if vec is not None or name in ("running_mean", "running_var"):
+                check_tensor(name, vec, (torch.float32,) if input.dtype == torch.float32
+                             else (torch.float32, input.dtype), 1,
+                             devices=("cuda",))
+                if vec.shape[0] != oc:
+                    raise ValueError(f"{name} must have {oc} elements, got {vec.shape[0]}")
+    else:
+        check_conv_input("input", input)
+        check_tensor("weight", weight, torch.float32, 4)
+        oc = weight.shape[0]
+        for name, vec in (("bias", bias), ("bn_weight", bn_weight), ("bn_bias", bn_bias)):
+            if vec is not None:
+                check_vector(name, vec, oc)
+        check_vector("running_mean", running_mean, oc)
+        check_vector("running_var", running_var, oc)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"eps must be a float, got {type(eps).__name__}")
     if eps < 0:
