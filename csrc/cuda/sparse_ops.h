@@ -1,0 +1,44 @@
+// Host-side entry points of the sparse conv kernels (no CUDA headers: the bindings include this
+// with the host compiler). Pointers are device pointers passed as integers; `stream` is the
+// caller's cudaStream_t; `device` is the index of the device the tensors live on (each entry point
+// makes it current for the call, see DeviceScope in check.cuh).
+#pragma once
+#include <cstdint>
+
+namespace pyfastcnn {
+namespace cuda {
+
+// Element types of the activations (codes shared with the Python layer).
+enum class SparseDType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+// Direct sparse convolution, NCHW input [N, C, H, W] and output [N, OC, OH, OW], both contiguous,
+// with a CSR weight over output channels:
+//   row_ptr [OC + 1] (int32), values [nnz] (float32),
+//   taps [nnz] (int32): ci_in_group << 16 | kh << 8 | kw  (ci < 2^15, kh, kw < 256).
+// Any stride / padding (top, left) / dilation / groups; bias [OC] float32 or 0; relu clamps
+// negatives to 0 (NaN stays NaN). FP32 accumulation for every input dtype.
+void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr, uintptr_t taps,
+                       uintptr_t values, uintptr_t bias, uintptr_t output, int64_t n, int64_t c,
+                       int64_t h, int64_t w, int64_t oc, int64_t kh, int64_t kw, int64_t oh,
+                       int64_t ow, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                       int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t nnz,
+                       bool relu, uintptr_t stream);
+
+// 2:4 structured-sparse implicit-GEMM convolution on sparse tensor cores (mma.sp m16n8k32),
+// NHWC input [N, H, W, C] and NHWC output [N, OH, OW, OC], FP16 or BF16 (dtype 1 or 2), FP32
+// accumulation. The weight is GEMM operand A (M = OC per group, K = KH*KW*C/groups ordered
+// (kh, kw, c), zero-padded to k_padded, a multiple of 64) in the fragment-native layout that
+// pyfastcnn.ops.sparse_conv.sparse24_fragments builds:
+//   frags [groups][m_tiles][k_padded/32][32 lanes][8] (input dtype), m_tiles = m_padded / 16,
+//   meta  [groups][m_tiles][k_padded/32][32 lanes] (uint32), m_padded = OC/groups rounded up to
+//   a multiple of 64.
+// C/groups must be a multiple of 4; bias [OC] float32 or 0.
+void sparse24_conv2d(int device, uintptr_t input, int dtype, uintptr_t frags, uintptr_t meta,
+                     uintptr_t bias, uintptr_t output, int64_t n, int64_t c, int64_t h, int64_t w,
+                     int64_t oc, int64_t kh, int64_t kw, int64_t oh, int64_t ow, int64_t stride_h,
+                     int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
+                     int64_t dil_w, int64_t groups, int64_t m_padded, int64_t k_padded, bool relu,
+                     uintptr_t stream);
+
+}  // namespace cuda
+}  // namespace pyfastcnn
