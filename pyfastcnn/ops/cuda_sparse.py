@@ -1,0 +1,236 @@
+"""sparse_conv2d on CUDA tensors: argument checks, device uploads of packed weights (cached on
+the SparseWeight), and the custom ops over pyfastcnn._cuda's sparse kernels.
+
+Two kernels (csrc/cuda/):
+
+* ``pyfastcnn::sparse_conv2d_cuda``: direct sparse conv over NCHW, any SparseWeight format
+  (block and 2:4 weights run through their CSR form), float32/float16/bfloat16 activations,
+  FP32 accumulation.
+* ``pyfastcnn::sparse24_conv2d_cuda``: 2:4 weights on sparse tensor cores (``mma.sp``), NHWC
+  (channels_last) float16/bfloat16 activations, FP32 accumulation.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Union
+
+import torch
+
+from .. import _native
+from ._checks import IntPair, check_tensor, conv_geometry
+from ._device import cuda_module, ptr, same_device, stream_of
+from .sparse_conv import SparseWeight, csr_of, pack_sparse, sparse24_fragments
+
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_OFFSET_CACHE_LIMIT = 8  # input geometries remembered per weight and device
+
+
+# --- device uploads (once per device, kept on the SparseWeight) ------------------------------
+
+
+def _device_csr(weight: SparseWeight, device: torch.device):
+    """(row_ptr int32 [OC+1], ci int32 [nnz], tap int32 [nnz], values float32 [nnz]) on device."""
+    key = ("cuda-csr", str(device))
+    cached = weight.cache.get(key)
+    if cached is None:
+        csr = csr_of(weight)
+        _, _, kh, kw = csr.shape
+        nnz = int(csr.values.numel())
+        if nnz >= 2**31:
+            raise ValueError(f"weight has {nnz} non-zeros; the CUDA kernel takes under 2^31")
+        cols = csr.col_idx.long()  # (ci * KH + kh) * KW + kw
+        cached = (
+            csr.row_ptr.to(device=device, dtype=torch.int32),
+            (cols // (kh * kw)).to(device=device, dtype=torch.int32),
+            (cols % (kh * kw)).to(device=device, dtype=torch.int32),
+            csr.values.to(device=device, dtype=torch.float32),
+        )
+        weight.cache[key] = cached
+    return cached
+
+
+def _device_taps(weight: SparseWeight, device: torch.device, h: int, w: int,
+                 dilation: Tuple[int, int]) -> torch.Tensor:
+    """int32 [2 * nnz]: the input offsets of the non-zeros for this input size (ci * H * W +
+    kh * dil_h * W + kw * dil_w), then their tap ids (kh * KW + kw)."""
+    key = ("cuda-taps", str(device), h, w, dilation)
+    cached = weight.cache.get(key)
+    if cached is None:
+        _, ci, tap, _ = _device_csr(weight, device)
+        kw = weight.shape[3]
+        offsets = ci.long() * (h * w) + (tap // kw).long() * (dilation[0] * w) + (
+            tap % kw).long() * dilation[1]
+        cached = torch.cat((offsets.to(torch.int32), tap)).contiguous()
+        stale = [k for k in weight.cache if isinstance(k, tuple) and k[0] == "cuda-taps"]
+        for old in stale[: max(0, len(stale) - _OFFSET_CACHE_LIMIT + 1)]:
+            del weight.cache[old]
+        weight.cache[key] = cached
+    return cached
+
+
+def _device_24(weight: SparseWeight, device: torch.device, dtype: torch.dtype, groups: int):
+    """(frags, meta, m_padded, k_padded) of a 2:4 weight on device (see sparse24_fragments)."""
+    key = ("cuda-24", str(device), dtype, groups)
+    cached = weight.cache.get(key)
+    if cached is None:
+        frags, meta, m_pad, k_pad = sparse24_fragments(weight.values, weight.col_idx, groups,
+                                                       dtype)
+        cached = (frags.to(device), meta.to(device), m_pad, k_pad)
+        weight.cache[key] = cached
+    return cached
+
+
+# --- custom ops ------------------------------------------------------------------------------
+
+
+def _sparse_conv2d_cuda_impl(
+    input: torch.Tensor,
+    row_ptr: torch.Tensor,
+    taps: torch.Tensor,
+    values: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    weight_shape: List[int],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    output_size: List[int],
+    relu: bool,
+) -> torch.Tensor:
+    n, c, h, w = input.shape
+    out = torch.empty((n, weight_shape[0], output_size[0], output_size[1]), dtype=input.dtype,
+                      device=input.device)
+    if out.numel() == 0:
+        return out
+    cuda_module().sparse_conv2d_csr(
+        input.device.index, ptr(input), _DTYPE_CODES[input.dtype], ptr(row_ptr), ptr(taps),
+        ptr(values), ptr(bias), ptr(out), n, c, h, w, weight_shape[0], weight_shape[2],
+        weight_shape[3], output_size[0], output_size[1], stride[0], stride[1], padding[0],
+        padding[1], dilation[0], dilation[1], groups, values.numel(), relu, stream_of(input))
+    return out
+
+
+_sparse_conv2d_cuda = torch.library.custom_op(
+    "pyfastcnn::sparse_conv2d_cuda", mutates_args=(), device_types="cuda"
+)(_sparse_conv2d_cuda_impl)
+
+
+@_sparse_conv2d_cuda.register_fake
+def _(input, row_ptr, taps, values, bias, weight_shape, stride, padding, dilation, groups,
+      output_size, relu):
+    return input.new_empty((input.shape[0], weight_shape[0], output_size[0], output_size[1]))
+
+
+def _sparse24_conv2d_cuda_impl(
+    input: torch.Tensor,
+    frags: torch.Tensor,
+    meta: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    weight_shape: List[int],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    output_size: List[int],
+    m_padded: int,
+    k_padded: int,
+    relu: bool,
+) -> torch.Tensor:
+    n, c, h, w = input.shape
+    out = torch.empty((n, weight_shape[0], output_size[0], output_size[1]), dtype=input.dtype,
+                      device=input.device, memory_format=torch.channels_last)
+    if out.numel() == 0:
+        return out
+    cuda_module().sparse24_conv2d(
+        input.device.index, ptr(input), _DTYPE_CODES[input.dtype], ptr(frags), ptr(meta),
+        ptr(bias), ptr(out), n, c, h, w, weight_shape[0], weight_shape[2], weight_shape[3],
+        output_size[0], output_size[1], stride[0], stride[1], padding[0], padding[1],
+        dilation[0], dilation[1], groups, m_padded, k_padded, relu, stream_of(input))
+    return out
+
+
+_sparse24_conv2d_cuda = torch.library.custom_op(
+    "pyfastcnn::sparse24_conv2d_cuda", mutates_args=(), device_types="cuda"
+)(_sparse24_conv2d_cuda_impl)
+
+
+@_sparse24_conv2d_cuda.register_fake
+def _(input, frags, meta, bias, weight_shape, stride, padding, dilation, groups, output_size,
+      m_padded, k_padded, relu):
+    return torch.empty((input.shape[0], weight_shape[0], output_size[0], output_size[1]),
+                       dtype=input.dtype, device=input.device,
+                       memory_format=torch.channels_last)
+
+
+# --- the public entry (called by pyfastcnn.sparse_conv2d for CUDA input) ---------------------
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def sparse_conv2d_cuda(
+    input: torch.Tensor,
+    weight: Union[torch.Tensor, SparseWeight],
+    bias: Optional[torch.Tensor],
+    stride: IntPair,
+    padding: Union[IntPair, str],
+    dilation: IntPair,
+    groups: int,
+    relu: bool,
+) -> torch.Tensor:
+    """pyfastcnn.sparse_conv2d for a CUDA input (see its docstring)."""
+    check_tensor("input", input, tuple(_DTYPE_CODES), 4, devices=("cuda",))
+    if isinstance(weight, torch.Tensor):
+        check_tensor("weight", weight, torch.float32, 4, devices=("cpu", "cuda"))
+        weight = pack_sparse(weight.detach().cpu(), "csr")
+    elif not isinstance(weight, SparseWeight):
+        raise TypeError(
+            f"weight must be a torch.Tensor or a pyfastcnn.SparseWeight, got "
+            f"{type(weight).__name__}"
+        )
+    if bias is not None:
+        check_tensor("bias", bias, tuple({torch.float32, input.dtype}), 1, devices=("cuda",))
+        same_device("input", input, bias=bias)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have {weight.shape[0]} elements, got {bias.shape[0]}")
+        bias = bias.detach().float().contiguous()
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
+    geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
+    if weight.format == "block" and weight.groups != geo.groups:
+        raise ValueError(f"weight was packed for groups={weight.groups}, the conv has "
+                         f"groups={geo.groups}: pack_sparse(weight, groups=...)")
+    channels_last = _is_channels_last(input)
+    if weight.format == "2:4" and input.dtype in (torch.float16, torch.bfloat16):
+        return _run_24(input, weight, bias, geo, relu, channels_last)
+    frags = _device_csr(weight, input.device)
+    taps = _device_taps(weight, input.device, input.shape[2], input.shape[3], geo.dilation)
+    out = _native.run(
+        _sparse_conv2d_cuda, _sparse_conv2d_cuda_impl, input.contiguous(), frags[0], taps,
+        frags[3], bias, list(weight.shape), list(geo.stride), list(geo.padding),
+        list(geo.dilation), geo.groups, list(geo.output_size), relu)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def _run_24(input, weight: SparseWeight, bias, geo, relu: bool, channels_last: bool):
+    n, c, h, w = input.shape
+    oc, cg, kh, kw = weight.shape
+    g = geo.groups
+    cg4 = weight.values.shape[1] * 2 // (kh * kw)
+    if cg4 != cg:  # zero channels up to the packed multiple of 4, per group
+        padded = input.reshape(n, g, cg, h, w)
+        input = torch.nn.functional.pad(padded, (0, 0, 0, 0, 0, cg4 - cg)).reshape(
+            n, g * cg4, h, w)
+    x = input.contiguous(memory_format=torch.channels_last)
+    if x.data_ptr() % 16:
+        x = x.clone(memory_format=torch.channels_last)
+    frags, meta, m_pad, k_pad = _device_24(weight, input.device, input.dtype, g)
+    out = _native.run(
+        _sparse24_conv2d_cuda, _sparse24_conv2d_cuda_impl, x, frags, meta, bias,
+        [oc, cg4, kh, kw], list(geo.stride), list(geo.padding), list(geo.dilation), g,
+        list(geo.output_size), m_pad, k_pad, relu)
+    return out if channels_last else out.contiguous()
+
+
+__all__ = ["sparse_conv2d_cuda"]
