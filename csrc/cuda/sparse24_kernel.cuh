@@ -22,8 +22,10 @@
 //      k = 0-7, 8-15, 16-23, 24-31 of 8 pixel rows yields exactly these registers.
 //   C/D: c0, c1 row g, columns 2t, 2t+1; c2, c3 row g+8 (as for dense m16n8k16).
 //
-// Tiling: CTA 64 (oc) x 128 (pixels) x 64 (k) per stage, 3-stage cp.async pipeline, 4 warps as
-// 2 (oc) x 2 (pixels), each warp 32 x 64 = 2 x 8 mma tiles. B rows are padded to 72 halves
+// Tiling: CTA kBM (oc: 64 or 128) x 128 (pixels) x 64 (k) per stage, 3-stage cp.async pipeline,
+// 4 warps as 2 (oc) x 2 (pixels), each warp kBM/2 x 64 = kMT x 8 mma tiles (kMT = kBM / 32; 128
+// rows halve the shared-memory reads of B per mma when a group has >= 128 output channels).
+// B rows are padded to 72 halves
 // (144 bytes) so both the cp.async stores and the ldmatrix reads are free of bank conflicts.
 // The epilogue adds bias, applies ReLU, and goes through shared memory to store 16-byte vectors
 // of the NHWC output.
@@ -37,24 +39,29 @@ namespace pyfastcnn {
 namespace cuda {
 namespace sparse24 {
 
-constexpr int kBM = 64;    // output channels per CTA
 constexpr int kBN = 128;   // output pixels per CTA
 constexpr int kBK = 64;    // k per pipeline stage (two mma k-steps)
 constexpr int kStages = 3;
 constexpr int kThreads = 128;
 constexpr int kBRow = kBK + 8;  // padded B row (halves)
-constexpr int kCRow = kBM + 8;  // padded C row (halves) in the epilogue
-
 constexpr int kAFragBytes = 32 * 16;  // one 16 x 32 (dense k) A tile: 32 lanes x 4 registers
 constexpr int kMetaBytes = 32 * 4;    // its metadata: 32 lanes x 1 register
-constexpr int kATiles = (kBM / 16) * (kBK / 32);
-constexpr int kStageA = kATiles * kAFragBytes;
-constexpr int kStageMeta = kATiles * kMetaBytes;
 constexpr int kStageB = kBN * kBRow * 2;
-constexpr int kStageBytes = kStageA + kStageMeta + kStageB;
-constexpr int kSmemBytes = kStages * kStageBytes;
-static_assert(kBN * kCRow * 2 <= kSmemBytes, "epilogue tile must fit the pipeline buffers");
-static_assert(kStageA % 128 == 0 && kStageMeta % 128 == 0, "16-byte aligned stage parts");
+
+// Shared-memory plan of the CTA with kMT m16 tiles per warp (kBM = 32 * kMT output channels).
+template <int kMT>
+struct Tile {
+  static constexpr int kBM = 32 * kMT;
+  static constexpr int kCRow = kBM + 8;  // padded C row (halves) in the epilogue
+  static constexpr int kATiles = (kBM / 16) * (kBK / 32);
+  static constexpr int kStageA = kATiles * kAFragBytes;
+  static constexpr int kStageMeta = kATiles * kMetaBytes;
+  static constexpr int kStageBytes = kStageA + kStageMeta + kStageB;
+  static constexpr int kSmemBytes = kStages * kStageBytes;
+  static_assert(kBN * kCRow * 2 <= kSmemBytes, "epilogue tile must fit the pipeline buffers");
+  static_assert(kStageA % 128 == 0 && kStageMeta % 128 == 0, "16-byte aligned stage parts");
+  static_assert(kATiles * 32 % kThreads == 0 && kATiles * 8 <= kThreads, "loader split");
+};
 
 struct Params {
   int n, c, h, w, oc, kh, kw, oh, ow;
@@ -132,19 +139,27 @@ __device__ __forceinline__ __nv_bfloat16 cvt<__nv_bfloat16>(float v) {
 }
 
 // kVec: channels per cp.async of B (8: 16 bytes, needs Cg % 8 == 0; 4: 8 bytes, Cg % 4 == 0).
-template <typename T, int kVec>
+// kMT: m16 tiles per warp (2: 64 output channels per CTA, 4: 128).
+template <typename T, int kVec, int kMT>
 __global__ void __launch_bounds__(kThreads)
     sparse24_conv2d_kernel(const T* __restrict__ input, const uint4* __restrict__ frags,
                            const uint32_t* __restrict__ meta, const float* __restrict__ bias,
                            T* __restrict__ output, Params p) {
+  using Plan = Tile<kMT>;
+  constexpr int kBM = Plan::kBM;
+  constexpr int kATiles = Plan::kATiles;
+  constexpr int kStageA = Plan::kStageA;
+  constexpr int kStageMeta = Plan::kStageMeta;
+  constexpr int kStageBytes = Plan::kStageBytes;
+  constexpr int kCRow = Plan::kCRow;
   extern __shared__ __align__(128) unsigned char smem[];
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
-  const int warp_m = warp >> 1;  // 0..1: 32 output channels each
+  const int warp_m = warp >> 1;  // 0..1: kBM / 2 output channels each
   const int warp_n = warp & 1;   // 0..1: 64 pixels each
   const int group = blockIdx.z;
-  const int m_block = blockIdx.y;  // 64-row block within the group
+  const int m_block = blockIdx.y;  // kBM-row block within the group
   const int pixel0 = blockIdx.x * kBN;
 
   // ---- B producer: this thread's pixels and k column ------------------------------------------
@@ -176,19 +191,20 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  // ---- A producer: fragments of this CTA's 4 m16 tiles x 2 k32 tiles per stage ----------------
+  // ---- A producer: fragments of this CTA's kBM/16 m16 tiles x 2 k32 tiles per stage ------------
   const int64_t a_tile0 = (int64_t(group) * p.m_tiles16 + m_block * (kBM / 16)) * (p.k_tiles * 2);
 
   auto load_stage = [&](int stage, int kt) {
     unsigned char* base = smem + stage * kStageBytes;
-    // A: 4 m-tiles x (2 k32 tiles x 32 lanes x 16 B) = 4 runs of 1 KB; 256 16-byte chunks.
+    // A: kBM/16 m-tiles x (2 k32 tiles x 32 lanes x 16 B): runs of 1 KB, 16-byte chunks.
+#pragma unroll
     for (int i = tid; i < kATiles * 32; i += kThreads) {
       const int mt = i / 64;
       const int within = i % 64;  // (k32 tile, lane)
       const uint4* src = frags + (a_tile0 + int64_t(mt) * p.k_tiles * 2 + kt * 2) * 32 + within;
       cp_async<16>(smem_addr(base + i * 16), src, true);
     }
-    // Metadata: 4 runs of 2 x 32 words; 64 16-byte chunks.
+    // Metadata: kBM/16 runs of 2 x 32 words, 16 chunks of 16 bytes each.
     if (tid < kATiles * 8) {
       const int mt = tid / 16;
       const int within = tid % 16;  // 16-byte chunk within the run (4 words)
@@ -216,9 +232,9 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 
-  float acc[2][8][4];
+  float acc[kMT][8][4];
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < kMT; ++i)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -248,11 +264,11 @@ __global__ void __launch_bounds__(kThreads)
     const uint32_t b_s = smem_addr(base + kStageA + kStageMeta);
 #pragma unroll
     for (int ks = 0; ks < kBK / 32; ++ks) {
-      uint4 a[2];
-      uint32_t e[2];
+      uint4 a[kMT];
+      uint32_t e[kMT];
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int mt = warp_m * 2 + i;
+      for (int i = 0; i < kMT; ++i) {
+        const int mt = warp_m * kMT + i;
         a[i] = a_s[(mt * 2 + ks) * 32 + lane];
         e[i] = m_s[(mt * 2 + ks) * 32 + lane];
       }
@@ -262,7 +278,7 @@ __global__ void __launch_bounds__(kThreads)
         const int prow = warp_n * 64 + j * 8 + ld_row;
         ldmatrix_x4(b, b_s + (prow * kBRow + ks * 32 + ld_k) * 2);
 #pragma unroll
-        for (int i = 0; i < 2; ++i) MmaSp<T>::run(acc[i][j], a[i], b, e[i]);
+        for (int i = 0; i < kMT; ++i) MmaSp<T>::run(acc[i][j], a[i], b, e[i]);
       }
     }
   }
@@ -275,10 +291,10 @@ __global__ void __launch_bounds__(kThreads)
   const int t = lane & 3;
   const int oc_block0 = m_block * kBM;  // within the group
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < kMT; ++i) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int m = warp_m * 32 + i * 16 + half * 8 + g;  // row within the CTA tile
+      const int m = warp_m * (kBM / 2) + i * 16 + half * 8 + g;  // row within the CTA tile
       const int oc_g = oc_block0 + m;
       const float b = (bias != nullptr && oc_g < p.oc_per_group)
                           ? __ldg(bias + group * p.oc_per_group + oc_g)

@@ -62,21 +62,34 @@ void launch_csr(const sparse_csr::CsrParams& p, uintptr_t input, uintptr_t row_p
   PYFASTCNN_CUDA_CHECK_LAUNCH();
 }
 
+template <typename T, int kVec, int kMT>
+void launch_24_tile(const sparse24::Params& p, int64_t groups, int64_t m_padded, uintptr_t input,
+                    uintptr_t frags, uintptr_t meta, uintptr_t bias, uintptr_t output,
+                    cudaStream_t stream) {
+  using Plan = sparse24::Tile<kMT>;
+  auto kernel = sparse24::sparse24_conv2d_kernel<T, kVec, kMT>;
+  // Opt in to more than 48 KB of dynamic shared memory (per device; cheap to repeat).
+  PYFASTCNN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            Plan::kSmemBytes));
+  const dim3 grid((p.num_pixels + sparse24::kBN - 1) / sparse24::kBN,
+                  static_cast<unsigned>(m_padded / Plan::kBM), static_cast<unsigned>(groups));
+  PYFASTCNN_CUDA_REQUIRE(grid.y <= 65535 && grid.z <= 65535, "too many output channels");
+  kernel<<<grid, sparse24::kThreads, Plan::kSmemBytes, stream>>>(
+      as_ptr<const T>(input), as_ptr<const uint4>(frags), as_ptr<const uint32_t>(meta),
+      as_ptr<const float>(bias), as_ptr<T>(output), p);
+  PYFASTCNN_CUDA_CHECK_LAUNCH();
+}
+
+// 128 output channels per CTA where the padded rows come in 128s, else 64.
 template <typename T, int kVec>
 void launch_24(const sparse24::Params& p, int64_t groups, int64_t m_padded, uintptr_t input,
                uintptr_t frags, uintptr_t meta, uintptr_t bias, uintptr_t output,
                cudaStream_t stream) {
-  auto kernel = sparse24::sparse24_conv2d_kernel<T, kVec>;
-  // Opt in to more than 48 KB of dynamic shared memory (per device; cheap to repeat).
-  PYFASTCNN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            sparse24::kSmemBytes));
-  const dim3 grid((p.num_pixels + sparse24::kBN - 1) / sparse24::kBN,
-                  static_cast<unsigned>(m_padded / sparse24::kBM), static_cast<unsigned>(groups));
-  PYFASTCNN_CUDA_REQUIRE(grid.y <= 65535 && grid.z <= 65535, "too many output channels");
-  kernel<<<grid, sparse24::kThreads, sparse24::kSmemBytes, stream>>>(
-      as_ptr<const T>(input), as_ptr<const uint4>(frags), as_ptr<const uint32_t>(meta),
-      as_ptr<const float>(bias), as_ptr<T>(output), p);
-  PYFASTCNN_CUDA_CHECK_LAUNCH();
+  if (m_padded % 128 == 0) {
+    launch_24_tile<T, kVec, 4>(p, groups, m_padded, input, frags, meta, bias, output, stream);
+  } else {
+    launch_24_tile<T, kVec, 2>(p, groups, m_padded, input, frags, meta, bias, output, stream);
+  }
 }
 
 }  // namespace
@@ -131,9 +144,9 @@ void sparse24_conv2d(int device, uintptr_t input, int dtype, uintptr_t frags, ui
   PYFASTCNN_CUDA_REQUIRE(cg % 4 == 0, "C/groups must be a multiple of 4 for 2:4 sparsity");
   PYFASTCNN_CUDA_REQUIRE(k_padded % sparse24::kBK == 0 && k_padded >= k && k_padded < k + 64,
                          "k_padded must be KH*KW*C/groups rounded up to a multiple of 64");
-  PYFASTCNN_CUDA_REQUIRE(m_padded % sparse24::kBM == 0 && m_padded >= oc / groups &&
-                             m_padded < oc / groups + sparse24::kBM,
-                         "m_padded must be OC/groups rounded up to a multiple of 64");
+  PYFASTCNN_CUDA_REQUIRE(m_padded % 64 == 0 && m_padded >= oc / groups &&
+                             m_padded < oc / groups + 128,
+                         "m_padded must be OC/groups rounded up to a multiple of 64 or 128");
   const int vec = cg % 8 == 0 ? 8 : 4;
   PYFASTCNN_CUDA_REQUIRE(aligned(input, vec * 2) && aligned(frags, 16) && aligned(meta, 16) &&
                              aligned(output, 16),

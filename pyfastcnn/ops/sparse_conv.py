@@ -19,8 +19,8 @@ from ._checks import (
 
 SPARSE_FORMATS = ("auto", "csr", "block", "2:4")
 BLOCK_COLS = 32  # output channels per block (one 32-wide register panel of the kernel)
-# 2:4 fragments: the CUDA kernel's tile is 64 output channels x 64 reduction elements.
-SPARSE24_M_TILE = 64
+# 2:4 fragments: the CUDA kernel's tile is 64 or 128 output channels (128 for groups of 128 or
+# more output channels) x 64 reduction elements.
 SPARSE24_K_TILE = 64
 _CODE_FIRST_TWO = 0b0100  # metadata nibble "positions 0 and 1" (used for all-padding chunks)
 
@@ -200,8 +200,9 @@ def sparse24_fragments(
 
     Returns:
         (frags [G, Mt, Kt, 32, 8] dtype, meta [G, Mt, Kt, 32] int32, m_padded, k_padded), with
-        M = OC/groups padded with zero rows to m_padded (multiple of 64), K padded with zero
-        chunks to k_padded (multiple of 64), Mt = m_padded / 16 and Kt = k_padded / 32.
+        M = OC/groups padded with zero rows to m_padded (a multiple of 64 below 128 rows, of
+        128 from there), K padded with zero chunks to k_padded (multiple of 64),
+        Mt = m_padded / 16 and Kt = k_padded / 32.
 
     Per 16 x 32 tile and lane (g = lane // 4, t = lane % 4), following the PTX ISA fragment
     layout of sparse ``mma.m16n8k32`` with .f16/.bf16: the lane's 4 registers (8 values) hold
@@ -213,7 +214,8 @@ def sparse24_fragments(
     oc, half_k = values.shape
     k = 2 * half_k
     ocg = oc // groups
-    m_pad = -(-ocg // SPARSE24_M_TILE) * SPARSE24_M_TILE
+    m_tile = 128 if ocg >= 128 else 64
+    m_pad = -(-ocg // m_tile) * m_tile
     k_pad = -(-k // SPARSE24_K_TILE) * SPARSE24_K_TILE
     v = torch.zeros(groups, m_pad, k_pad // 2, dtype=torch.float32)
     v[:, :ocg, : k // 2] = values.view(groups, ocg, k // 2)
