@@ -202,6 +202,105 @@ def test_24_module_round_trip_on_the_cpu():
     assert torch.equal(restored(x), module(x))
 
 
+# --- the CSR kernel's tiling (CPU emulation of its index math) ------------------------------
+
+
+def _emulate_tiled_csr(x, weight, bias, kwargs, plan):
+    """sparse_conv2d_csr_tiled_kernel's arithmetic on the CPU: the same device arrays
+    (_device_csr, _device_chunks on the CPU), the same patch staging and offsets."""
+    from pyfastcnn.ops import cuda_sparse
+
+    packed = pyfastcnn.pack_sparse(weight, "csr")
+    _, taps, values = cuda_sparse._device_csr(packed, torch.device("cpu"))
+    images, rows, chunk = plan
+    chunk_ptr = cuda_sparse._device_chunks(packed, torch.device("cpu"), chunk)
+    n, c, h, w = x.shape
+    oc, cg, kh, kw = weight.shape
+    groups = kwargs["groups"]
+    g = conv_geometry(x.shape, weight.shape, kwargs["stride"], kwargs["padding"],
+                      kwargs["dilation"], groups)
+    (oh, ow), (sh, sw), (ph, pw), (dh, dw) = g.output_size, g.stride, g.padding, g.dilation
+    patch_h, patch_w = (rows - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+    assert chunk * images * patch_h * patch_w <= 12 * 1024 and images * rows * ow <= 512
+    chunks = -(-cg // chunk)
+    out = torch.full((n, oc, oh, ow), float("nan"), dtype=torch.float64)
+    q = torch.arange(512)
+    il, rest = q // (rows * ow), q % (rows * ow)
+    ty, tx = rest // ow, rest % ow
+    xd = x.double()
+    for img0 in range(0, n, images):
+        for oy0 in range(0, oh, rows):
+            live = (il < images) & (img0 + il < n) & (oy0 + ty < oh)
+            base = torch.where(live, (il * patch_h + ty * sh) * patch_w + tx * sw, 0)
+            for grp in range(groups):
+                acc = torch.zeros(oc // groups, 512, dtype=torch.float64)
+                for j in range(chunks):
+                    c0, cc = j * chunk, min(chunk, cg - j * chunk)
+                    patch = torch.zeros(cc, images, patch_h, patch_w, dtype=torch.float64)
+                    for i in range(images):
+                        if img0 + i >= n:
+                            continue
+                        for py in range(patch_h):
+                            ih = oy0 * sh - ph + py
+                            if 0 <= ih < h:
+                                lo, hi = max(0, pw), min(patch_w, w + pw)
+                                patch[:, i, py, lo:hi] = xd[img0 + i, grp * cg + c0:
+                                                            grp * cg + c0 + cc, ih,
+                                                            lo - pw:hi - pw]
+                    flat = patch.flatten()
+                    for r in range(oc // groups):
+                        o = grp * (oc // groups) + r
+                        for e in range(int(chunk_ptr[o, j]), int(chunk_ptr[o, j + 1])):
+                            t = int(taps[e])
+                            off = (((t >> 16) - c0) * images * patch_h * patch_w +
+                                   ((t >> 8) & 255) * dh * patch_w + (t & 255) * dw)
+                            acc[r] += float(values[e]) * flat[base + off]
+                for r in range(oc // groups):
+                    o = grp * (oc // groups) + r
+                    for k in live.nonzero()[:, 0].tolist():
+                        out[img0 + int(il[k]), o, oy0 + int(ty[k]), int(tx[k])] = (
+                            acc[r, k] + float(bias[o]))
+    return out
+
+
+@pytest.mark.parametrize("geo", [GEOMETRIES[i] for i in (1, 2, 3, 4, 5)],
+                         ids=[GEOMETRIES[i][0] for i in (1, 2, 3, 4, 5)])
+def test_csr_tiling_emulated_on_cpu(geo):
+    from pyfastcnn.ops import cuda_sparse
+
+    x, w, bias, kwargs = make(geo, density=0.3)
+    g = conv_geometry(x.shape, w.shape, kwargs["stride"], kwargs["padding"], kwargs["dilation"],
+                      kwargs["groups"])
+    plan = cuda_sparse._csr_plan(x.shape[0], w.shape[1], g.output_size, w.shape[2:], g.stride,
+                                 g.dilation)
+    assert plan is not None
+    (sh, _), (dh, _), kh = g.stride, g.dilation, w.shape[2]
+    patch_w = (g.output_size[1] - 1) * g.stride[1] + (w.shape[3] - 1) * g.dilation[1] + 1
+    for images, rows, chunk in (plan, [1, 2, max(1, w.shape[1] // 3)],
+                                [min(3, x.shape[0]), g.output_size[0], w.shape[1]]):
+        patch = ((rows - 1) * sh + (kh - 1) * dh + 1) * patch_w
+        tiles = [images, rows, min(chunk, 12 * 1024 // (images * patch))]  # other valid plans
+        out = _emulate_tiled_csr(x, w, bias, kwargs, tiles)
+        assert rel_error(out, ref_conv(x, w, bias, kwargs)) <= 1e-12, tiles
+
+
+def test_csr_plans_fit_the_kernel():
+    from pyfastcnn.ops import cuda_sparse
+
+    for layer in [(32, 64, 56, 3, 1), (32, 256, 14, 3, 1), (32, 3, 224, 7, 2), (32, 512, 7, 3, 1),
+                  (1, 1024, 14, 1, 1), (2, 5, 600, 3, 1), (1, 7, 300, 31, 1)]:
+        n, c, hw, k, s = layer
+        out = (hw + 2 * (k // 2) - k) // s + 1
+        plan = cuda_sparse._csr_plan(n, c, (out, out), (k, k), (s, s), (1, 1))
+        if out > 512:
+            assert plan is None
+            continue
+        images, rows, chunk = plan
+        patch = ((rows - 1) * s + k) * ((out - 1) * s + k)
+        assert images * rows * out <= 512 and chunk * images * patch <= 12 * 1024
+        assert 1 <= chunk <= min(c, 16) and rows <= out and images <= n
+
+
 # --- CUDA ------------------------------------------------------------------------------------
 
 
@@ -372,11 +471,13 @@ def test_opcheck_cuda_ops():
     args = (x, frags, meta, torch.randn(16, device="cuda"), [16, 8, 3, 3], [1, 1], [1, 1],
             [1, 1], 1, [7, 7], m_pad, k_pad, True)
     torch.library.opcheck(torch.ops.pyfastcnn.sparse24_conv2d_cuda.default, args)
-    row_ptr, _, _, values = cuda_sparse._device_csr(packed, x.device)
-    taps = cuda_sparse._device_taps(packed, x.device, 7, 7, (1, 1))
-    args = (x.float().contiguous(), row_ptr, taps, values, None, [16, 8, 3, 3], [2, 2], [1, 1],
-            [1, 1], 1, [4, 4], False)
-    torch.library.opcheck(torch.ops.pyfastcnn.sparse_conv2d_cuda.default, args)
+    row_ptr, taps, values = cuda_sparse._device_csr(packed, x.device)
+    plan = cuda_sparse._csr_plan(2, 8, (4, 4), (3, 3), (2, 2), (1, 1))
+    chunk_ptr = cuda_sparse._device_chunks(packed, x.device, plan[2])
+    for chunks, tiles in ((chunk_ptr, plan), (None, [0, 0, 0])):
+        args = (x.float().contiguous(), row_ptr, taps, values, chunks, None, [16, 8, 3, 3],
+                [2, 2], [1, 1], [1, 1], 1, [4, 4], tiles, False)
+        torch.library.opcheck(torch.ops.pyfastcnn.sparse_conv2d_cuda.default, args)
 
 
 def test_gpu_tests_skip_with_a_reason_here():

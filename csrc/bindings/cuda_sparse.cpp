@@ -8,14 +8,17 @@ namespace cuda {
 
 void bind_sparse_ops(pybind11::module_& m) {
   m.def("sparse_conv2d_csr", &sparse_conv2d_csr,
-        "Direct sparse conv, NCHW, CSR weight (row_ptr int32 [OC+1]; taps: int32 offsets [nnz] "
-        "then int32 tap ids [nnz]; values float32 [nnz]); dtype 0 f32, 1 f16, 2 bf16",
+        "Direct sparse conv, NCHW, CSR weight (row_ptr int32 [OC+1], taps int32 [nnz] = "
+        "ci << 16 | kh << 8 | kw, values float32 [nnz], chunk_ptr int32 [OC][chunks+1] or 0); "
+        "dtype 0 f32, 1 f16, 2 bf16; tile plan (images_per_tile, rows_per_tile, chunk_channels)",
         py::arg("device"), py::arg("input"), py::arg("dtype"), py::arg("row_ptr"),
         py::arg("taps"), py::arg("values"), py::arg("bias"), py::arg("output"), py::arg("n"),
         py::arg("c"), py::arg("h"), py::arg("w"), py::arg("oc"), py::arg("kh"), py::arg("kw"),
         py::arg("oh"), py::arg("ow"), py::arg("stride_h"), py::arg("stride_w"),
         py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"), py::arg("dil_w"),
-        py::arg("groups"), py::arg("nnz"), py::arg("relu"), py::arg("stream"));
+        py::arg("groups"), py::arg("nnz"), py::arg("relu"), py::arg("chunk_ptr"),
+        py::arg("images_per_tile"), py::arg("rows_per_tile"), py::arg("chunk_channels"),
+        py::arg("stream"));
   m.def("sparse24_conv2d", &sparse24_conv2d,
         "2:4 sparse conv on sparse tensor cores, NHWC f16/bf16 (dtype 1/2); weight as mma.sp "
         "fragments + metadata (see pyfastcnn.ops.sparse_conv.sparse24_fragments)",

@@ -1,6 +1,21 @@
 // Direct sparse convolution (unstructured / CSR weights) on CUDA cores, NCHW.
 //
-// Work split: a CTA owns kPix * 128 consecutive output pixels (flattened over N*OH*OW) and
+// Non-zero e of the CSR weight is described by taps[e] = ci << 16 | kh << 8 | kw (ci within the
+// group) and values[e] (float32).
+//
+// Two kernels:
+// * sparse_conv2d_csr_tiled_kernel (the fast one): a CTA owns a pixel tile (whole output rows of
+//   one image, or several whole small images) and kTiledRows output channels of one group. It
+//   walks the input channels in chunks: stages the chunk's input patch (zero-padded, converted to
+//   float) in shared memory, then for each of its output channels walks the non-zeros of that
+//   chunk (chunk_ptr [OC][chunks + 1]) with warp-uniform loads, each thread accumulating kPix
+//   pixels x kTiledRows channels in registers. No bounds checks in the inner loop (the patch
+//   holds the padding), one conflict-free shared load per FMA for stride 1, and each staged
+//   input element serves kTiledRows output channels.
+// * sparse_conv2d_csr_kernel (fallback for geometries whose patch does not fit): reads the input
+//   straight from global memory (L1), as described below.
+//
+// Fallback work split: a CTA owns kPix * 128 consecutive output pixels (flattened over N*OH*OW) and
 // kRows consecutive output channels. Every thread keeps kPix pixels (strided by the block size,
 // so each load instruction of a warp reads 32 neighbouring pixels: coalesced for stride 1) and
 // walks the non-zeros of one output channel after another. The walk is warp-uniform (all lanes
@@ -56,14 +71,12 @@ struct TapMask<64> {
   using type = unsigned long long;
 };
 
-// offsets[e] = ci * H * W + kh * dil_h * W + kw * dil_w (input-layout offset of non-zero e within
-// its group's channels), taps[e] = kh * KW + kw.
 template <typename T, int kMaskBits>
 __global__ void __launch_bounds__(kThreads)
     sparse_conv2d_csr_kernel(const T* __restrict__ input, const int* __restrict__ row_ptr,
-                             const int* __restrict__ offsets, const int* __restrict__ taps,
-                             const float* __restrict__ values, const float* __restrict__ bias,
-                             T* __restrict__ output, CsrParams p) {
+                             const int* __restrict__ taps, const float* __restrict__ values,
+                             const float* __restrict__ bias, T* __restrict__ output,
+                             CsrParams p) {
   using Mask = typename TapMask<kMaskBits>::type;
   const int hw = p.h * p.w;
   const int ohw = p.oh * p.ow;
@@ -109,18 +122,19 @@ __global__ void __launch_bounds__(kThreads)
     const int end = __ldg(row_ptr + oc + 1);
 #pragma unroll 4
     for (int e = __ldg(row_ptr + oc); e < end; ++e) {
-      const int off = __ldg(offsets + e);
-      const int tap = __ldg(taps + e);
+      const int packed = __ldg(taps + e);
       const float v = __ldg(values + e);
+      const int y = (packed >> 8) & 255;
+      const int dy = y * p.dil_h;
+      const int dx = (packed & 255) * p.dil_w;
+      const int off = (packed >> 16) * hw + dy * p.w + dx;
       if (kMaskBits > 0) {
+        const int tap = y * p.kw + (packed & 255);
 #pragma unroll
         for (int j = 0; j < kPix; ++j) {
           if ((mask[j] >> tap) & 1) acc[j] = fmaf(v, to_float(x[corner[j] + off]), acc[j]);
         }
       } else {
-        const int y = tap / p.kw;
-        const int dy = y * p.dil_h;
-        const int dx = (tap - y * p.kw) * p.dil_w;
 #pragma unroll
         for (int j = 0; j < kPix; ++j) {
           const bool in = live[j] && unsigned(ih0[j] + dy) < unsigned(p.h) &&
@@ -136,6 +150,119 @@ __global__ void __launch_bounds__(kThreads)
       float r = acc[j] + b;
       if (p.relu) r = r < 0.f ? 0.f : r;  // not fmaxf: NaN must stay NaN
       output[out_at[j] + oc * ohw] = from_float<T>(r);
+    }
+  }
+}
+
+constexpr int kTiledRows = 16;          // output channels per CTA of the tiled kernel
+constexpr int kTiledPixels = kThreads * kPix;  // at most 512 pixels per tile
+constexpr int kTiledSmemFloats = 12 * 1024;    // 48 KB patch
+
+struct TiledParams {
+  CsrParams conv;
+  int images_per_tile, rows_per_tile, chunk_channels, num_chunks;
+  int patch_h, patch_w;
+  int tiles_per_image;      // ceil(OH / rows_per_tile)
+  int oc_blocks_per_group;  // ceil(OC/groups / kTiledRows)
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    sparse_conv2d_csr_tiled_kernel(const T* __restrict__ input, const int* __restrict__ chunk_ptr,
+                                   const int* __restrict__ taps, const float* __restrict__ values,
+                                   const float* __restrict__ bias, T* __restrict__ output,
+                                   TiledParams t) {
+  extern __shared__ float patch[];  // [chunk channel][image in tile][patch_h][patch_w]
+  const CsrParams& p = t.conv;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int img0 = (blockIdx.x / t.tiles_per_image) * t.images_per_tile;
+  const int oy0 = (blockIdx.x % t.tiles_per_image) * t.rows_per_tile;
+  const int group = blockIdx.y / t.oc_blocks_per_group;
+  const int oc0 = group * p.oc_per_group + (blockIdx.y % t.oc_blocks_per_group) * kTiledRows;
+  const int oc_end = min((group + 1) * p.oc_per_group, oc0 + kTiledRows);
+  const int ohw = p.oh * p.ow;
+  const int image_pixels = t.rows_per_tile * p.ow;
+
+  int base[kPix], out_at[kPix];
+  bool live[kPix];
+#pragma unroll
+  for (int j = 0; j < kPix; ++j) {
+    const int q = j * kThreads + tid;
+    const int il = q / image_pixels;
+    const int rest = q - il * image_pixels;
+    const int ty = rest / p.ow;
+    const int tx = rest - ty * p.ow;
+    const int img = img0 + il;
+    const int oy = oy0 + ty;
+    live[j] = il < t.images_per_tile && img < p.n && oy < p.oh;
+    base[j] = live[j] ? (il * t.patch_h + ty * p.stride_h) * t.patch_w + tx * p.stride_w : 0;
+    out_at[j] = live[j] ? img * p.oc * ohw + oy * p.ow + tx : 0;
+  }
+
+  float acc[kTiledRows][kPix];
+#pragma unroll
+  for (int r = 0; r < kTiledRows; ++r)
+#pragma unroll
+    for (int j = 0; j < kPix; ++j) acc[r][j] = 0.f;
+
+  const int in_y0 = oy0 * p.stride_h - p.pad_h;
+  const int chunk_row = t.images_per_tile * t.patch_h * t.patch_w;  // floats per chunk channel
+  for (int chunk = 0; chunk < t.num_chunks; ++chunk) {
+    const int c0 = chunk * t.chunk_channels;
+    const int cc = min(t.chunk_channels, p.c_per_group - c0);
+    __syncthreads();  // the previous chunk's readers are done
+    // Stage rows (ci, image, py) of the patch, one warp per row, lanes along the width.
+    const int patch_rows = cc * t.images_per_tile * t.patch_h;
+    for (int r = warp; r < patch_rows; r += kThreads / 32) {
+      const int py = r % t.patch_h;
+      const int rest = r / t.patch_h;
+      const int il = rest % t.images_per_tile;
+      const int ci = rest / t.images_per_tile;
+      const int img = img0 + il;
+      const int ih = in_y0 + py;
+      float* dst = patch + r * t.patch_w;
+      if (img < p.n && ih >= 0 && ih < p.h) {
+        const T* src = input + ((img * p.c + group * p.c_per_group + c0 + ci) * p.h + ih) * p.w;
+        for (int px = lane; px < t.patch_w; px += 32) {
+          const int iw = px - p.pad_w;
+          dst[px] = (iw >= 0 && iw < p.w) ? to_float(src[iw]) : 0.f;
+        }
+      } else {
+        for (int px = lane; px < t.patch_w; px += 32) dst[px] = 0.f;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kTiledRows; ++r) {
+      const int oc = oc0 + r;
+      if (oc >= oc_end) break;
+      const int* cp = chunk_ptr + oc * (t.num_chunks + 1) + chunk;
+      const int end = __ldg(cp + 1);
+#pragma unroll 2
+      for (int e = __ldg(cp); e < end; ++e) {
+        const int packed = __ldg(taps + e);
+        const float v = __ldg(values + e);
+        const int off = ((packed >> 16) - c0) * chunk_row +
+                        ((packed >> 8) & 255) * p.dil_h * t.patch_w + (packed & 255) * p.dil_w;
+#pragma unroll
+        for (int j = 0; j < kPix; ++j) acc[r][j] = fmaf(v, patch[base[j] + off], acc[r][j]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < kTiledRows; ++r) {
+    const int oc = oc0 + r;
+    if (oc >= oc_end) break;
+    const float b = bias != nullptr ? __ldg(bias + oc) : 0.f;
+#pragma unroll
+    for (int j = 0; j < kPix; ++j) {
+      if (!live[j]) continue;
+      float v = acc[r][j] + b;
+      if (p.relu) v = v < 0.f ? 0.f : v;  // NaN stays NaN
+      output[out_at[j] + oc * ohw] = from_float<T>(v);
     }
   }
 }

@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <climits>
 #include <string>
 
@@ -39,8 +40,8 @@ void require_conv_sizes(int64_t n, int64_t c, int64_t h, int64_t w, int64_t oc, 
 
 template <typename T>
 void launch_csr(const sparse_csr::CsrParams& p, uintptr_t input, uintptr_t row_ptr,
-                uintptr_t offsets, uintptr_t taps, uintptr_t values, uintptr_t bias,
-                uintptr_t output, cudaStream_t stream) {
+                uintptr_t taps, uintptr_t values, uintptr_t bias, uintptr_t output,
+                cudaStream_t stream) {
   const dim3 grid((p.num_pixels + sparse_csr::kThreads * sparse_csr::kPix - 1) /
                       (sparse_csr::kThreads * sparse_csr::kPix),
                   (p.oc + sparse_csr::kRows - 1) / sparse_csr::kRows);
@@ -48,9 +49,8 @@ void launch_csr(const sparse_csr::CsrParams& p, uintptr_t input, uintptr_t row_p
   const int num_taps = p.kh * p.kw;
   auto args = [&](auto kernel) {
     kernel<<<grid, sparse_csr::kThreads, 0, stream>>>(
-        as_ptr<const T>(input), as_ptr<const int>(row_ptr), as_ptr<const int>(offsets),
-        as_ptr<const int>(taps), as_ptr<const float>(values), as_ptr<const float>(bias),
-        as_ptr<T>(output), p);
+        as_ptr<const T>(input), as_ptr<const int>(row_ptr), as_ptr<const int>(taps),
+        as_ptr<const float>(values), as_ptr<const float>(bias), as_ptr<T>(output), p);
   };
   if (num_taps <= 32) {
     args(sparse_csr::sparse_conv2d_csr_kernel<T, 32>);
@@ -60,6 +60,55 @@ void launch_csr(const sparse_csr::CsrParams& p, uintptr_t input, uintptr_t row_p
     args(sparse_csr::sparse_conv2d_csr_kernel<T, 0>);
   }
   PYFASTCNN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void launch_csr_tiled(const sparse_csr::TiledParams& t, uintptr_t input, uintptr_t chunk_ptr,
+                      uintptr_t taps, uintptr_t values, uintptr_t bias, uintptr_t output,
+                      cudaStream_t stream) {
+  const sparse_csr::CsrParams& p = t.conv;
+  const int image_tiles = (p.n + t.images_per_tile - 1) / t.images_per_tile;
+  const int64_t blocks_x = int64_t(image_tiles) * t.tiles_per_image;
+  const int64_t blocks_y = int64_t(p.oc / p.oc_per_group) * t.oc_blocks_per_group;
+  PYFASTCNN_CUDA_REQUIRE(blocks_x < INT_MAX && blocks_y <= 65535, "grid too large");
+  const size_t smem = size_t(t.chunk_channels) * t.images_per_tile * t.patch_h * t.patch_w *
+                      sizeof(float);
+  sparse_csr::sparse_conv2d_csr_tiled_kernel<T>
+      <<<dim3(unsigned(blocks_x), unsigned(blocks_y)), sparse_csr::kThreads, smem, stream>>>(
+          as_ptr<const T>(input), as_ptr<const int>(chunk_ptr), as_ptr<const int>(taps),
+          as_ptr<const float>(values), as_ptr<const float>(bias), as_ptr<T>(output), t);
+  PYFASTCNN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void run_csr(const sparse_csr::CsrParams& p, uintptr_t chunk_ptr, int64_t images_per_tile,
+             int64_t rows_per_tile, int64_t chunk_channels, uintptr_t input, uintptr_t row_ptr,
+             uintptr_t taps, uintptr_t values, uintptr_t bias, uintptr_t output,
+             cudaStream_t stream) {
+  if (chunk_ptr == 0) {
+    launch_csr<T>(p, input, row_ptr, taps, values, bias, output, stream);
+    return;
+  }
+  sparse_csr::TiledParams t;
+  t.conv = p;
+  PYFASTCNN_CUDA_REQUIRE(images_per_tile >= 1 && rows_per_tile >= 1 && chunk_channels >= 1 &&
+                             rows_per_tile <= p.oh &&
+                             images_per_tile * rows_per_tile * p.ow <= sparse_csr::kTiledPixels,
+                         "bad tile plan: at most 512 pixels of whole output rows");
+  t.images_per_tile = int(images_per_tile);
+  t.rows_per_tile = int(rows_per_tile);
+  t.chunk_channels = int(std::min<int64_t>(chunk_channels, p.c_per_group));
+  t.num_chunks = (p.c_per_group + t.chunk_channels - 1) / t.chunk_channels;
+  PYFASTCNN_CUDA_REQUIRE(int64_t(chunk_channels) == t.chunk_channels,
+                         "chunk_channels must not exceed C/groups");
+  t.patch_h = (t.rows_per_tile - 1) * p.stride_h + (p.kh - 1) * p.dil_h + 1;
+  t.patch_w = (p.ow - 1) * p.stride_w + (p.kw - 1) * p.dil_w + 1;
+  PYFASTCNN_CUDA_REQUIRE(int64_t(t.chunk_channels) * t.images_per_tile * t.patch_h * t.patch_w <=
+                             sparse_csr::kTiledSmemFloats,
+                         "bad tile plan: the input patch must fit 48 KB");
+  t.tiles_per_image = (p.oh + t.rows_per_tile - 1) / t.rows_per_tile;
+  t.oc_blocks_per_group = (p.oc_per_group + sparse_csr::kTiledRows - 1) / sparse_csr::kTiledRows;
+  launch_csr_tiled<T>(t, input, chunk_ptr, taps, values, bias, output, stream);
 }
 
 template <typename T, int kVec, int kMT>
@@ -99,8 +148,8 @@ void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr
                        int64_t h, int64_t w, int64_t oc, int64_t kh, int64_t kw, int64_t oh,
                        int64_t ow, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                        int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t nnz,
-                       bool relu, uintptr_t stream) {
-  // `taps` holds two int32 arrays back to back: offsets [nnz], then tap indices [nnz].
+                       bool relu, uintptr_t chunk_ptr, int64_t images_per_tile,
+                       int64_t rows_per_tile, int64_t chunk_channels, uintptr_t stream) {
   require_conv_sizes(n, c, h, w, oc, kh, kw, oh, ow, stride_h, stride_w, pad_h, pad_w, dil_h,
                      dil_w, groups);
   PYFASTCNN_CUDA_REQUIRE(input && row_ptr && output && (nnz == 0 || (taps && values)),
@@ -118,14 +167,16 @@ void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr
   p.c_per_group = int(c / groups); p.oc_per_group = int(oc / groups);
   p.num_pixels = int(n * oh * ow);
   p.relu = relu;
-  const uintptr_t offsets = taps;
-  const uintptr_t tap_ids = taps + uintptr_t(nnz) * sizeof(int);
   const cudaStream_t s = as_stream(stream);
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    run_csr<T>(p, chunk_ptr, images_per_tile, rows_per_tile, chunk_channels, input, row_ptr, taps,
+               values, bias, output, s);
+  };
   switch (dtype) {
-    case 0: launch_csr<float>(p, input, row_ptr, offsets, tap_ids, values, bias, output, s); break;
-    case 1: launch_csr<__half>(p, input, row_ptr, offsets, tap_ids, values, bias, output, s); break;
-    default:
-      launch_csr<__nv_bfloat16>(p, input, row_ptr, offsets, tap_ids, values, bias, output, s);
+    case 0: go(float()); break;
+    case 1: go(__half()); break;
+    default: go(__nv_bfloat16());
   }
 }
 

@@ -14,7 +14,13 @@ enum class SparseDType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 // Direct sparse convolution, NCHW input [N, C, H, W] and output [N, OC, OH, OW], both contiguous,
 // with a CSR weight over output channels:
 //   row_ptr [OC + 1] (int32), values [nnz] (float32),
-//   taps [nnz] (int32): ci_in_group << 16 | kh << 8 | kw  (ci < 2^15, kh, kw < 256).
+//   taps [nnz] (int32): ci_in_group << 16 | kh << 8 | kw  (ci < 2^15, kh, kw < 256),
+//   chunk_ptr [OC][ceil(C/groups / chunk_channels) + 1] (int32): where each row's non-zeros of
+//     input channels [j * chunk_channels, (j + 1) * chunk_channels) start (rows are sorted by
+//     ci), or 0 to run the untiled fallback kernel.
+// Tile plan of the tiled kernel (see pyfastcnn.ops.cuda_sparse._csr_plan): images_per_tile x
+// rows_per_tile whole output rows (at most 512 pixels), chunk_channels input channels staged at
+// a time (the patch must fit 48 KB).
 // Any stride / padding (top, left) / dilation / groups; bias [OC] float32 or 0; relu clamps
 // negatives to 0 (NaN stays NaN). FP32 accumulation for every input dtype.
 void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr, uintptr_t taps,
@@ -22,7 +28,8 @@ void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr
                        int64_t h, int64_t w, int64_t oc, int64_t kh, int64_t kw, int64_t oh,
                        int64_t ow, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                        int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t nnz,
-                       bool relu, uintptr_t stream);
+                       bool relu, uintptr_t chunk_ptr, int64_t images_per_tile,
+                       int64_t rows_per_tile, int64_t chunk_channels, uintptr_t stream);
 
 // 2:4 structured-sparse implicit-GEMM convolution on sparse tensor cores (mma.sp m16n8k32),
 // NHWC input [N, H, W, C] and NHWC output [N, OH, OW, OC], FP16 or BF16 (dtype 1 or 2), FP32

@@ -22,50 +22,87 @@ from ._device import cuda_module, ptr, same_device, stream_of
 from .sparse_conv import SparseWeight, csr_of, pack_sparse, sparse24_fragments
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-_OFFSET_CACHE_LIMIT = 8  # input geometries remembered per weight and device
 
 
 # --- device uploads (once per device, kept on the SparseWeight) ------------------------------
 
 
 def _device_csr(weight: SparseWeight, device: torch.device):
-    """(row_ptr int32 [OC+1], ci int32 [nnz], tap int32 [nnz], values float32 [nnz]) on device."""
+    """(row_ptr int32 [OC+1], taps int32 [nnz] = ci << 16 | kh << 8 | kw, values float32 [nnz])
+    of the weight's CSR form, on device."""
     key = ("cuda-csr", str(device))
     cached = weight.cache.get(key)
     if cached is None:
         csr = csr_of(weight)
-        _, _, kh, kw = csr.shape
+        _, cg, kh, kw = csr.shape
         nnz = int(csr.values.numel())
         if nnz >= 2**31:
             raise ValueError(f"weight has {nnz} non-zeros; the CUDA kernel takes under 2^31")
+        if kh >= 256 or kw >= 256 or cg >= 2**15:
+            raise ValueError(f"weight of shape {tuple(csr.shape)}: the CUDA kernel takes kernels "
+                             f"under 256x256 and under 32768 input channels per group")
         cols = csr.col_idx.long()  # (ci * KH + kh) * KW + kw
+        taps = (cols // (kh * kw)) << 16 | ((cols // kw) % kh) << 8 | (cols % kw)
         cached = (
             csr.row_ptr.to(device=device, dtype=torch.int32),
-            (cols // (kh * kw)).to(device=device, dtype=torch.int32),
-            (cols % (kh * kw)).to(device=device, dtype=torch.int32),
+            taps.to(device=device, dtype=torch.int32),
             csr.values.to(device=device, dtype=torch.float32),
         )
         weight.cache[key] = cached
     return cached
 
 
-def _device_taps(weight: SparseWeight, device: torch.device, h: int, w: int,
-                 dilation: Tuple[int, int]) -> torch.Tensor:
-    """int32 [2 * nnz]: the input offsets of the non-zeros for this input size (ci * H * W +
-    kh * dil_h * W + kw * dil_w), then their tap ids (kh * KW + kw)."""
-    key = ("cuda-taps", str(device), h, w, dilation)
+def _device_chunks(weight: SparseWeight, device: torch.device, chunk: int) -> torch.Tensor:
+    """int32 [OC, ceil(Cg / chunk) + 1]: where each CSR row's non-zeros of input channels
+    [j * chunk, (j + 1) * chunk) start (CSR rows are sorted by input channel)."""
+    key = ("cuda-chunks", str(device), chunk)
     cached = weight.cache.get(key)
     if cached is None:
-        _, ci, tap, _ = _device_csr(weight, device)
-        kw = weight.shape[3]
-        offsets = ci.long() * (h * w) + (tap // kw).long() * (dilation[0] * w) + (
-            tap % kw).long() * dilation[1]
-        cached = torch.cat((offsets.to(torch.int32), tap)).contiguous()
-        stale = [k for k in weight.cache if isinstance(k, tuple) and k[0] == "cuda-taps"]
-        for old in stale[: max(0, len(stale) - _OFFSET_CACHE_LIMIT + 1)]:
-            del weight.cache[old]
+        csr = csr_of(weight)
+        oc, cg, kh, kw = csr.shape
+        chunks = -(-cg // chunk)
+        counts = csr.row_ptr[1:] - csr.row_ptr[:-1]
+        rows = torch.repeat_interleave(torch.arange(oc), counts)
+        which = csr.col_idx.long() // (kh * kw) // chunk
+        per = torch.zeros(oc * chunks, dtype=torch.int64)
+        per.index_add_(0, rows * chunks + which, torch.ones_like(which))
+        ptr_ = torch.zeros(oc, chunks + 1, dtype=torch.int64)
+        ptr_[:, 1:] = per.view(oc, chunks).cumsum(dim=1)
+        ptr_ += csr.row_ptr[:-1].unsqueeze(1)
+        cached = ptr_.to(device=device, dtype=torch.int32).contiguous()
         weight.cache[key] = cached
     return cached
+
+
+_TILE_PIXELS = 512  # csrc/cuda/sparse_csr_kernel.cuh: kThreads * kPix
+_PATCH_FLOATS = 12 * 1024  # 48 KB of shared memory
+
+
+def _csr_plan(n: int, cg: int, output_size, kernel, stride, dilation) -> Optional[List[int]]:
+    """[images_per_tile, rows_per_tile, chunk_channels] for the tiled CSR kernel, or None where
+    its input patch cannot fit (the untiled kernel runs then). A tile is whole output rows, or
+    whole small images, of up to 512 pixels; the chunk is as many input channels (up to 16) as
+    fit 48 KB, shrinking the tile when fewer than 8 would."""
+    oh, ow = output_size
+    if ow > _TILE_PIXELS:
+        return None
+    if oh * ow <= _TILE_PIXELS // 2:
+        images, rows = max(1, min(n, _TILE_PIXELS // (oh * ow))), oh
+    else:
+        images, rows = 1, max(1, min(oh, _TILE_PIXELS // ow))
+    patch_w = (ow - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
+    goal = min(cg, 8)
+    while True:
+        patch_h = (rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
+        chunk = min(cg, 16, _PATCH_FLOATS // (images * patch_h * patch_w))
+        if chunk >= goal:
+            return [images, rows, chunk]
+        if images > 1:
+            images = (images + 1) // 2
+        elif rows > 1:
+            rows = (rows + 1) // 2
+        else:
+            return [1, 1, chunk] if chunk >= 1 else None
 
 
 def _device_24(weight: SparseWeight, device: torch.device, dtype: torch.dtype, groups: int):
@@ -88,6 +125,7 @@ def _sparse_conv2d_cuda_impl(
     row_ptr: torch.Tensor,
     taps: torch.Tensor,
     values: torch.Tensor,
+    chunk_ptr: Optional[torch.Tensor],
     bias: Optional[torch.Tensor],
     weight_shape: List[int],
     stride: List[int],
@@ -95,6 +133,7 @@ def _sparse_conv2d_cuda_impl(
     dilation: List[int],
     groups: int,
     output_size: List[int],
+    plan: List[int],
     relu: bool,
 ) -> torch.Tensor:
     n, c, h, w = input.shape
@@ -102,11 +141,13 @@ def _sparse_conv2d_cuda_impl(
                       device=input.device)
     if out.numel() == 0:
         return out
+    images, rows, chunk = plan if chunk_ptr is not None else (0, 0, 0)
     cuda_module().sparse_conv2d_csr(
         input.device.index, ptr(input), _DTYPE_CODES[input.dtype], ptr(row_ptr), ptr(taps),
         ptr(values), ptr(bias), ptr(out), n, c, h, w, weight_shape[0], weight_shape[2],
         weight_shape[3], output_size[0], output_size[1], stride[0], stride[1], padding[0],
-        padding[1], dilation[0], dilation[1], groups, values.numel(), relu, stream_of(input))
+        padding[1], dilation[0], dilation[1], groups, values.numel(), relu, ptr(chunk_ptr),
+        images, rows, chunk, stream_of(input))
     return out
 
 
@@ -116,8 +157,8 @@ _sparse_conv2d_cuda = torch.library.custom_op(
 
 
 @_sparse_conv2d_cuda.register_fake
-def _(input, row_ptr, taps, values, bias, weight_shape, stride, padding, dilation, groups,
-      output_size, relu):
+def _(input, row_ptr, taps, values, chunk_ptr, bias, weight_shape, stride, padding, dilation,
+      groups, output_size, plan, relu):
     return input.new_empty((input.shape[0], weight_shape[0], output_size[0], output_size[1]))
 
 
@@ -204,12 +245,14 @@ def sparse_conv2d_cuda(
     channels_last = _is_channels_last(input)
     if weight.format == "2:4" and input.dtype in (torch.float16, torch.bfloat16):
         return _run_24(input, weight, bias, geo, relu, channels_last)
-    frags = _device_csr(weight, input.device)
-    taps = _device_taps(weight, input.device, input.shape[2], input.shape[3], geo.dilation)
+    row_ptr, taps, values = _device_csr(weight, input.device)
+    plan = _csr_plan(input.shape[0], weight.shape[1], geo.output_size, weight.shape[2:],
+                     geo.stride, geo.dilation)
+    chunk_ptr = None if plan is None else _device_chunks(weight, input.device, plan[2])
     out = _native.run(
-        _sparse_conv2d_cuda, _sparse_conv2d_cuda_impl, input.contiguous(), frags[0], taps,
-        frags[3], bias, list(weight.shape), list(geo.stride), list(geo.padding),
-        list(geo.dilation), geo.groups, list(geo.output_size), relu)
+        _sparse_conv2d_cuda, _sparse_conv2d_cuda_impl, input.contiguous(), row_ptr, taps, values,
+        chunk_ptr, bias, list(weight.shape), list(geo.stride), list(geo.padding),
+        list(geo.dilation), geo.groups, list(geo.output_size), plan or [0, 0, 0], relu)
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
