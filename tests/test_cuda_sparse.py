@@ -343,6 +343,25 @@ def test_csr_cuda_densities(density):
 
 
 @needs_gpu
+@pytest.mark.parametrize("geo", [
+    ("wide-3x3-mask32", 1, 5, 3, 600, 7, 3, 1, 1, 1, 1),
+    ("wide-7x7-s2-mask64", 2, 3, 9, 1100, 16, 7, 2, 3, 1, 1),
+    ("wide-9x9-no-mask", 1, 4, 12, 530, 6, 9, 1, 4, 1, 1),
+], ids=lambda g: g[0])
+def test_csr_cuda_untiled_fallback(geo):
+    """Outputs wider than 512 pixels: the untiled kernel (tap masks of 32 and 64 bits, explicit
+    bounds checks beyond 64 taps)."""
+    from pyfastcnn.ops import cuda_sparse
+
+    ow = (geo[4] + 2 * geo[8] - geo[9] * (geo[6] - 1) - 1) // geo[7] + 1
+    assert cuda_sparse._csr_plan(geo[1], geo[2], (1, ow), (geo[6],) * 2, (geo[7],) * 2,
+                                 (1, 1)) is None
+    for dtype in (torch.float32, torch.float16):
+        out, ref = _gpu_case(geo, dtype, "nchw", density=0.4, relu=True)
+        assert rel_error(out, ref) <= (FP32_TOL if dtype == torch.float32 else HALF_TOL[dtype])
+
+
+@needs_gpu
 def test_block_and_bf16_on_cuda():
     x = torch.randn(2, 16, 11, 11)
     w = prune(torch.randn(40, 8, 3, 3), 0.3)

@@ -240,7 +240,7 @@ __global__ void __launch_bounds__(kThreads)
       if (oc >= oc_end) break;
       const int* cp = chunk_ptr + oc * (t.num_chunks + 1) + chunk;
       const int end = __ldg(cp + 1);
-#pragma unroll 2
+#pragma unroll 4
       for (int e = __ldg(cp); e < end; ++e) {
         const int packed = __ldg(taps + e);
         const float v = __ldg(values + e);

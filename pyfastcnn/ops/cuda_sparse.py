@@ -12,7 +12,7 @@ Two kernels (csrc/cuda/):
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Union
 
 import torch
 
