@@ -194,6 +194,17 @@ __global__ void __launch_bounds__(kThreads)
   // ---- A producer: fragments of this CTA's kBM/16 m16 tiles x 2 k32 tiles per stage ------------
   const int64_t a_tile0 = (int64_t(group) * p.m_tiles16 + m_block * (kBM / 16)) * (p.k_tiles * 2);
 
+  // This thread's B column k = kt * kBK + chunk * kVec, tracked as (channel, kx, ky): stages are
+  // loaded in order kt = 0, 1, 2, ..., so each load advances it by kBK without dividing.
+  int b_k = chunk * kVec;
+  int b_ch, b_kx, b_ky;
+  {
+    const int tap = b_k / p.c_per_group;
+    b_ch = b_k - tap * p.c_per_group;
+    b_ky = tap / p.kw;
+    b_kx = tap - b_ky * p.kw;
+  }
+
   auto load_stage = [&](int stage, int kt) {
     unsigned char* base = smem + stage * kStageBytes;
     // A: kBM/16 m-tiles x (2 k32 tiles x 32 lanes x 16 B): runs of 1 KB, 16-byte chunks.
@@ -213,13 +224,19 @@ __global__ void __launch_bounds__(kThreads)
       cp_async<16>(smem_addr(base + kStageA + tid * 16), src, true);
     }
     // B: kBN pixel rows x kBK halves, gathered from NHWC with zero fill.
-    const int k = kt * kBK + chunk * kVec;
-    const int tap = k / p.c_per_group;
-    const int ch = k - tap * p.c_per_group;
-    const int ky = tap / p.kw;
-    const int dy = ky * p.dil_h;
-    const int dx = (tap - ky * p.kw) * p.dil_w;
-    const bool k_ok = k < p.k;
+    const int ch = b_ch;
+    const int dy = b_ky * p.dil_h;
+    const int dx = b_kx * p.dil_w;
+    const bool k_ok = b_k < p.k;
+    b_k += kBK;
+    b_ch += kBK;
+    while (b_ch >= p.c_per_group) {
+      b_ch -= p.c_per_group;
+      if (++b_kx == p.kw) {
+        b_kx = 0;
+        ++b_ky;
+      }
+    }
     unsigned char* b_base = base + kStageA + kStageMeta;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
