@@ -14,6 +14,7 @@ from conftest import rel_error
 from gpu import HAVE_GPU, needs_gpu, poison_
 
 import pyfastcnn
+from pyfastcnn import _native
 from pyfastcnn.ops import reference
 from pyfastcnn.ops._checks import conv_geometry
 from pyfastcnn.ops.sparse_conv import sparse24_fragments
@@ -299,6 +300,64 @@ def test_csr_plans_fit_the_kernel():
         patch = ((rows - 1) * s + k) * ((out - 1) * s + k)
         assert images * rows * out <= 512 and chunk * images * patch <= 12 * 1024
         assert 1 <= chunk <= min(c, 16) and rows <= out and images <= n
+
+
+# --- the launch arguments against the C++ checks (where _cuda is built but no GPU exists) ---
+
+
+@pytest.mark.skipif(HAVE_GPU or _native.cuda is None,
+                    reason="needs pyfastcnn._cuda built and no GPU (the calls must not launch)")
+@pytest.mark.parametrize("case", ["24-cl-stride2", "24-c3-pad", "24-bf16-groups-128rows",
+                                  "csr-tiled", "csr-untiled", "block-f16"])
+def test_launch_arguments_pass_the_native_checks(monkeypatch, case):
+    """The Python layer's launch arguments (first call and cached call plan) get through pybind's
+    signature and the launchers' PYFASTCNN_CUDA_REQUIRE checks to the CUDA runtime, which fails
+    here for want of a device. CPU tensors stand in for CUDA ones."""
+    from pyfastcnn.ops import cuda_sparse
+
+    calls = []
+
+    class Recorder:
+        def __getattr__(self, name):
+            real = getattr(_native.cuda, name)
+
+            def call(*args):
+                calls.append(name)
+                with pytest.raises(RuntimeError, match="CUDA error"):
+                    real(0, *args[1:])  # device index 0 for the CPU stand-in
+            return call
+
+    checked = cuda_sparse.check_tensor
+    monkeypatch.setattr(cuda_sparse, "cuda_module", lambda: Recorder())
+    monkeypatch.setattr(cuda_sparse, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(cuda_sparse, "check_tensor",
+                        lambda name, t, dtype, ndim=None, devices=(): checked(
+                            name, t, dtype, ndim, devices=("cpu", "cuda")))
+    x, w, fmt, bias, kw = {
+        "24-cl-stride2": (torch.randn(2, 12, 9, 9).half().contiguous(
+            memory_format=torch.channels_last), prune_24(torch.randn(20, 12, 3, 3)), "2:4",
+            torch.randn(20), dict(padding=1, stride=2)),
+        "24-c3-pad": (torch.randn(2, 3, 29, 31).half(), prune_24(torch.randn(16, 3, 7, 7)),
+                      "2:4", None, dict(padding=3, stride=2)),
+        "24-bf16-groups-128rows": (torch.randn(2, 32, 10, 9).bfloat16(),
+                                   prune_24(torch.randn(260, 16, 3, 3)), "2:4",
+                                   torch.randn(260).bfloat16(), dict(padding=1, groups=2)),
+        "csr-tiled": (torch.randn(4, 24, 17, 15), prune(torch.randn(33, 24, 3, 3), 0.3), "csr",
+                      torch.randn(33), dict(padding=1, stride=2)),
+        "csr-untiled": (torch.randn(1, 5, 3, 600), prune(torch.randn(7, 5, 3, 3), 0.3), "csr",
+                        None, dict(padding=1)),
+        "block-f16": (torch.randn(2, 16, 11, 11).half(), prune(torch.randn(40, 8, 3, 3), 0.3),
+                      "block", None, dict(padding=1, groups=2)),
+    }[case]
+    packed = pyfastcnn.pack_sparse(w, fmt, groups=kw.get("groups", 1))
+    for _ in range(2):  # the first call builds the call plan, the second reuses it
+        out = pyfastcnn.ops.cuda_sparse.sparse_conv2d_cuda(
+            x, packed, bias, kw.get("stride", 1), kw["padding"], 1, kw.get("groups", 1), True)
+        ref = F.conv2d(x.float(), w, None, kw.get("stride", 1), kw["padding"], 1,
+                       kw.get("groups", 1))
+        assert out.shape == ref.shape and out.dtype == x.dtype
+    assert len(calls) == 2 and len({c for c in calls}) == 1
+    assert sum(1 for k in packed.cache if k[0] == "call") == 1
 
 
 # --- CUDA ------------------------------------------------------------------------------------

@@ -210,6 +210,28 @@ def _is_channels_last(t: torch.Tensor) -> bool:
     return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
+def _raw_stream(device_index: int) -> int:
+    """The current stream of a device as an integer, without making a Stream object."""
+    get = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if get is not None:
+        return get(device_index)
+    return torch.cuda.current_stream(device_index).cuda_stream
+
+
+_CALL_PLANS = 16  # call plans remembered per weight
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _plain_eager(input: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    """No tracing, no tensor subclasses, no autograd: the custom op's dispatch can be skipped."""
+    if torch.compiler.is_compiling() or type(input) is not torch.Tensor or input.requires_grad:
+        return False
+    return bias is None or (type(bias) is torch.Tensor and not bias.requires_grad)
+
+
 def sparse_conv2d_cuda(
     input: torch.Tensor,
     weight: Union[torch.Tensor, SparseWeight],
@@ -220,7 +242,26 @@ def sparse_conv2d_cuda(
     groups: int,
     relu: bool,
 ) -> torch.Tensor:
-    """pyfastcnn.sparse_conv2d for a CUDA input (see its docstring)."""
+    """pyfastcnn.sparse_conv2d for a CUDA input (see its docstring).
+
+    Per-call Python work matters next to kernels of a few microseconds: in plain eager mode the
+    checks and launch arguments of a call are made once per (input shape, dtype, layout, device,
+    bias, geometry) and kept on the SparseWeight as a call plan; later calls with the same key
+    only allocate the output and launch.
+    """
+    key = None
+    if isinstance(weight, SparseWeight) and isinstance(input, torch.Tensor) and _plain_eager(
+            input, bias):
+        key = ("call", tuple(input.shape), input.dtype, input.device, input.is_contiguous(),
+               input.is_contiguous(memory_format=torch.channels_last),
+               None if bias is None else (bias.dtype, bias.device, tuple(bias.shape)),
+               _hashable(stride), _hashable(padding), _hashable(dilation), groups, relu)
+        try:
+            plan = weight.cache.get(key)
+        except TypeError:  # an unhashable argument: no plan, the checks below report it
+            plan, key = None, None
+        if plan is not None:
+            return plan(input, bias)
     check_tensor("input", input, tuple(_DTYPE_CODES), 4, devices=("cuda",))
     if isinstance(weight, torch.Tensor):
         check_tensor("weight", weight, torch.float32, 4, devices=("cpu", "cuda"))
@@ -235,7 +276,6 @@ def sparse_conv2d_cuda(
         same_device("input", input, bias=bias)
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"bias must have {weight.shape[0]} elements, got {bias.shape[0]}")
-        bias = bias.detach().float().contiguous()
     if not isinstance(relu, bool):
         raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
     geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
@@ -244,36 +284,93 @@ def sparse_conv2d_cuda(
                          f"groups={geo.groups}: pack_sparse(weight, groups=...)")
     channels_last = _is_channels_last(input)
     if weight.format == "2:4" and input.dtype in (torch.float16, torch.bfloat16):
-        return _run_24(input, weight, bias, geo, relu, channels_last)
-    row_ptr, taps, values = _device_csr(weight, input.device)
-    plan = _csr_plan(input.shape[0], weight.shape[1], geo.output_size, weight.shape[2:],
-                     geo.stride, geo.dilation)
-    chunk_ptr = None if plan is None else _device_chunks(weight, input.device, plan[2])
-    out = _native.run(
-        _sparse_conv2d_cuda, _sparse_conv2d_cuda_impl, input.contiguous(), row_ptr, taps, values,
-        chunk_ptr, bias, list(weight.shape), list(geo.stride), list(geo.padding),
-        list(geo.dilation), geo.groups, list(geo.output_size), plan or [0, 0, 0], relu)
-    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+        plan = _plan_24(input, weight, geo, relu, channels_last)
+    else:
+        plan = _plan_csr(input, weight, geo, relu, channels_last)
+    if key is None:
+        return plan(input, bias, traced=True)
+    plans = [k for k in weight.cache if isinstance(k, tuple) and k[0] == "call"]
+    for old in plans[: max(0, len(plans) - _CALL_PLANS + 1)]:
+        del weight.cache[old]
+    weight.cache[key] = plan
+    return plan(input, bias)
 
 
-def _run_24(input, weight: SparseWeight, bias, geo, relu: bool, channels_last: bool):
+def _plan_csr(input, weight: SparseWeight, geo, relu: bool, channels_last: bool):
+    """The launch of the direct CSR kernel for this input shape/geometry, as a function of
+    (input, bias)."""
     n, c, h, w = input.shape
     oc, cg, kh, kw = weight.shape
+    device, dtype = input.device, input.dtype
+    row_ptr, taps, values = _device_csr(weight, device)
+    tiles = _csr_plan(n, cg, geo.output_size, (kh, kw), geo.stride, geo.dilation)
+    chunk_ptr = None if tiles is None else _device_chunks(weight, device, tiles[2])
+    out_shape = (n, oc, *geo.output_size)
+    op_args = (list(weight.shape), list(geo.stride), list(geo.padding), list(geo.dilation),
+               geo.groups, list(geo.output_size), tiles or [0, 0, 0], relu)
+    sizes = (n, c, h, w, oc, kh, kw, *geo.output_size, *geo.stride, *geo.padding, *geo.dilation,
+             geo.groups, values.numel(), relu, ptr(chunk_ptr), *(tiles or (0, 0, 0)))
+    native = cuda_module().sparse_conv2d_csr
+    index, code = device.index, _DTYPE_CODES[dtype]
+    weights = (ptr(row_ptr), ptr(taps), ptr(values))
+    empty = out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3] == 0
+
+    def run(x: torch.Tensor, bias: Optional[torch.Tensor], traced: bool = False):
+        x = x.contiguous()
+        if bias is not None:
+            bias = bias.float().contiguous()
+        if traced:
+            out = _native.run(_sparse_conv2d_cuda, _sparse_conv2d_cuda_impl, x, row_ptr, taps,
+                              values, chunk_ptr, bias, *op_args)
+        else:
+            out = torch.empty(out_shape, dtype=dtype, device=device)
+            if not empty:
+                native(index, x.data_ptr(), code, *weights, ptr(bias), out.data_ptr(), *sizes,
+                       _raw_stream(index))
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+    return run
+
+
+def _plan_24(input, weight: SparseWeight, geo, relu: bool, channels_last: bool):
+    """The launch of the 2:4 tensor-core kernel for this input shape/geometry, as a function of
+    (input, bias)."""
+    n, c, h, w = input.shape
+    oc, cg, kh, kw = weight.shape
+    device, dtype = input.device, input.dtype
     g = geo.groups
     cg4 = weight.values.shape[1] * 2 // (kh * kw)
-    if cg4 != cg:  # zero channels up to the packed multiple of 4, per group
-        padded = input.reshape(n, g, cg, h, w)
-        input = torch.nn.functional.pad(padded, (0, 0, 0, 0, 0, cg4 - cg)).reshape(
-            n, g * cg4, h, w)
-    x = input.contiguous(memory_format=torch.channels_last)
-    if x.data_ptr() % 16:
-        x = x.clone(memory_format=torch.channels_last)
-    frags, meta, m_pad, k_pad = _device_24(weight, input.device, input.dtype, g)
-    out = _native.run(
-        _sparse24_conv2d_cuda, _sparse24_conv2d_cuda_impl, x, frags, meta, bias,
-        [oc, cg4, kh, kw], list(geo.stride), list(geo.padding), list(geo.dilation), g,
-        list(geo.output_size), m_pad, k_pad, relu)
-    return out if channels_last else out.contiguous()
+    frags, meta, m_pad, k_pad = _device_24(weight, device, dtype, g)
+    out_shape = (n, oc, *geo.output_size)
+    op_args = ([oc, cg4, kh, kw], list(geo.stride), list(geo.padding), list(geo.dilation), g,
+               list(geo.output_size), m_pad, k_pad, relu)
+    sizes = (n, g * cg4, h, w, oc, kh, kw, *geo.output_size, *geo.stride, *geo.padding,
+             *geo.dilation, g, m_pad, k_pad, relu)
+    native = cuda_module().sparse24_conv2d
+    index, code = device.index, _DTYPE_CODES[dtype]
+    empty = out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3] == 0
+
+    def run(x: torch.Tensor, bias: Optional[torch.Tensor], traced: bool = False):
+        if cg4 != cg:  # zero channels up to the packed multiple of 4, per group
+            x = torch.nn.functional.pad(x.reshape(n, g, cg, h, w),
+                                        (0, 0, 0, 0, 0, cg4 - cg)).reshape(n, g * cg4, h, w)
+        x = x.contiguous(memory_format=torch.channels_last)
+        if x.data_ptr() % 16:
+            x = x.clone(memory_format=torch.channels_last)
+        if bias is not None:
+            bias = bias.float().contiguous()
+        if traced:
+            out = _native.run(_sparse24_conv2d_cuda, _sparse24_conv2d_cuda_impl, x, frags, meta,
+                              bias, *op_args)
+        else:
+            out = torch.empty(out_shape, dtype=dtype, device=device,
+                              memory_format=torch.channels_last)
+            if not empty:
+                native(index, x.data_ptr(), code, frags.data_ptr(), meta.data_ptr(), ptr(bias),
+                       out.data_ptr(), *sizes, _raw_stream(index))
+        return out if channels_last else out.contiguous()
+
+    return run
 
 
 __all__ = ["sparse_conv2d_cuda"]

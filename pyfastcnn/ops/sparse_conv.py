@@ -359,6 +359,18 @@ _sparse_conv2d_block = torch.library.custom_op(
 _sparse_conv2d_block.register_fake(_sparse_conv2d_fake)
 
 
+_CUDA_ENTRY = []
+
+
+def _cuda_entry():
+    """pyfastcnn.ops.cuda_sparse.sparse_conv2d_cuda, imported on first CUDA use."""
+    if not _CUDA_ENTRY:
+        from .cuda_sparse import sparse_conv2d_cuda
+
+        _CUDA_ENTRY.append(sparse_conv2d_cuda)
+    return _CUDA_ENTRY[0]
+
+
 def sparse_conv2d(
     input: torch.Tensor,
     weight: Union[torch.Tensor, SparseWeight],
@@ -395,9 +407,7 @@ def sparse_conv2d(
     into NaN does not reach the output; NaN meeting a non-zero weight propagates.
     """
     if isinstance(input, torch.Tensor) and input.device.type == "cuda":
-        from .cuda_sparse import sparse_conv2d_cuda
-
-        return sparse_conv2d_cuda(input, weight, bias, stride, padding, dilation, groups, relu)
+        return _cuda_entry()(input, weight, bias, stride, padding, dilation, groups, relu)
     check_conv_input("input", input)
     if isinstance(weight, torch.Tensor):
         check_tensor("weight", weight, torch.float32, 4)
