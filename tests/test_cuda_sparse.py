@@ -292,7 +292,7 @@ def test_csr_plans_fit_the_kernel():
                   (1, 1024, 14, 1, 1), (2, 5, 600, 3, 1), (1, 7, 300, 31, 1)]:
         n, c, hw, k, s = layer
         out = (hw + 2 * (k // 2) - k) // s + 1
-        plan = cuda_sparse._csr_plan(n, c, (out, out), (k, k), (s, s), (1, 1))
+        plan = cuda_sparse._csr_plan(n, c, (out, out), (k, k), (s, s), (1, 1), 16, 132)
         if out > 512:
             assert plan is None
             continue
@@ -330,6 +330,7 @@ def test_launch_arguments_pass_the_native_checks(monkeypatch, case):
     checked = cuda_sparse.check_tensor
     monkeypatch.setattr(cuda_sparse, "cuda_module", lambda: Recorder())
     monkeypatch.setattr(cuda_sparse, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(cuda_sparse, "_sm_count", lambda device: 132)
     monkeypatch.setattr(cuda_sparse, "check_tensor",
                         lambda name, t, dtype, ndim=None, devices=(): checked(
                             name, t, dtype, ndim, devices=("cpu", "cuda")))

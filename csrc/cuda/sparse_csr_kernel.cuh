@@ -184,6 +184,8 @@ __global__ void __launch_bounds__(kThreads)
   const int oc_end = min((group + 1) * p.oc_per_group, oc0 + kTiledRows);
   const int ohw = p.oh * p.ow;
   const int image_pixels = t.rows_per_tile * p.ow;
+  // Pixel slots j >= live_slots hold no pixel of this tile for any thread (CTA-uniform): skipped.
+  const int live_slots = (t.images_per_tile * image_pixels + kThreads - 1) / kThreads;
 
   int base[kPix], out_at[kPix];
   bool live[kPix];
@@ -247,7 +249,9 @@ __global__ void __launch_bounds__(kThreads)
         const int off = ((packed >> 16) - c0) * chunk_row +
                         ((packed >> 8) & 255) * p.dil_h * t.patch_w + (packed & 255) * p.dil_w;
 #pragma unroll
-        for (int j = 0; j < kPix; ++j) acc[r][j] = fmaf(v, patch[base[j] + off], acc[r][j]);
+        for (int j = 0; j < kPix; ++j) {
+          if (j < live_slots) acc[r][j] = fmaf(v, patch[base[j] + off], acc[r][j]);
+        }
       }
     }
   }

@@ -78,16 +78,21 @@ _TILE_PIXELS = 512  # csrc/cuda/sparse_csr_kernel.cuh: kThreads * kPix
 _PATCH_FLOATS = 12 * 1024  # 48 KB of shared memory
 
 
-def _csr_plan(n: int, cg: int, output_size, kernel, stride, dilation) -> Optional[List[int]]:
+def _csr_plan(n: int, cg: int, output_size, kernel, stride, dilation, blocks_per_tile: int = 0,
+              sms: int = 0) -> Optional[List[int]]:
     """[images_per_tile, rows_per_tile, chunk_channels] for the tiled CSR kernel, or None where
     its input patch cannot fit (the untiled kernel runs then). A tile is whole output rows, or
     whole small images, of up to 512 pixels; the chunk is as many input channels (up to 16) as
-    fit 48 KB, shrinking the tile when fewer than 8 would."""
+    fit 48 KB, shrinking the tile when fewer than 8 would. Given the CTAs per pixel tile
+    (output-channel blocks) and the device's multiprocessor count, multi-image tiles are split
+    until the grid fills the device once (the kernel skips empty pixel slots)."""
     oh, ow = output_size
     if ow > _TILE_PIXELS:
         return None
     if oh * ow <= _TILE_PIXELS // 2:
         images, rows = max(1, min(n, _TILE_PIXELS // (oh * ow))), oh
+        while images > 1 and -(-n // images) * blocks_per_tile < sms:
+            images = (images + 1) // 2
     else:
         images, rows = 1, max(1, min(oh, _TILE_PIXELS // ow))
     patch_w = (ow - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
@@ -221,6 +226,10 @@ def _raw_stream(device_index: int) -> int:
 _CALL_PLANS = 16  # call plans remembered per weight
 
 
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
 
@@ -303,7 +312,9 @@ def _plan_csr(input, weight: SparseWeight, geo, relu: bool, channels_last: bool)
     oc, cg, kh, kw = weight.shape
     device, dtype = input.device, input.dtype
     row_ptr, taps, values = _device_csr(weight, device)
-    tiles = _csr_plan(n, cg, geo.output_size, (kh, kw), geo.stride, geo.dilation)
+    sms = _sm_count(device)
+    blocks = geo.groups * -(-(oc // geo.groups) // 16)  # kTiledRows output channels per CTA
+    tiles = _csr_plan(n, cg, geo.output_size, (kh, kw), geo.stride, geo.dilation, blocks, sms)
     chunk_ptr = None if tiles is None else _device_chunks(weight, device, tiles[2])
     out_shape = (n, oc, *geo.output_size)
     op_args = (list(weight.shape), list(geo.stride), list(geo.padding), list(geo.dilation),
