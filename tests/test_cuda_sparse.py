@@ -285,6 +285,33 @@ def test_csr_tiling_emulated_on_cpu(geo):
         assert rel_error(out, ref_conv(x, w, bias, kwargs)) <= 1e-12, tiles
 
 
+@pytest.mark.parametrize("oc,cg,k,groups,chunk", [(40, 8, 3, 2, 3), (70, 12, 1, 1, 16),
+                                                 (33, 5, 5, 1, 2)])
+def test_block_device_arrays_decode_to_the_weight(oc, cg, k, groups, chunk):
+    """_device_block / _device_block_chunks (CPU here): each panel's kept positions sorted by
+    input channel, chunk pointers bracketing each chunk, values giving back the weight."""
+    from pyfastcnn.ops import cuda_sparse
+
+    w = prune(torch.randn(oc, cg, k, k), 0.3)
+    packed = pyfastcnn.pack_sparse(w, "block", groups=groups)
+    cpu = torch.device("cpu")
+    taps, values, panel, ci = cuda_sparse._device_block(packed, cpu)
+    chunk_ptr = cuda_sparse._device_block_chunks(packed, cpu, chunk)
+    ocg, panels = oc // groups, -(-(oc // groups) // 32)
+    dense = torch.zeros(oc, cg, k, k)
+    for p_ in range(groups * panels):
+        for j in range(chunk_ptr.shape[1] - 1):
+            for e in range(int(chunk_ptr[p_, j]), int(chunk_ptr[p_, j + 1])):
+                t = int(taps[e])
+                c, y, x = t >> 16, (t >> 8) & 255, t & 255
+                assert j * chunk <= c < (j + 1) * chunk and int(panel[e]) == p_
+                g_, q = divmod(p_, panels)
+                for r in range(min(32, ocg - q * 32)):
+                    dense[g_ * ocg + q * 32 + r, c, y, x] = values[e, r]
+        assert int(chunk_ptr[p_, -1]) == int(packed.row_ptr[p_ + 1])
+    assert torch.equal(dense, w)
+
+
 def test_csr_plans_fit_the_kernel():
     from pyfastcnn.ops import cuda_sparse
 
@@ -364,11 +391,11 @@ def test_launch_arguments_pass_the_native_checks(monkeypatch, case):
 # --- CUDA ------------------------------------------------------------------------------------
 
 
-def _gpu_case(geo, dtype, layout, density=0.5, structured=False, relu=False):
+def _gpu_case(geo, dtype, layout, density=0.5, structured=False, relu=False, fmt="csr"):
     x, w, bias, kwargs = make(geo, dtype, density, structured)
     if structured:  # the tensor cores see fp16/bf16 weights
         w = w.to(dtype).float()
-    packed = pyfastcnn.pack_sparse(w, "2:4" if structured else "csr", groups=kwargs["groups"])
+    packed = pyfastcnn.pack_sparse(w, "2:4" if structured else fmt, groups=kwargs["groups"])
     xd = x.cuda()
     if layout == "channels_last":
         xd = xd.contiguous(memory_format=torch.channels_last)
@@ -388,8 +415,9 @@ def _gpu_case(geo, dtype, layout, density=0.5, structured=False, relu=False):
 @geometries
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_csr_cuda_matches_reference(geo, dtype, layout):
-    out, ref = _gpu_case(geo, dtype, layout, density=0.3, relu=layout == "nchw")
+@pytest.mark.parametrize("fmt", ["csr", "block"])
+def test_csr_cuda_matches_reference(geo, dtype, layout, fmt):
+    out, ref = _gpu_case(geo, dtype, layout, density=0.3, relu=layout == "nchw", fmt=fmt)
     tol = FP32_TOL if dtype == torch.float32 else HALF_TOL[dtype]
     assert rel_error(out, ref) <= tol
 

@@ -19,6 +19,17 @@ void bind_sparse_ops(pybind11::module_& m) {
         py::arg("groups"), py::arg("nnz"), py::arg("relu"), py::arg("chunk_ptr"),
         py::arg("images_per_tile"), py::arg("rows_per_tile"), py::arg("chunk_channels"),
         py::arg("stream"));
+  m.def("sparse_conv2d_block", &sparse_conv2d_block,
+        "Block-sparse direct conv, NCHW, 32-channel panels (chunk_ptr int32 "
+        "[panels][chunks+1], taps int32 [kept] = ci << 16 | kh << 8 | kw ordered by ci per "
+        "panel, values float32 [kept][32]); tiled kernel only",
+        py::arg("device"), py::arg("input"), py::arg("dtype"), py::arg("chunk_ptr"),
+        py::arg("taps"), py::arg("values"), py::arg("bias"), py::arg("output"), py::arg("n"),
+        py::arg("c"), py::arg("h"), py::arg("w"), py::arg("oc"), py::arg("kh"), py::arg("kw"),
+        py::arg("oh"), py::arg("ow"), py::arg("stride_h"), py::arg("stride_w"),
+        py::arg("pad_h"), py::arg("pad_w"), py::arg("dil_h"), py::arg("dil_w"),
+        py::arg("groups"), py::arg("kept"), py::arg("relu"), py::arg("images_per_tile"),
+        py::arg("rows_per_tile"), py::arg("chunk_channels"), py::arg("stream"));
   m.def("sparse24_conv2d", &sparse24_conv2d,
         "2:4 sparse conv on sparse tensor cores, NHWC f16/bf16 (dtype 1/2); weight as mma.sp "
         "fragments + metadata (see pyfastcnn.ops.sparse_conv.sparse24_fragments)",

@@ -271,6 +271,121 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Block-sparse weights (SparseWeight "block": 32 output channels of a group share their kept
+// positions): the tiled kernel's patch staging and pixel tiling, but a CTA owns one 32-channel
+// panel, each kept position's input is read once per pixel and feeds 32 FMAs (its 32 values are
+// warp-uniform float4 loads). taps are ordered by input channel within each panel, chunk_ptr is
+// per panel; values [kept][32].
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    sparse_conv2d_block_tiled_kernel(const T* __restrict__ input,
+                                     const int* __restrict__ chunk_ptr,
+                                     const int* __restrict__ taps,
+                                     const float4* __restrict__ values,
+                                     const float* __restrict__ bias, T* __restrict__ output,
+                                     TiledParams t) {
+  extern __shared__ float patch[];  // [chunk channel][image in tile][patch_h][patch_w]
+  const CsrParams& p = t.conv;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int img0 = (blockIdx.x / t.tiles_per_image) * t.images_per_tile;
+  const int oy0 = (blockIdx.x % t.tiles_per_image) * t.rows_per_tile;
+  const int panel = blockIdx.y;  // group * oc_blocks_per_group + panel within the group
+  const int group = panel / t.oc_blocks_per_group;
+  const int oc0 = group * p.oc_per_group + (panel % t.oc_blocks_per_group) * 32;
+  const int rows = min(32, (group + 1) * p.oc_per_group - oc0);
+  const int ohw = p.oh * p.ow;
+  const int image_pixels = t.rows_per_tile * p.ow;
+  const int live_slots = (t.images_per_tile * image_pixels + kThreads - 1) / kThreads;
+
+  int base[kPix], out_at[kPix];
+  bool live[kPix];
+#pragma unroll
+  for (int j = 0; j < kPix; ++j) {
+    const int q = j * kThreads + tid;
+    const int il = q / image_pixels;
+    const int rest = q - il * image_pixels;
+    const int ty = rest / p.ow;
+    const int tx = rest - ty * p.ow;
+    const int img = img0 + il;
+    const int oy = oy0 + ty;
+    live[j] = il < t.images_per_tile && img < p.n && oy < p.oh;
+    base[j] = live[j] ? (il * t.patch_h + ty * p.stride_h) * t.patch_w + tx * p.stride_w : 0;
+    out_at[j] = live[j] ? img * p.oc * ohw + oy * p.ow + tx : 0;
+  }
+
+  float acc[32][kPix];
+#pragma unroll
+  for (int r = 0; r < 32; ++r)
+#pragma unroll
+    for (int j = 0; j < kPix; ++j) acc[r][j] = 0.f;
+
+  const int in_y0 = oy0 * p.stride_h - p.pad_h;
+  const int chunk_row = t.images_per_tile * t.patch_h * t.patch_w;
+  for (int chunk = 0; chunk < t.num_chunks; ++chunk) {
+    const int c0 = chunk * t.chunk_channels;
+    const int cc = min(t.chunk_channels, p.c_per_group - c0);
+    __syncthreads();
+    const int patch_rows = cc * t.images_per_tile * t.patch_h;
+    for (int r = warp; r < patch_rows; r += kThreads / 32) {
+      const int py = r % t.patch_h;
+      const int rest = r / t.patch_h;
+      const int il = rest % t.images_per_tile;
+      const int ci = rest / t.images_per_tile;
+      const int img = img0 + il;
+      const int ih = in_y0 + py;
+      float* dst = patch + r * t.patch_w;
+      if (img < p.n && ih >= 0 && ih < p.h) {
+        const T* src = input + ((img * p.c + group * p.c_per_group + c0 + ci) * p.h + ih) * p.w;
+        for (int px = lane; px < t.patch_w; px += 32) {
+          const int iw = px - p.pad_w;
+          dst[px] = (iw >= 0 && iw < p.w) ? to_float(src[iw]) : 0.f;
+        }
+      } else {
+        for (int px = lane; px < t.patch_w; px += 32) dst[px] = 0.f;
+      }
+    }
+    __syncthreads();
+    const int* cp = chunk_ptr + panel * (t.num_chunks + 1) + chunk;
+    const int end = __ldg(cp + 1);
+    for (int e = __ldg(cp); e < end; ++e) {
+      const int packed = __ldg(taps + e);
+      const int off = ((packed >> 16) - c0) * chunk_row +
+                      ((packed >> 8) & 255) * p.dil_h * t.patch_w + (packed & 255) * p.dil_w;
+      float x[kPix];
+#pragma unroll
+      for (int j = 0; j < kPix; ++j) x[j] = j < live_slots ? patch[base[j] + off] : 0.f;
+      const float4* v = values + int64_t(e) * 8;
+#pragma unroll
+      for (int q = 0; q < 8; ++q) {
+        const float4 w = __ldg(v + q);
+#pragma unroll
+        for (int j = 0; j < kPix; ++j) {
+          acc[4 * q + 0][j] = fmaf(w.x, x[j], acc[4 * q + 0][j]);
+          acc[4 * q + 1][j] = fmaf(w.y, x[j], acc[4 * q + 1][j]);
+          acc[4 * q + 2][j] = fmaf(w.z, x[j], acc[4 * q + 2][j]);
+          acc[4 * q + 3][j] = fmaf(w.w, x[j], acc[4 * q + 3][j]);
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 32; ++r) {
+    if (r >= rows) break;
+    const int oc = oc0 + r;
+    const float b = bias != nullptr ? __ldg(bias + oc) : 0.f;
+#pragma unroll
+    for (int j = 0; j < kPix; ++j) {
+      if (!live[j]) continue;
+      float v = acc[r][j] + b;
+      if (p.relu) v = v < 0.f ? 0.f : v;  // NaN stays NaN
+      output[out_at[j] + oc * ohw] = from_float<T>(v);
+    }
+  }
+}
+
 }  // namespace sparse_csr
 }  // namespace cuda
 }  // namespace pyfastcnn

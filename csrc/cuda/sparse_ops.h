@@ -31,6 +31,20 @@ void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr
                        bool relu, uintptr_t chunk_ptr, int64_t images_per_tile,
                        int64_t rows_per_tile, int64_t chunk_channels, uintptr_t stream);
 
+// Block-sparse direct convolution (tiled kernel only; same layouts and tile plan as above, a CTA
+// owns 32 output channels): kept positions of each 32-channel panel of each group, ordered by
+// input channel within the panel:
+//   taps [kept] (int32, ci << 16 | kh << 8 | kw), values [kept][32] (float32, 16-byte aligned;
+//   rows past the group's channel count are ignored),
+//   chunk_ptr [groups * panels][ceil(C/groups / chunk_channels) + 1] (int32).
+void sparse_conv2d_block(int device, uintptr_t input, int dtype, uintptr_t chunk_ptr,
+                         uintptr_t taps, uintptr_t values, uintptr_t bias, uintptr_t output,
+                         int64_t n, int64_t c, int64_t h, int64_t w, int64_t oc, int64_t kh,
+                         int64_t kw, int64_t oh, int64_t ow, int64_t stride_h, int64_t stride_w,
+                         int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w,
+                         int64_t groups, int64_t kept, bool relu, int64_t images_per_tile,
+                         int64_t rows_per_tile, int64_t chunk_channels, uintptr_t stream);
+
 // 2:4 structured-sparse implicit-GEMM convolution on sparse tensor cores (mma.sp m16n8k32),
 // NHWC input [N, H, W, C] and NHWC output [N, OH, OW, OC], FP16 or BF16 (dtype 1 or 2), FP32
 // accumulation. The weight is GEMM operand A (M = OC per group, K = KH*KW*C/groups ordered

@@ -74,6 +74,50 @@ def _device_chunks(weight: SparseWeight, device: torch.device, chunk: int) -> to
     return cached
 
 
+def _device_block(weight: SparseWeight, device: torch.device):
+    """A "block" weight on device, its kept positions re-ordered by input channel within each
+    32-channel panel: (taps int32 [kept] = ci << 16 | kh << 8 | kw, values float32 [kept, 32],
+    panel int64 [kept] and ci int64 [kept] on the CPU, for the chunk pointers)."""
+    key = ("cuda-block", str(device))
+    cached = weight.cache.get(key)
+    if cached is None:
+        _, cg, kh, kw = weight.shape
+        if kh >= 256 or kw >= 256 or cg >= 2**15:
+            raise ValueError(f"weight of shape {tuple(weight.shape)}: the CUDA kernel takes "
+                             f"kernels under 256x256 and under 32768 input channels per group")
+        counts = weight.row_ptr[1:] - weight.row_ptr[:-1]
+        panel = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+        cols = weight.col_idx.long()  # (kh * KW + kw) * Cg + c
+        tap, ci = cols // cg, cols % cg
+        order = torch.argsort(panel * (cg * kh * kw) + ci * (kh * kw) + tap, stable=True)
+        tap, ci, panel = tap[order], ci[order], panel[order]
+        taps = ci << 16 | (tap // kw) << 8 | (tap % kw)
+        values = weight.values.view(-1, 32)[order]
+        cached = (taps.to(device=device, dtype=torch.int32),
+                  values.to(device=device, dtype=torch.float32).contiguous(), panel, ci)
+        weight.cache[key] = cached
+    return cached
+
+
+def _device_block_chunks(weight: SparseWeight, device: torch.device, chunk: int) -> torch.Tensor:
+    """int32 [panels, ceil(Cg / chunk) + 1]: where each panel's kept positions of input channels
+    [j * chunk, (j + 1) * chunk) start, in _device_block's order."""
+    key = ("cuda-block-chunks", str(device), chunk)
+    cached = weight.cache.get(key)
+    if cached is None:
+        _, _, panel, ci = _device_block(weight, device)
+        panels = weight.row_ptr.numel() - 1
+        chunks = -(-weight.shape[1] // chunk)
+        per = torch.zeros(panels * chunks, dtype=torch.int64)
+        per.index_add_(0, panel * chunks + ci // chunk, torch.ones_like(ci))
+        ptr_ = torch.zeros(panels, chunks + 1, dtype=torch.int64)
+        ptr_[:, 1:] = per.view(panels, chunks).cumsum(dim=1)
+        ptr_ += weight.row_ptr[:-1].unsqueeze(1)
+        cached = ptr_.to(device=device, dtype=torch.int32).contiguous()
+        weight.cache[key] = cached
+    return cached
+
+
 _TILE_PIXELS = 512  # csrc/cuda/sparse_csr_kernel.cuh: kThreads * kPix
 _PATCH_FLOATS = 12 * 1024  # 48 KB of shared memory
 
@@ -295,7 +339,11 @@ def sparse_conv2d_cuda(
     if weight.format == "2:4" and input.dtype in (torch.float16, torch.bfloat16):
         plan = _plan_24(input, weight, geo, relu, channels_last)
     else:
-        plan = _plan_csr(input, weight, geo, relu, channels_last)
+        plan = None
+        if weight.format == "block":
+            plan = _plan_block(input, weight, geo, relu, channels_last)
+        if plan is None:
+            plan = _plan_csr(input, weight, geo, relu, channels_last)
     if key is None:
         return plan(input, bias, traced=True)
     plans = [k for k in weight.cache if isinstance(k, tuple) and k[0] == "call"]
@@ -338,6 +386,41 @@ def _plan_csr(input, weight: SparseWeight, geo, relu: bool, channels_last: bool)
             if not empty:
                 native(index, x.data_ptr(), code, *weights, ptr(bias), out.data_ptr(), *sizes,
                        _raw_stream(index))
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+    return run
+
+
+def _plan_block(input, weight: SparseWeight, geo, relu: bool, channels_last: bool):
+    """The launch of the block-sparse kernel, or None where its tile plan does not fit (the CSR
+    kernels run the weight's CSR form then)."""
+    n, c, h, w = input.shape
+    oc, cg, kh, kw = weight.shape
+    device, dtype = input.device, input.dtype
+    panels = weight.row_ptr.numel() - 1
+    tiles = _csr_plan(n, cg, geo.output_size, (kh, kw), geo.stride, geo.dilation, panels,
+                      _sm_count(device))
+    if tiles is None:
+        return None
+    taps, values, _, _ = _device_block(weight, device)
+    chunk_ptr = _device_block_chunks(weight, device, tiles[2])
+    out_shape = (n, oc, *geo.output_size)
+    sizes = (n, c, h, w, oc, kh, kw, *geo.output_size, *geo.stride, *geo.padding, *geo.dilation,
+             geo.groups, taps.numel(), relu, *tiles)
+    native = cuda_module().sparse_conv2d_block
+    index, code = device.index, _DTYPE_CODES[dtype]
+    empty = out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3] == 0
+
+    def run(x: torch.Tensor, bias: Optional[torch.Tensor], traced: bool = False):
+        if traced:  # no custom op of its own: traced calls run the CSR op on the CSR form
+            return _plan_csr(x, weight, geo, relu, channels_last)(x, bias, traced=True)
+        x = x.contiguous()
+        if bias is not None:
+            bias = bias.float().contiguous()
+        out = torch.empty(out_shape, dtype=dtype, device=device)
+        if not empty:
+            native(index, x.data_ptr(), code, ptr(chunk_ptr), ptr(taps), ptr(values), ptr(bias),
+                   out.data_ptr(), *sizes, _raw_stream(index))
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     return run
