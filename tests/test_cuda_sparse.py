@@ -336,10 +336,12 @@ def test_csr_plans_fit_the_kernel():
                     reason="needs pyfastcnn._cuda built and no GPU (the calls must not launch)")
 @pytest.mark.parametrize("case", ["24-cl-stride2", "24-c3-pad", "24-bf16-groups-128rows",
                                   "csr-tiled", "csr-untiled", "block-f16"])
-def test_launch_arguments_pass_the_native_checks(monkeypatch, case):
-    """The Python layer's launch arguments (first call and cached call plan) get through pybind's
-    signature and the launchers' PYFASTCNN_CUDA_REQUIRE checks to the CUDA runtime, which fails
-    here for want of a device. CPU tensors stand in for CUDA ones."""
+@pytest.mark.parametrize("path", ["call-plan", "custom-op-impl"])
+def test_launch_arguments_pass_the_native_checks(monkeypatch, case, path):
+    """The Python layer's launch arguments (first call and cached call plan, or the custom ops'
+    implementations used when tracing) get through pybind's signature and the launchers'
+    PYFASTCNN_CUDA_REQUIRE checks to the CUDA runtime, which fails here for want of a device.
+    CPU tensors stand in for CUDA ones."""
     from pyfastcnn.ops import cuda_sparse
 
     calls = []
@@ -358,6 +360,9 @@ def test_launch_arguments_pass_the_native_checks(monkeypatch, case):
     monkeypatch.setattr(cuda_sparse, "cuda_module", lambda: Recorder())
     monkeypatch.setattr(cuda_sparse, "_raw_stream", lambda index: 0)
     monkeypatch.setattr(cuda_sparse, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(cuda_sparse, "stream_of", lambda t: 0)
+    if path == "custom-op-impl":
+        monkeypatch.setattr(cuda_sparse, "_plain_eager", lambda input, bias: False)
     monkeypatch.setattr(cuda_sparse, "check_tensor",
                         lambda name, t, dtype, ndim=None, devices=(): checked(
                             name, t, dtype, ndim, devices=("cpu", "cuda")))
@@ -385,7 +390,10 @@ def test_launch_arguments_pass_the_native_checks(monkeypatch, case):
                        kw.get("groups", 1))
         assert out.shape == ref.shape and out.dtype == x.dtype
     assert len(calls) == 2 and len({c for c in calls}) == 1
-    assert sum(1 for k in packed.cache if k[0] == "call") == 1
+    plans = sum(1 for k in packed.cache if k[0] == "call")
+    assert plans == (1 if path == "call-plan" else 0)
+    if path == "custom-op-impl":  # traced calls of block weights run the CSR op
+        assert calls[0] == ("sparse_conv2d_csr" if fmt != "2:4" else "sparse24_conv2d")
 
 
 # --- CUDA ------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_sparse_fp32_s90(benchmark, layer, impl):
             def fn():
                 return pyfastcnn.sparse_conv2d(x, packed, bias, **args)
             torch.backends.cudnn.allow_tf32 = False
-            assert _rel_error(fn(), F.conv2d(x, wd, bias, **args)) < 1e-5
+            assert _rel_error(fn(), F.conv2d(x, wd, bias, **args)) < 1e-4  # cuDNN may use Winograd
         gpu_run(benchmark, fn, group=group, impl=impl, ops=layer.flops(BATCH),
                 baseline="cudnn-fp32", kind="tf32" if impl == "cudnn-tf32" else "fp32",
                 nnz_ops=2 * nnz * BATCH * layer.out_hw**2)
