@@ -212,7 +212,6 @@ def _emulate_tiled_csr(x, weight, bias, kwargs, plan):
     from pyfastcnn.ops import cuda_sparse
 
     packed = pyfastcnn.pack_sparse(weight, "csr")
-    _, taps, values = cuda_sparse._device_csr(packed, torch.device("cpu"))
     images, rows, chunk = plan
     chunk_ptr = cuda_sparse._device_chunks(packed, torch.device("cpu"), chunk)
     n, c, h, w = x.shape
@@ -220,6 +219,7 @@ def _emulate_tiled_csr(x, weight, bias, kwargs, plan):
     groups = kwargs["groups"]
     g = conv_geometry(x.shape, weight.shape, kwargs["stride"], kwargs["padding"],
                       kwargs["dilation"], groups)
+    entries = cuda_sparse._device_entries(packed, torch.device("cpu"), plan, g)
     (oh, ow), (sh, sw), (ph, pw), (dh, dw) = g.output_size, g.stride, g.padding, g.dilation
     patch_h, patch_w = (rows - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
     assert chunk * images * patch_h * patch_w <= 12 * 1024 and images * rows * ow <= 512
@@ -252,10 +252,8 @@ def _emulate_tiled_csr(x, weight, bias, kwargs, plan):
                     for r in range(oc // groups):
                         o = grp * (oc // groups) + r
                         for e in range(int(chunk_ptr[o, j]), int(chunk_ptr[o, j + 1])):
-                            t = int(taps[e])
-                            off = (((t >> 16) - c0) * images * patch_h * patch_w +
-                                   ((t >> 8) & 255) * dh * patch_w + (t & 255) * dw)
-                            acc[r] += float(values[e]) * flat[base + off]
+                            off, bits = int(entries[e, 0]), entries[e, 1:2]
+                            acc[r] += float(bits.view(torch.float32)) * flat[base + off]
                 for r in range(oc // groups):
                     o = grp * (oc // groups) + r
                     for k in live.nonzero()[:, 0].tolist():
@@ -589,9 +587,12 @@ def test_opcheck_cuda_ops():
     row_ptr, taps, values = cuda_sparse._device_csr(packed, x.device)
     plan = cuda_sparse._csr_plan(2, 8, (4, 4), (3, 3), (2, 2), (1, 1))
     chunk_ptr = cuda_sparse._device_chunks(packed, x.device, plan[2])
+    geo = conv_geometry((2, 8, 7, 7), (16, 8, 3, 3), 2, 1, 1, 1)
+    entries = cuda_sparse._device_entries(packed, x.device, plan, geo)
     for chunks, tiles in ((chunk_ptr, plan), (None, [0, 0, 0])):
-        args = (x.float().contiguous(), row_ptr, taps, values, chunks, None, [16, 8, 3, 3],
-                [2, 2], [1, 1], [1, 1], 1, [4, 4], tiles, False)
+        args = (x.float().contiguous(), row_ptr, taps, values, chunks,
+                None if chunks is None else entries, None, [16, 8, 3, 3], [2, 2], [1, 1],
+                [1, 1], 1, [4, 4], tiles, False)
         torch.library.opcheck(torch.ops.pyfastcnn.sparse_conv2d_cuda.default, args)
 
 

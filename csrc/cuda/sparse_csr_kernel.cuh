@@ -8,8 +8,9 @@
 //   one image, or several whole small images) and kTiledRows output channels of one group. It
 //   walks the input channels in chunks: stages the chunk's input patch (zero-padded, converted to
 //   float) in shared memory, then for each of its output channels walks the non-zeros of that
-//   chunk (chunk_ptr [OC][chunks + 1]) with warp-uniform loads, each thread accumulating kPix
-//   pixels x kTiledRows channels in registers. No bounds checks in the inner loop (the patch
+//   chunk (chunk_ptr [OC][chunks + 1]) with one warp-uniform 8-byte load each (entries: the
+//   non-zero's offset in the patch, precomputed on the host for the tile plan, and its value's
+//   bits), each thread accumulating kPix pixels x kTiledRows channels in registers. No bounds checks in the inner loop (the patch
 //   holds the padding), one conflict-free shared load per FMA for stride 1, and each staged
 //   input element serves kTiledRows output channels.
 // * sparse_conv2d_csr_kernel (fallback for geometries whose patch does not fit): reads the input
@@ -169,7 +170,7 @@ struct TiledParams {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sparse_conv2d_csr_tiled_kernel(const T* __restrict__ input, const int* __restrict__ chunk_ptr,
-                                   const int* __restrict__ taps, const float* __restrict__ values,
+                                   const int2* __restrict__ entries,
                                    const float* __restrict__ bias, T* __restrict__ output,
                                    TiledParams t) {
   extern __shared__ float patch[];  // [chunk channel][image in tile][patch_h][patch_w]
@@ -210,7 +211,6 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < kPix; ++j) acc[r][j] = 0.f;
 
   const int in_y0 = oy0 * p.stride_h - p.pad_h;
-  const int chunk_row = t.images_per_tile * t.patch_h * t.patch_w;  // floats per chunk channel
   for (int chunk = 0; chunk < t.num_chunks; ++chunk) {
     const int c0 = chunk * t.chunk_channels;
     const int cc = min(t.chunk_channels, p.c_per_group - c0);
@@ -244,10 +244,9 @@ __global__ void __launch_bounds__(kThreads)
       const int end = __ldg(cp + 1);
 #pragma unroll 4
       for (int e = __ldg(cp); e < end; ++e) {
-        const int packed = __ldg(taps + e);
-        const float v = __ldg(values + e);
-        const int off = ((packed >> 16) - c0) * chunk_row +
-                        ((packed >> 8) & 255) * p.dil_h * t.patch_w + (packed & 255) * p.dil_w;
+        const int2 entry = __ldg(entries + e);  // one 8-byte warp-uniform load per non-zero
+        const int off = entry.x;
+        const float v = __int_as_float(entry.y);
 #pragma unroll
         for (int j = 0; j < kPix; ++j) {
           if (j < live_slots) acc[r][j] = fmaf(v, patch[base[j] + off], acc[r][j]);
@@ -280,7 +279,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sparse_conv2d_block_tiled_kernel(const T* __restrict__ input,
                                      const int* __restrict__ chunk_ptr,
-                                     const int* __restrict__ taps,
+                                     const int* __restrict__ offsets,
                                      const float4* __restrict__ values,
                                      const float* __restrict__ bias, T* __restrict__ output,
                                      TiledParams t) {
@@ -322,7 +321,6 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < kPix; ++j) acc[r][j] = 0.f;
 
   const int in_y0 = oy0 * p.stride_h - p.pad_h;
-  const int chunk_row = t.images_per_tile * t.patch_h * t.patch_w;
   for (int chunk = 0; chunk < t.num_chunks; ++chunk) {
     const int c0 = chunk * t.chunk_channels;
     const int cc = min(t.chunk_channels, p.c_per_group - c0);
@@ -350,9 +348,7 @@ __global__ void __launch_bounds__(kThreads)
     const int* cp = chunk_ptr + panel * (t.num_chunks + 1) + chunk;
     const int end = __ldg(cp + 1);
     for (int e = __ldg(cp); e < end; ++e) {
-      const int packed = __ldg(taps + e);
-      const int off = ((packed >> 16) - c0) * chunk_row +
-                      ((packed >> 8) & 255) * p.dil_h * t.patch_w + (packed & 255) * p.dil_w;
+      const int off = __ldg(offsets + e);
       float x[kPix];
 #pragma unroll
       for (int j = 0; j < kPix; ++j) x[j] = j < live_slots ? patch[base[j] + off] : 0.f;

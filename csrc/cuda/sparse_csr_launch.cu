@@ -45,8 +45,7 @@ void launch_csr(const sparse_csr::CsrParams& p, uintptr_t input, uintptr_t row_p
 
 template <typename T>
 void launch_csr_tiled(const sparse_csr::TiledParams& t, uintptr_t input, uintptr_t chunk_ptr,
-                      uintptr_t taps, uintptr_t values, uintptr_t bias, uintptr_t output,
-                      cudaStream_t stream) {
+                      uintptr_t entries, uintptr_t bias, uintptr_t output, cudaStream_t stream) {
   const sparse_csr::CsrParams& p = t.conv;
   const int image_tiles = (p.n + t.images_per_tile - 1) / t.images_per_tile;
   const int64_t blocks_x = int64_t(image_tiles) * t.tiles_per_image;
@@ -56,8 +55,8 @@ void launch_csr_tiled(const sparse_csr::TiledParams& t, uintptr_t input, uintptr
                       sizeof(float);
   sparse_csr::sparse_conv2d_csr_tiled_kernel<T>
       <<<dim3(unsigned(blocks_x), unsigned(blocks_y)), sparse_csr::kThreads, smem, stream>>>(
-          as_ptr<const T>(input), as_ptr<const int>(chunk_ptr), as_ptr<const int>(taps),
-          as_ptr<const float>(values), as_ptr<const float>(bias), as_ptr<T>(output), t);
+          as_ptr<const T>(input), as_ptr<const int>(chunk_ptr), as_ptr<const int2>(entries),
+          as_ptr<const float>(bias), as_ptr<T>(output), t);
   PYFASTCNN_CUDA_CHECK_LAUNCH();
 }
 
@@ -90,21 +89,22 @@ sparse_csr::TiledParams tiled_params(const sparse_csr::CsrParams& p, int64_t ima
 template <typename T>
 void run_csr(const sparse_csr::CsrParams& p, uintptr_t chunk_ptr, int64_t images_per_tile,
              int64_t rows_per_tile, int64_t chunk_channels, uintptr_t input, uintptr_t row_ptr,
-             uintptr_t taps, uintptr_t values, uintptr_t bias, uintptr_t output,
-             cudaStream_t stream) {
+             uintptr_t taps, uintptr_t values, uintptr_t entries, uintptr_t bias,
+             uintptr_t output, cudaStream_t stream) {
   if (chunk_ptr == 0) {
     launch_csr<T>(p, input, row_ptr, taps, values, bias, output, stream);
     return;
   }
   const sparse_csr::TiledParams t = tiled_params(p, images_per_tile, rows_per_tile,
                                                  chunk_channels, sparse_csr::kTiledRows);
-  launch_csr_tiled<T>(t, input, chunk_ptr, taps, values, bias, output, stream);
+  launch_csr_tiled<T>(t, input, chunk_ptr, entries, bias, output, stream);
 }
 
 template <typename T>
 void run_block(const sparse_csr::CsrParams& p, uintptr_t chunk_ptr, int64_t images_per_tile,
-               int64_t rows_per_tile, int64_t chunk_channels, uintptr_t input, uintptr_t taps,
-               uintptr_t values, uintptr_t bias, uintptr_t output, cudaStream_t stream) {
+               int64_t rows_per_tile, int64_t chunk_channels, uintptr_t input,
+               uintptr_t offsets, uintptr_t values, uintptr_t bias, uintptr_t output,
+               cudaStream_t stream) {
   const sparse_csr::TiledParams t =
       tiled_params(p, images_per_tile, rows_per_tile, chunk_channels, 32);
   const int image_tiles = (p.n + t.images_per_tile - 1) / t.images_per_tile;
@@ -115,7 +115,7 @@ void run_block(const sparse_csr::CsrParams& p, uintptr_t chunk_ptr, int64_t imag
                       sizeof(float);
   sparse_csr::sparse_conv2d_block_tiled_kernel<T>
       <<<dim3(unsigned(blocks_x), unsigned(blocks_y)), sparse_csr::kThreads, smem, stream>>>(
-          as_ptr<const T>(input), as_ptr<const int>(chunk_ptr), as_ptr<const int>(taps),
+          as_ptr<const T>(input), as_ptr<const int>(chunk_ptr), as_ptr<const int>(offsets),
           as_ptr<const float4>(values), as_ptr<const float>(bias), as_ptr<T>(output), t);
   PYFASTCNN_CUDA_CHECK_LAUNCH();
 }
@@ -143,12 +143,15 @@ void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr
                        int64_t h, int64_t w, int64_t oc, int64_t kh, int64_t kw, int64_t oh,
                        int64_t ow, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                        int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t nnz,
-                       bool relu, uintptr_t chunk_ptr, int64_t images_per_tile,
-                       int64_t rows_per_tile, int64_t chunk_channels, uintptr_t stream) {
+                       bool relu, uintptr_t chunk_ptr, uintptr_t entries,
+                       int64_t images_per_tile, int64_t rows_per_tile, int64_t chunk_channels,
+                       uintptr_t stream) {
   require_conv_sizes(n, c, h, w, oc, kh, kw, oh, ow, stride_h, stride_w, pad_h, pad_w, dil_h,
                      dil_w, groups);
-  PYFASTCNN_CUDA_REQUIRE(input && row_ptr && output && (nnz == 0 || (taps && values)),
+  PYFASTCNN_CUDA_REQUIRE(input && row_ptr && output && (nnz == 0 || (taps && values)) &&
+                             (chunk_ptr == 0 || nnz == 0 || entries),
                          "null device pointer");
+  PYFASTCNN_CUDA_REQUIRE(aligned(entries, 8), "entries must be 8-byte aligned");
   PYFASTCNN_CUDA_REQUIRE(nnz >= 0 && nnz < INT_MAX, "nnz must fit in int32");
   PYFASTCNN_CUDA_REQUIRE(kh < 256 && kw < 256 && c / groups < 32768,
                          "kernel must be under 256x256 and C/groups under 32768");
@@ -160,7 +163,7 @@ void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr
   auto go = [&](auto tag) {
     using T = decltype(tag);
     run_csr<T>(p, chunk_ptr, images_per_tile, rows_per_tile, chunk_channels, input, row_ptr, taps,
-               values, bias, output, s);
+               values, entries, bias, output, s);
   };
   switch (dtype) {
     case 0: go(float()); break;
@@ -170,7 +173,7 @@ void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr
 }
 
 void sparse_conv2d_block(int device, uintptr_t input, int dtype, uintptr_t chunk_ptr,
-                         uintptr_t taps, uintptr_t values, uintptr_t bias, uintptr_t output,
+                         uintptr_t offsets, uintptr_t values, uintptr_t bias, uintptr_t output,
                          int64_t n, int64_t c, int64_t h, int64_t w, int64_t oc, int64_t kh,
                          int64_t kw, int64_t oh, int64_t ow, int64_t stride_h, int64_t stride_w,
                          int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w,
@@ -178,7 +181,7 @@ void sparse_conv2d_block(int device, uintptr_t input, int dtype, uintptr_t chunk
                          int64_t rows_per_tile, int64_t chunk_channels, uintptr_t stream) {
   require_conv_sizes(n, c, h, w, oc, kh, kw, oh, ow, stride_h, stride_w, pad_h, pad_w, dil_h,
                      dil_w, groups);
-  PYFASTCNN_CUDA_REQUIRE(input && chunk_ptr && output && (kept == 0 || (taps && values)),
+  PYFASTCNN_CUDA_REQUIRE(input && chunk_ptr && output && (kept == 0 || (offsets && values)),
                          "null device pointer");
   PYFASTCNN_CUDA_REQUIRE(aligned(values, 16), "values must be 16-byte aligned");
   PYFASTCNN_CUDA_REQUIRE(kept >= 0 && kept < INT_MAX / 32, "too many kept positions");
@@ -191,8 +194,8 @@ void sparse_conv2d_block(int device, uintptr_t input, int dtype, uintptr_t chunk
   const cudaStream_t s = as_stream(stream);
   auto go = [&](auto tag) {
     using T = decltype(tag);
-    run_block<T>(p, chunk_ptr, images_per_tile, rows_per_tile, chunk_channels, input, taps, values,
-                 bias, output, s);
+    run_block<T>(p, chunk_ptr, images_per_tile, rows_per_tile, chunk_channels, input, offsets,
+                 values, bias, output, s);
   };
   switch (dtype) {
     case 0: go(float()); break;

@@ -17,7 +17,11 @@ enum class SparseDType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 //   taps [nnz] (int32): ci_in_group << 16 | kh << 8 | kw  (ci < 2^15, kh, kw < 256),
 //   chunk_ptr [OC][ceil(C/groups / chunk_channels) + 1] (int32): where each row's non-zeros of
 //     input channels [j * chunk_channels, (j + 1) * chunk_channels) start (rows are sorted by
-//     ci), or 0 to run the untiled fallback kernel.
+//     ci), or 0 to run the untiled fallback kernel (which reads taps and values);
+//   entries [nnz] (2 x int32, tiled kernel): the non-zero's offset in the staged input patch,
+//     (ci % chunk_channels) * images_per_tile * patch_h * patch_w + kh * dil_h * patch_w +
+//     kw * dil_w with patch_h = (rows_per_tile - 1) * stride_h + (KH - 1) * dil_h + 1 and
+//     patch_w = (OW - 1) * stride_w + (KW - 1) * dil_w + 1, and the bits of its float32 value.
 // Tile plan of the tiled kernel (see pyfastcnn.ops.cuda_sparse._csr_plan): images_per_tile x
 // rows_per_tile whole output rows (at most 512 pixels), chunk_channels input channels staged at
 // a time (the patch must fit 48 KB).
@@ -28,17 +32,19 @@ void sparse_conv2d_csr(int device, uintptr_t input, int dtype, uintptr_t row_ptr
                        int64_t h, int64_t w, int64_t oc, int64_t kh, int64_t kw, int64_t oh,
                        int64_t ow, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                        int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t nnz,
-                       bool relu, uintptr_t chunk_ptr, int64_t images_per_tile,
-                       int64_t rows_per_tile, int64_t chunk_channels, uintptr_t stream);
+                       bool relu, uintptr_t chunk_ptr, uintptr_t entries,
+                       int64_t images_per_tile, int64_t rows_per_tile, int64_t chunk_channels,
+                       uintptr_t stream);
 
 // Block-sparse direct convolution (tiled kernel only; same layouts and tile plan as above, a CTA
 // owns 32 output channels): kept positions of each 32-channel panel of each group, ordered by
 // input channel within the panel:
-//   taps [kept] (int32, ci << 16 | kh << 8 | kw), values [kept][32] (float32, 16-byte aligned;
-//   rows past the group's channel count are ignored),
+//   offsets [kept] (int32, the position's offset in the staged patch, as entries above),
+//   values [kept][32] (float32, 16-byte aligned; rows past the group's channel count are
+//   ignored),
 //   chunk_ptr [groups * panels][ceil(C/groups / chunk_channels) + 1] (int32).
 void sparse_conv2d_block(int device, uintptr_t input, int dtype, uintptr_t chunk_ptr,
-                         uintptr_t taps, uintptr_t values, uintptr_t bias, uintptr_t output,
+                         uintptr_t offsets, uintptr_t values, uintptr_t bias, uintptr_t output,
                          int64_t n, int64_t c, int64_t h, int64_t w, int64_t oc, int64_t kh,
                          int64_t kw, int64_t oh, int64_t ow, int64_t stride_h, int64_t stride_w,
                          int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w,

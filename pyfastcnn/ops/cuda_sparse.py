@@ -118,6 +118,33 @@ def _device_block_chunks(weight: SparseWeight, device: torch.device, chunk: int)
     return cached
 
 
+def _patch_offsets(taps: torch.Tensor, tiles, kernel, stride, dilation,
+                   out_w: int) -> torch.Tensor:
+    """int64 offsets of non-zeros (taps ci << 16 | kh << 8 | kw) in the tiled kernels' staged
+    input patch [chunk channel][image in tile][patch_h][patch_w] (csrc/cuda/sparse_ops.h)."""
+    images, rows, chunk = tiles
+    patch_h = (rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
+    patch_w = (out_w - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
+    t = taps.long()
+    return ((t >> 16) % chunk * (images * patch_h * patch_w) + ((t >> 8) & 255) * dilation[0]
+            * patch_w + (t & 255) * dilation[1])
+
+
+def _device_entries(weight: SparseWeight, device: torch.device, tiles, geo) -> torch.Tensor:
+    """int32 [nnz, 2] for the tiled CSR kernel: patch offset and float32 value bits."""
+    key = ("cuda-entries", str(device), tuple(tiles), geo.stride, geo.dilation,
+           geo.output_size[1])
+    cached = weight.cache.get(key)
+    if cached is None:
+        _, taps, values = _device_csr(weight, device)
+        offsets = _patch_offsets(taps, tiles, weight.shape[2:], geo.stride, geo.dilation,
+                                 geo.output_size[1])
+        cached = torch.stack((offsets.to(torch.int32), values.view(torch.int32)), dim=1)
+        cached = cached.contiguous()
+        weight.cache[key] = cached
+    return cached
+
+
 _TILE_PIXELS = 512  # csrc/cuda/sparse_csr_kernel.cuh: kThreads * kPix
 _PATCH_FLOATS = 12 * 1024  # 48 KB of shared memory
 
@@ -175,6 +202,7 @@ def _sparse_conv2d_cuda_impl(
     taps: torch.Tensor,
     values: torch.Tensor,
     chunk_ptr: Optional[torch.Tensor],
+    entries: Optional[torch.Tensor],
     bias: Optional[torch.Tensor],
     weight_shape: List[int],
     stride: List[int],
@@ -196,7 +224,7 @@ def _sparse_conv2d_cuda_impl(
         ptr(values), ptr(bias), ptr(out), n, c, h, w, weight_shape[0], weight_shape[2],
         weight_shape[3], output_size[0], output_size[1], stride[0], stride[1], padding[0],
         padding[1], dilation[0], dilation[1], groups, values.numel(), relu, ptr(chunk_ptr),
-        images, rows, chunk, stream_of(input))
+        ptr(entries), images, rows, chunk, stream_of(input))
     return out
 
 
@@ -206,8 +234,8 @@ _sparse_conv2d_cuda = torch.library.custom_op(
 
 
 @_sparse_conv2d_cuda.register_fake
-def _(input, row_ptr, taps, values, chunk_ptr, bias, weight_shape, stride, padding, dilation,
-      groups, output_size, plan, relu):
+def _(input, row_ptr, taps, values, chunk_ptr, entries, bias, weight_shape, stride, padding,
+      dilation, groups, output_size, plan, relu):
     return input.new_empty((input.shape[0], weight_shape[0], output_size[0], output_size[1]))
 
 
@@ -364,11 +392,13 @@ def _plan_csr(input, weight: SparseWeight, geo, relu: bool, channels_last: bool)
     blocks = geo.groups * -(-(oc // geo.groups) // 16)  # kTiledRows output channels per CTA
     tiles = _csr_plan(n, cg, geo.output_size, (kh, kw), geo.stride, geo.dilation, blocks, sms)
     chunk_ptr = None if tiles is None else _device_chunks(weight, device, tiles[2])
+    entries = None if tiles is None else _device_entries(weight, device, tiles, geo)
     out_shape = (n, oc, *geo.output_size)
     op_args = (list(weight.shape), list(geo.stride), list(geo.padding), list(geo.dilation),
                geo.groups, list(geo.output_size), tiles or [0, 0, 0], relu)
     sizes = (n, c, h, w, oc, kh, kw, *geo.output_size, *geo.stride, *geo.padding, *geo.dilation,
-             geo.groups, values.numel(), relu, ptr(chunk_ptr), *(tiles or (0, 0, 0)))
+             geo.groups, values.numel(), relu, ptr(chunk_ptr), ptr(entries),
+             *(tiles or (0, 0, 0)))
     native = cuda_module().sparse_conv2d_csr
     index, code = device.index, _DTYPE_CODES[dtype]
     weights = (ptr(row_ptr), ptr(taps), ptr(values))
@@ -380,7 +410,7 @@ def _plan_csr(input, weight: SparseWeight, geo, relu: bool, channels_last: bool)
             bias = bias.float().contiguous()
         if traced:
             out = _native.run(_sparse_conv2d_cuda, _sparse_conv2d_cuda_impl, x, row_ptr, taps,
-                              values, chunk_ptr, bias, *op_args)
+                              values, chunk_ptr, entries, bias, *op_args)
         else:
             out = torch.empty(out_shape, dtype=dtype, device=device)
             if not empty:
@@ -404,6 +434,13 @@ def _plan_block(input, weight: SparseWeight, geo, relu: bool, channels_last: boo
         return None
     taps, values, _, _ = _device_block(weight, device)
     chunk_ptr = _device_block_chunks(weight, device, tiles[2])
+    key = ("cuda-block-offsets", str(device), tuple(tiles), geo.stride, geo.dilation,
+           geo.output_size[1])
+    offsets = weight.cache.get(key)
+    if offsets is None:
+        offsets = _patch_offsets(taps, tiles, (kh, kw), geo.stride, geo.dilation,
+                                 geo.output_size[1]).to(torch.int32).contiguous()
+        weight.cache[key] = offsets
     out_shape = (n, oc, *geo.output_size)
     sizes = (n, c, h, w, oc, kh, kw, *geo.output_size, *geo.stride, *geo.padding, *geo.dilation,
              geo.groups, taps.numel(), relu, *tiles)
@@ -419,8 +456,8 @@ def _plan_block(input, weight: SparseWeight, geo, relu: bool, channels_last: boo
             bias = bias.float().contiguous()
         out = torch.empty(out_shape, dtype=dtype, device=device)
         if not empty:
-            native(index, x.data_ptr(), code, ptr(chunk_ptr), ptr(taps), ptr(values), ptr(bias),
-                   out.data_ptr(), *sizes, _raw_stream(index))
+            native(index, x.data_ptr(), code, ptr(chunk_ptr), ptr(offsets), ptr(values),
+                   ptr(bias), out.data_ptr(), *sizes, _raw_stream(index))
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     return run
