@@ -14,6 +14,10 @@ class SparseConv2d(torch.nn.Module):
     Build it with ``SparseConv2d.from_dense(conv, format="auto", relu=False)``. The packed
     weight is picklable and is saved in the state dict as its dense form (``weight``), so
     ``load_state_dict`` repacks it. Inference only.
+
+    ``.cuda()`` works: the packed weight stays a host object and uploads its arrays once per
+    device on the first CUDA call (float32, float16 and bfloat16 input; "2:4" weights with
+    float16/bfloat16 input run on sparse tensor cores). Packing always reads a CPU copy.
     """
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
@@ -23,11 +27,12 @@ class SparseConv2d(torch.nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.groups, self.relu, self.format = groups, relu, format
-        self.packed: SparseWeight = pack_sparse(self.weight, format, groups=groups)
+        self.packed: SparseWeight = pack_sparse(self.weight.cpu(), format, groups=groups)
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
-        self.packed = pack_sparse(self.weight, self.format, groups=self.groups)
+        self.packed = pack_sparse(self.weight.detach().float().cpu(), self.format,
+                                  groups=self.groups)
 
     @classmethod
     def from_dense(cls, conv: torch.nn.Conv2d, format: str = "auto",
