@@ -24,9 +24,19 @@ def cuda_module():
     return _native.cuda
 
 
+def raw_stream(device_index: int) -> int:
+    """The current stream of a device as an integer, without making a Stream object (a few
+    microseconds per call saved where the private accessor exists)."""
+    get = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if get is not None:
+        return get(device_index)
+    return torch.cuda.current_stream(device_index).cuda_stream
+
+
 def stream_of(t: torch.Tensor) -> int:
     """The current stream of t's device, as the integer the native launchers take."""
-    return torch.cuda.current_stream(t.device).cuda_stream
+    return raw_stream(t.device.index if t.device.index is not None else
+                      torch.cuda.current_device())
 
 
 def same_device(reference_name: str, reference: torch.Tensor, **others: Optional[torch.Tensor]):

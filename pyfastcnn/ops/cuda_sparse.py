@@ -18,7 +18,7 @@ import torch
 
 from .. import _native
 from ._checks import IntPair, check_tensor, conv_geometry
-from ._device import cuda_module, ptr, same_device, stream_of
+from ._device import cuda_module, ptr, raw_stream, same_device, stream_of
 from .sparse_conv import SparseWeight, csr_of, pack_sparse, sparse24_fragments
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -287,14 +287,6 @@ def _is_channels_last(t: torch.Tensor) -> bool:
     return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
-def _raw_stream(device_index: int) -> int:
-    """The current stream of a device as an integer, without making a Stream object."""
-    get = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-    if get is not None:
-        return get(device_index)
-    return torch.cuda.current_stream(device_index).cuda_stream
-
-
 _CALL_PLANS = 16  # call plans remembered per weight
 
 
@@ -415,7 +407,7 @@ def _plan_csr(input, weight: SparseWeight, geo, relu: bool, channels_last: bool)
             out = torch.empty(out_shape, dtype=dtype, device=device)
             if not empty:
                 native(index, x.data_ptr(), code, *weights, ptr(bias), out.data_ptr(), *sizes,
-                       _raw_stream(index))
+                       raw_stream(index))
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     return run
@@ -457,7 +449,7 @@ def _plan_block(input, weight: SparseWeight, geo, relu: bool, channels_last: boo
         out = torch.empty(out_shape, dtype=dtype, device=device)
         if not empty:
             native(index, x.data_ptr(), code, ptr(chunk_ptr), ptr(offsets), ptr(values),
-                   ptr(bias), out.data_ptr(), *sizes, _raw_stream(index))
+                   ptr(bias), out.data_ptr(), *sizes, raw_stream(index))
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     return run
@@ -498,7 +490,7 @@ def _plan_24(input, weight: SparseWeight, geo, relu: bool, channels_last: bool):
                               memory_format=torch.channels_last)
             if not empty:
                 native(index, x.data_ptr(), code, frags.data_ptr(), meta.data_ptr(), ptr(bias),
-                       out.data_ptr(), *sizes, _raw_stream(index))
+                       out.data_ptr(), *sizes, raw_stream(index))
         return out if channels_last else out.contiguous()
 
     return run
