@@ -71,7 +71,9 @@ BF16_CONVS = [  # (N, C, H, W, OC, k, stride, padding, groups)
     (2, 32, 7, 7, 48, 3, 1, 1, 1),      # 192-byte runs, 7x7 map
     (1, 128, 28, 28, 64, 1, 1, 0, 1),   # 1x1, 16 + 12 pieces per row, two passes over K
     (1, 128, 15, 15, 24, 3, 2, 1, 2),   # groups, per-tap runs, stride 2
-    (1, 24, 9, 9, 16, 3, 1, 1, 1),      # K not a multiple of 32: the AVX-512 BF16 kernel
+    (1, 24, 9, 9, 16, 3, 1, 1, 1),      # K = 216, not a multiple of 32: padded panels
+    (2, 3, 33, 33, 40, 7, 2, 3, 1),     # 7x7 stem: 28-element runs, padded panels
+    (1, 16, 9, 9, 8, 3, 1, 1, 4),       # groups of 4 channels: per-tap runs of 4
 ]
 
 

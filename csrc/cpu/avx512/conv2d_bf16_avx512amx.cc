@@ -3,9 +3,10 @@
 // tile. Tasks, passes and tile loads: amx_tiles.h, which counts A in bytes (2 per element).
 // B is the AVX-512 BF16 packed layout unchanged ([K/2][32][2] per panel of 32 columns: 16
 // k-pairs of a half panel are a B tile), so packing is shared and shapes this kernel does not
-// take go to the AVX-512 BF16 kernel: K a multiple of 32 elements (a B tile must not read past
-// its panel: the next panel's weights times A's zero padding could be Inf * 0), and runs of one
-// length. The runs arrive cut at k-block boundaries for the AVX-512 kernel; adjacent pieces
+// take go to the AVX-512 BF16 kernel (runs of different lengths). When K is not a multiple of 32
+// elements, a B tile would read past its panel (the next panel's weights times A's zero
+// padding: Inf * 0 for an infinite weight), so the weight is first copied with each panel
+// zero-padded to a multiple of 32 (stems: a few KB per call). The runs arrive cut at k-block boundaries for the AVX-512 kernel; adjacent pieces
 // are joined back into the kernel-row (or tap) runs. Epilogue: bias and clamp in FP32
 // (Epilogue512), as in the other float kernels. AMX-BF16 flushes denormal inputs and results
 // to zero.
@@ -15,6 +16,7 @@
 #include <immintrin.h>
 
 #include "amx_tiles.h"
+#include "pyfastcnn/memory.h"
 #include "epilogue_avx512.h"
 #include "pyfastcnn/kernels.h"
 
@@ -74,11 +76,26 @@ void conv2d_bf16(const Bf16ConvArgs& args) {
   int64_t offsets[kMaxRuns], len[kMaxRuns], runs = 0;
   int64_t K = 0;
   for (int64_t s = 0; s < args.num_segments; ++s) K += args.segment_len[s];
-  if (K % 32 != 0 || !uniform_runs(args, offsets, &runs, len)) {
-    return avx512_bf16::conv2d_bf16(args);
+  if (!uniform_runs(args, offsets, &runs, len)) return avx512_bf16::conv2d_bf16(args);
+  const int64_t M = args.N * args.OH * args.OW, panels = num_panels(args.ocg);
+  const int64_t Kp = (K + 31) / 32 * 32, stride = Kp * kPanelCols * 2;  // panel bytes
+  const uint16_t* packed = args.packed_b;
+  int64_t group_elems = args.group_elems;
+  if (Kp != K) {  // panels zero-padded to Kp (see the top)
+    group_elems = panels * Kp * kPanelCols;
+    uint16_t* padded = static_cast<uint16_t*>(scratch(
+        ScratchSlot::packed_weights, static_cast<size_t>(args.groups * group_elems) * 2));
+    for (int64_t grp = 0; grp < args.groups; ++grp) {
+      for (int64_t p = 0; p < panels; ++p) {
+        uint16_t* dst = padded + grp * group_elems + p * Kp * kPanelCols;
+        std::memcpy(dst, args.packed_b + grp * args.group_elems + p * K * kPanelCols,
+                    K * kPanelCols * 2);
+        std::memset(dst + K * kPanelCols, 0, (Kp - K) * kPanelCols * 2);
+      }
+    }
+    packed = padded;
   }
-  const int64_t M = args.N * args.OH * args.OW;
-  const int64_t run_bytes = len[0], stride = K * kPanelCols * 2;  // panel bytes
+  const int64_t run_bytes = len[0];
   // By output row when the dropped rows cost at most 1/7 more tile work (see the INT8 conv).
   const int64_t padded = (args.OW + 15) / 16 * 16;
   const bool by_row = run_bytes % 64 == 0 && 7 * padded <= 8 * args.OW;
@@ -86,8 +103,8 @@ void conv2d_bf16(const Bf16ConvArgs& args) {
   const uint8_t* limit = src + args.N * args.Hs * args.Ws * args.Cs * 2;
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     run_tasks<DotBf16>(
-        Pieces{M, by_row ? args.OW : 0}, num_panels(args.ocg),
-        reinterpret_cast<const int8_t*>(args.packed_b + grp * args.group_elems), stride,
+        Pieces{M, by_row ? args.OW : 0}, panels,
+        reinterpret_cast<const int8_t*>(packed + grp * group_elems), stride,
         [&](const TaskRows& rows, RowSource* rs) {
           for (int t = 0; t < 2; ++t) {
             const int64_t m = rows.m[t];
