@@ -1,0 +1,124 @@
+// Launchers of the tensor-core INT8 kernels: tile choice, grid, dynamic shared memory, checks.
+#include <climits>
+
+#include "check.cuh"
+#include "int8_igemm_kernel.cuh"
+#include "int8_ops.h"
+
+namespace pyfastcnn {
+namespace cuda {
+
+namespace {
+
+using int8::IgemmParams;
+using int8::IgemmTile;
+
+bool aligned16(uintptr_t p) { return (p & 15u) == 0; }
+
+template <int MT, int NT, bool kSignedA>
+void launch_tile(IgemmParams p, int groups, cudaStream_t stream) {
+  using Tile = IgemmTile<MT, NT>;
+  p.tiles_m = static_cast<int>((p.M + Tile::BM - 1) / Tile::BM);
+  p.tiles_n = static_cast<int>((p.N + Tile::BN - 1) / Tile::BN);
+  auto kernel = int8::igemm_kernel<MT, NT, kSignedA>;
+  // Above 48 KB a kernel must opt in to dynamic shared memory (per device, cheap to repeat).
+  PYFASTCNN_CUDA_CHECK(cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmemBytes));
+  const int64_t tiles = static_cast<int64_t>(p.tiles_m) * p.tiles_n;
+  PYFASTCNN_CUDA_REQUIRE(tiles <= INT_MAX && groups <= 65535, "problem too large for one launch");
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(groups));
+  kernel<<<grid, int8::kIgemmThreads, Tile::kSmemBytes, stream>>>(p);
+  PYFASTCNN_CUDA_CHECK_LAUNCH();
+}
+
+// 128 x 128 tiles when they fill the machine, else 64 x 64 (skinny and small problems).
+template <bool kSignedA>
+void launch(const IgemmParams& p, int groups, cudaStream_t stream) {
+  const int64_t big_tiles = ((p.M + 127) / 128) * int64_t((p.N + 127) / 128) * groups;
+  if (big_tiles >= sm_count()) {
+    launch_tile<4, 4, kSignedA>(p, groups, stream);
+  } else {
+    launch_tile<2, 2, kSignedA>(p, groups, stream);
+  }
+}
+
+void launch_igemm(const IgemmParams& p, bool a_signed, int groups, cudaStream_t stream) {
+  if (a_signed) {
+    launch<true>(p, groups, stream);
+  } else {
+    launch<false>(p, groups, stream);
+  }
+}
+
+}  // namespace
+
+void int8_gemm(int device, uintptr_t stream, uintptr_t a, int64_t lda, bool a_signed, uintptr_t b,
+               int64_t ldb, int64_t M, int64_t N, int64_t K, uintptr_t out, int64_t ldc,
+               const EpilogueArgs& epi, bool force_simt) {
+  PYFASTCNN_CUDA_REQUIRE(M >= 0 && N >= 0 && K >= 0, "negative size");
+  PYFASTCNN_CUDA_REQUIRE(M < INT_MAX && N < INT_MAX && K < INT_MAX, "size above 2^31 - 1");
+  PYFASTCNN_CUDA_REQUIRE(lda >= K && ldb >= K && ldc >= N, "leading dimensions too small");
+  if (M == 0 || N == 0) return;
+  PYFASTCNN_CUDA_REQUIRE(a != 0 && b != 0 && out != 0, "null pointer");
+  const bool tensor_cores = !force_simt && K > 0 && K % 16 == 0 && aligned16(a) &&
+                            lda % 16 == 0 && aligned16(b) && ldb % 16 == 0;
+  if (!tensor_cores) {
+    int8_gemm_strided(device, stream, a, lda, a_signed, b, 1, ldb, M, N, K, out, ldc, epi);
+    return;
+  }
+  DeviceScope scope(device);
+  IgemmParams p{};
+  p.a = as_ptr<const uint8_t>(a);
+  p.ag = int8::AGeometry{1, 1, 1, static_cast<int>(K), lda, 0, 0, 0, 0, 0};
+  p.M = static_cast<int>(M);
+  p.K = static_cast<int>(K);
+  p.b = as_ptr<const int8_t>(b);
+  p.ldb = ldb;
+  p.b_group_stride = 0;
+  p.N = static_cast<int>(N);
+  p.out = as_ptr<void>(out);
+  p.ldc = ldc;
+  p.epi = int8::make_epilogue(epi);
+  launch_igemm(p, a_signed, 1, as_stream(stream));
+}
+
+void int8_conv2d_igemm(int device, uintptr_t stream, uintptr_t x, bool x_signed, int64_t batch,
+                       int64_t Hp, int64_t Wp, int64_t Cp, uintptr_t weight, int64_t KH,
+                       int64_t KW, int64_t cgp, int64_t groups, int64_t ocg, int64_t stride_h,
+                       int64_t stride_w, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW,
+                       uintptr_t out, const EpilogueArgs& epi) {
+  PYFASTCNN_CUDA_REQUIRE(batch >= 0 && OH >= 1 && OW >= 1 && KH >= 1 && KW >= 1,
+                         "bad conv geometry");
+  PYFASTCNN_CUDA_REQUIRE(groups >= 1 && ocg >= 1 && cgp >= 16 && cgp % 16 == 0 &&
+                             Cp == groups * cgp,
+                         "channels per group must be padded to a multiple of 16, Cp = groups * cgp");
+  PYFASTCNN_CUDA_REQUIRE(stride_h >= 1 && stride_w >= 1 && dil_h >= 1 && dil_w >= 1,
+                         "stride and dilation must be positive");
+  PYFASTCNN_CUDA_REQUIRE((OH - 1) * stride_h + (KH - 1) * dil_h < Hp &&
+                             (OW - 1) * stride_w + (KW - 1) * dil_w < Wp,
+                         "the source image is not padded for every tap of every output pixel");
+  const int64_t M = batch * OH * OW, K = KH * KW * cgp;
+  PYFASTCNN_CUDA_REQUIRE(M < INT_MAX && K < INT_MAX && ocg < INT_MAX, "conv too large");
+  if (M == 0) return;
+  PYFASTCNN_CUDA_REQUIRE(aligned16(x) && aligned16(weight), "x and weight must be 16-byte aligned");
+  DeviceScope scope(device);
+  IgemmParams p{};
+  p.a = as_ptr<const uint8_t>(x);
+  p.ag = int8::AGeometry{static_cast<int>(OH), static_cast<int>(OW), static_cast<int>(KW),
+                         static_cast<int>(cgp),  Hp * Wp * Cp,          stride_h * Wp * Cp,
+                         stride_w * Cp,          dil_h * Wp * Cp,       dil_w * Cp,
+                         cgp};
+  p.M = static_cast<int>(M);
+  p.K = static_cast<int>(K);
+  p.b = as_ptr<const int8_t>(weight);
+  p.ldb = K;
+  p.b_group_stride = ocg * K;
+  p.N = static_cast<int>(ocg);
+  p.out = as_ptr<void>(out);
+  p.ldc = groups * ocg;
+  p.epi = int8::make_epilogue(epi);
+  launch_igemm(p, x_signed, static_cast<int>(groups), as_stream(stream));
+}
+
+}  // namespace cuda
+}  // namespace pyfastcnn
