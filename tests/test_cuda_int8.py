@@ -1,0 +1,316 @@
+"""CUDA INT8 ops: int8_gemm (tensor-core and CUDA-core kernels), packed weights,
+quantized_linear and quantized_conv2d on CUDA tensors, against exact integer products computed
+on the CPU, the CPU ops of the same arguments and the float64 references.
+
+Skipped without a GPU (tests/gpu.needs_gpu); benchmarks/gpu/run.sh runs them on one.
+"""
+
+import math
+
+import pytest
+import torch
+from conftest import rel_error
+from gpu import needs_gpu, poison_
+
+import pyfastcnn
+from pyfastcnn import _native
+from pyfastcnn.ops import cuda_int8, reference
+from pyfastcnn.ops.quantized import _int8_gemm_packed, _quantized_conv2d, _quantized_linear
+
+pytestmark = needs_gpu
+
+KERNELS = ["tc", "simt"]  # tensor cores, or the CUDA-core fallback forced
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request, monkeypatch):
+    monkeypatch.setattr(cuda_int8, "FORCE_SIMT", request.param == "simt")
+    return request.param
+
+
+def rand_i8(*shape):
+    t = torch.randint(-128, 128, shape, dtype=torch.int8)
+    # Extremes somewhere in every operand: the first row/column hold -128 and 127.
+    if t.numel():
+        t.view(-1)[0] = -128
+        t.view(-1)[-1] = 127
+    return t
+
+
+def exact_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a.long() @ b.long() wrapped to int32 like torch._int_mm (on the CPU)."""
+    c = a.long() @ b.long()
+    return ((c + 2**31) % 2**32 - 2**31).to(torch.int32)
+
+
+GEMM_SHAPES = [
+    (1, 1, 1),
+    (7, 13, 5),
+    (1, 33, 16),
+    (33, 7, 32),
+    (100, 17, 3),
+    (129, 257, 64),
+    (257, 100, 96),
+    (64, 130, 100),  # K not a multiple of 16
+    (300, 260, 4096),
+]
+gemm_ids = [f"m{m}-n{n}-k{k}" for m, n, k in GEMM_SHAPES]
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES, ids=gemm_ids)
+def test_int8_gemm_exact(kernel, m, n, k):
+    a, b = rand_i8(m, k), rand_i8(k, n)
+    out = pyfastcnn.int8_gemm(a.cuda(), b.cuda())
+    assert out.dtype == torch.int32 and out.is_cuda and out.shape == (m, n)
+    assert torch.equal(out.cpu(), exact_mm(a, b))
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES, ids=gemm_ids)
+def test_int8_gemm_packed_exact(kernel, m, n, k):
+    a, b = rand_i8(m, k), rand_i8(k, n)
+    packed = pyfastcnn.pack_int8_weight(b)
+    out = pyfastcnn.int8_gemm(a.cuda(), packed)
+    assert torch.equal(out.cpu(), exact_mm(a, b))
+    # The CPU path of the same packed weight still works and agrees.
+    assert torch.equal(pyfastcnn.int8_gemm(a, packed), exact_mm(a, b))
+
+
+def test_int8_gemm_views_and_misaligned_rows(kernel):
+    a_t, b = rand_i8(96, 70), rand_i8(64, 48)
+    a = a_t.cuda().t()[:, 3:67]  # [70, 64], column stride 70, starts 3 bytes in
+    ref = exact_mm(a.cpu(), b)
+    assert torch.equal(pyfastcnn.int8_gemm(a, b.cuda()).cpu(), ref)
+    assert torch.equal(pyfastcnn.int8_gemm(a, pyfastcnn.pack_int8_weight(b)).cpu(), ref)
+    wide = rand_i8(70, 81).cuda()[:, 1:65]  # unit column stride, misaligned rows
+    assert torch.equal(pyfastcnn.int8_gemm(wide, b.cuda()).cpu(), exact_mm(wide.cpu(), b))
+    bt = rand_i8(48, 64).cuda().t()  # b as a transposed view
+    assert torch.equal(pyfastcnn.int8_gemm(a, bt).cpu(), exact_mm(a.cpu(), bt.cpu()))
+
+
+def test_int8_gemm_wraps_like_int_mm(kernel):
+    k = 131072 + 128  # 16384 * k > 2^31: the sum wraps modulo 2^32
+    a = torch.full((3, k), -128, dtype=torch.int8)
+    b = torch.full((k, 5), -128, dtype=torch.int8)
+    out = pyfastcnn.int8_gemm(a.cuda(), b.cuda()).cpu()
+    assert torch.equal(out, exact_mm(a, b))
+    assert int(out[0, 0]) < 0
+
+
+@pytest.mark.gpu_sanitize
+@pytest.mark.parametrize("force_simt", [False, True], ids=["tc", "simt"])
+def test_native_gemm_writes_exactly_its_outputs(force_simt):
+    """A poisoned output buffer wider than N: every [:, :N] element is written, nothing else."""
+    m, n, k = 37, 70, 48
+    a, b = rand_i8(m, k), rand_i8(k, n)
+    bt = b.t().contiguous().cuda()
+    a_dev = a.cuda()
+    out = poison_(torch.empty((m, n + 9), dtype=torch.int32, device="cuda"))
+    epi = _native.cuda.Int8Epilogue(0)
+    _native.cuda.int8_gemm(0, torch.cuda.current_stream().cuda_stream, a_dev.data_ptr(), k, True,
+                           bt.data_ptr(), k, m, n, k, out.data_ptr(), n + 9, epi, force_simt)
+    out = out.cpu()
+    assert torch.equal(out[:, :n], exact_mm(a, b))
+    assert bool((out[:, n:] == torch.iinfo(torch.int32).min).all())
+
+
+# ---- quantized linear ------------------------------------------------------------------------
+
+X_DTYPES = {"u8": (torch.uint8, 0, 256, 131), "s8": (torch.int8, -128, 128, -7)}
+OUTS = [(torch.float32, None, None), (torch.uint8, 0.05, 128), (torch.int8, 0.05, -3)]
+
+
+def quant_x(shape, kind):
+    dtype, lo, hi, zp = X_DTYPES[kind]
+    x = torch.randint(lo, hi, shape, dtype=dtype)
+    x.view(-1)[0] = lo
+    x.view(-1)[-1] = hi - 1
+    return x, 0.02, zp
+
+
+def check_against_cpu(y, y_cpu, ref, out_dtype):
+    assert y.is_cuda and y.dtype == out_dtype and y.shape == y_cpu.shape
+    y = y.cpu()
+    if out_dtype == torch.float32:
+        assert rel_error(y, ref) <= 1e-5
+        assert rel_error(y, y_cpu) <= 1e-6
+    else:  # codes within one quantization step of the CPU op and the float64 reference
+        assert (y.int() - y_cpu.int()).abs().max().item() <= 1
+        assert (y.double() - ref).abs().max().item() <= 1
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 13, 5), (33, 65, 130), (200, 96, 64)],
+                         ids=str)
+@pytest.mark.parametrize("xk", X_DTYPES)
+@pytest.mark.parametrize("out", OUTS, ids=["f32", "u8", "s8"])
+def test_linear_matches_cpu(kernel, m, n, k, xk, out):
+    x, xs, xzp = quant_x((m, k), xk)
+    qw = pyfastcnn.quantize_weight(torch.randn(n, k))
+    bias = torch.randn(n)
+    out_dtype, os_, ozp = out
+    for relu, clamp_max in ((False, None), (True, None), (True, 0.5)):
+        kw = dict(out_dtype=out_dtype, out_scale=os_, out_zero_point=ozp, relu=relu,
+                  clamp_max=clamp_max)
+        y = pyfastcnn.quantized_linear(x.cuda(), xs, xzp, qw, bias.cuda(), **kw)
+        y_cpu = pyfastcnn.quantized_linear(x, xs, xzp, qw, bias, **kw)
+        ref = reference.quantized_linear(x, xs, xzp, qw.int_weight, qw.scale, bias, out_dtype,
+                                         os_, ozp, relu)
+        if clamp_max is not None:
+            ref = ref.clamp(max=clamp_max) if out_dtype == torch.float32 else y_cpu.double()
+        check_against_cpu(y, y_cpu, ref, out_dtype)
+
+
+def test_linear_extremes_and_batched_input(kernel):
+    x = torch.full((3, 2, 4096), 255, dtype=torch.uint8)
+    qw = pyfastcnn.QuantizedWeight(torch.full((5, 4096), -128, dtype=torch.int8), torch.ones(5))
+    y = pyfastcnn.quantized_linear(x.cuda(), 1.0, 254, qw)
+    assert y.shape == (3, 2, 5)
+    assert torch.equal(y.cpu(), torch.full((3, 2, 5), -128.0 * 4096))
+
+
+# ---- quantized conv --------------------------------------------------------------------------
+
+# (id, n, c, h, w, oc, kernel, stride, padding, dilation, groups)
+CONV_CASES = [
+    ("1x1", 4, 64, 14, 14, 128, (1, 1), 1, 0, 1, 1),
+    ("3x3-pad1", 1, 32, 15, 15, 48, (3, 3), 1, 1, 1, 1),
+    ("3x3-stride2", 4, 24, 17, 17, 40, (3, 3), 2, 1, 1, 1),
+    ("stem7x7-c3", 1, 3, 32, 32, 16, (7, 7), 2, 3, 1, 1),
+    ("dilation2", 2, 16, 13, 13, 24, (3, 3), 1, 2, 2, 1),
+    ("groups2", 2, 32, 9, 9, 40, (3, 3), 1, 1, 1, 2),
+    ("groups4-cg2", 1, 8, 7, 7, 12, (3, 3), 1, 1, 1, 4),
+    ("depthwise", 2, 48, 11, 11, 48, (3, 3), 2, 1, 1, 48),
+    ("1x5-pad-same", 1, 20, 9, 12, 8, (1, 5), 1, "same", 1, 1),
+    ("5x5-stride2-nopad", 1, 17, 12, 10, 33, (5, 5), 2, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+@pytest.mark.parametrize("xk", X_DTYPES)
+@pytest.mark.parametrize("out", OUTS[:2], ids=["f32", "u8"])
+def test_conv_matches_cpu(case, xk, out):
+    _, n, c, h, w, oc, k, stride, padding, dilation, groups = case
+    x, xs, xzp = quant_x((n, c, h, w), xk)
+    qw = pyfastcnn.quantize_weight(torch.randn(oc, c // groups, *k), groups=groups)
+    bias = torch.randn(oc)
+    out_dtype, os_, ozp = out
+    kw = dict(stride=stride, padding=padding, dilation=dilation, out_dtype=out_dtype,
+              out_scale=os_, out_zero_point=ozp, relu=True)
+    y_cpu = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, bias, **kw)
+    pad = padding
+    if padding == "same":
+        pad = ((k[0] - 1) // 2, (k[1] - 1) // 2)  # odd kernels: symmetric
+    ref = reference.quantized_conv2d(x, xs, xzp, qw.int_weight, qw.scale, bias, stride, pad,
+                                     dilation, groups, out_dtype, os_, ozp, True)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        y = pyfastcnn.quantized_conv2d(x.cuda().contiguous(memory_format=layout), xs, xzp, qw,
+                                       bias.cuda(), **kw)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        check_against_cpu(y, y_cpu, ref, out_dtype)
+
+
+@pytest.mark.gpu_sanitize
+def test_conv_small_sanitized():
+    x, xs, xzp = quant_x((2, 5, 6, 7), "u8")
+    for groups, oc in ((1, 6), (5, 5)):  # implicit GEMM, then the direct kernel
+        qw = pyfastcnn.quantize_weight(torch.randn(oc, 5 // groups, 3, 3), groups=groups)
+        kw = dict(stride=2, padding=1, out_dtype=torch.int8, out_scale=0.1, out_zero_point=2)
+        y = pyfastcnn.quantized_conv2d(x.cuda(), xs, xzp, qw, **kw)
+        y_cpu = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, **kw)
+        assert (y.cpu().int() - y_cpu.int()).abs().max().item() <= 1
+
+
+@pytest.mark.parametrize("rk", ["u8", "s8"])
+def test_conv_residual_matches_cpu(rk):
+    x, xs, xzp = quant_x((2, 32, 8, 8), "u8")
+    qw = pyfastcnn.quantize_weight(torch.randn(32, 32, 3, 3))
+    r, rs, rzp = quant_x((2, 32, 8, 8), rk)
+    kw = dict(padding=1, out_dtype=torch.uint8, out_scale=0.05, out_zero_point=0, relu=True,
+              residual_scale=rs * 5, residual_zero_point=rzp)
+    y = pyfastcnn.quantized_conv2d(x.cuda(), xs, xzp, qw, residual=r.cuda(), **kw)
+    y_cpu = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, residual=r, **kw)
+    assert (y.cpu().int() - y_cpu.int()).abs().max().item() <= 1
+
+
+def test_conv_batch_zero():
+    qw = pyfastcnn.quantize_weight(torch.randn(8, 16, 3, 3))
+    y = pyfastcnn.quantized_conv2d(torch.zeros(0, 16, 5, 5, dtype=torch.uint8, device="cuda"),
+                                   0.1, 0, qw, padding=1)
+    assert y.shape == (0, 8, 5, 5) and y.is_cuda
+
+
+# ---- streams, devices, errors, torch.library ---------------------------------------------------
+
+
+def test_runs_on_the_current_stream():
+    a, b = rand_i8(256, 512), rand_i8(512, 384)
+    packed = pyfastcnn.pack_int8_weight(b)
+    x, xs, xzp = quant_x((4, 32, 16, 16), "u8")
+    qw = pyfastcnn.quantize_weight(torch.randn(64, 32, 3, 3))
+    a_dev, x_dev = a.cuda(), x.cuda()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        out = pyfastcnn.int8_gemm(a_dev, packed)
+        y = pyfastcnn.quantized_conv2d(x_dev, xs, xzp, qw, padding=1)
+    stream.synchronize()
+    assert torch.equal(out.cpu(), exact_mm(a, b))
+    y_cpu = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, padding=1)
+    assert rel_error(y.cpu(), y_cpu) <= 1e-6
+
+
+def test_cuda_tensor_without_the_module(monkeypatch):
+    monkeypatch.setattr(_native, "cuda", None)
+    with pytest.raises(RuntimeError, match="built without its CUDA module"):
+        pyfastcnn.int8_gemm(rand_i8(4, 16).cuda(), rand_i8(16, 8).cuda())
+
+
+def test_mixed_devices_raise():
+    a, b = rand_i8(4, 16), rand_i8(16, 8)
+    with pytest.raises(ValueError, match="b must be on the same device as a"):
+        pyfastcnn.int8_gemm(a.cuda(), b)
+    qw = pyfastcnn.quantize_weight(torch.randn(8, 16))
+    x = torch.randint(0, 256, (3, 16), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="bias must be on the same device as x"):
+        pyfastcnn.quantized_linear(x.cuda(), 0.1, 3, qw, torch.randn(8))
+    with pytest.raises(ValueError, match="bias must be on the same device as x"):
+        pyfastcnn.quantized_linear(x, 0.1, 3, qw, torch.randn(8, device="cuda"))
+    qc = pyfastcnn.quantize_weight(torch.randn(8, 4, 3, 3))
+    xc = torch.randint(0, 256, (1, 4, 5, 5), dtype=torch.uint8, device="cuda")
+    r = torch.zeros(1, 8, 5, 5, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="residual must be on the same device as x"):
+        pyfastcnn.quantized_conv2d(xc, 0.1, 3, qc, padding=1, residual=r, residual_scale=0.1)
+
+
+def test_opcheck_cuda_kernels():
+    a, b = rand_i8(9, 32).cuda(), rand_i8(32, 12).cuda()
+    torch.library.opcheck(torch.ops.pyfastcnn.int8_gemm.default, (a, b))
+    packed = pyfastcnn.pack_int8_weight(b)
+    _, data, col_sums = packed.cuda_operand(a.device)
+    torch.library.opcheck(_int8_gemm_packed, (a, data[0], col_sums, "cuda", 12))
+    qw = pyfastcnn.quantize_weight(torch.randn(12, 32))
+    layout, data, col_sums, scale = qw.cuda_operand(a.device)
+    x = torch.randint(0, 256, (9, 32), dtype=torch.uint8, device="cuda")
+    torch.library.opcheck(_quantized_linear, (x, data, col_sums, layout, 12, scale, None, 0.1, 3,
+                                              2, 0.0, math.inf, 0.05, -4))
+    qc = pyfastcnn.quantize_weight(torch.randn(8, 4, 3, 3))
+    layout, data, col_sums, scale = qc.cuda_operand(a.device)
+    xc = torch.randint(0, 256, (2, 4, 6, 6), dtype=torch.uint8,
+                       device="cuda").contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(_quantized_conv2d, (xc, data, col_sums, layout, [8, 4, 3, 3], scale,
+                                              None, [1, 1], [1, 1], [1, 1], 1, [6, 6], 0.1, 3, 1,
+                                              -math.inf, math.inf, 1.0, 0))
+
+
+def test_torch_compile_linear():
+    qw = pyfastcnn.quantize_weight(torch.randn(24, 40))
+    bias = torch.randn(24, device="cuda")
+
+    def f(x):
+        return pyfastcnn.quantized_linear(x, 0.02, 5, qw, bias, out_dtype=torch.uint8,
+                                          out_scale=0.1, out_zero_point=3, relu=True)
+
+    x = torch.randint(0, 256, (7, 40), dtype=torch.uint8, device="cuda")
+    eager = f(x)  # uploads the weight to this device first (not inside the traced call)
+    compiled = torch.compile(f, fullgraph=True)
+    assert torch.equal(compiled(x), eager)
+
