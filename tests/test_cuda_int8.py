@@ -5,8 +5,10 @@ on the CPU, the CPU ops of the same arguments and the float64 references.
 Skipped without a GPU (tests/gpu.needs_gpu); benchmarks/gpu/run.sh runs them on one.
 """
 
+import ctypes
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import rel_error
@@ -15,9 +17,8 @@ from gpu import needs_gpu, poison_
 import pyfastcnn
 from pyfastcnn import _native
 from pyfastcnn.ops import cuda_int8, reference
+from pyfastcnn.ops import quantized as quantized_mod
 from pyfastcnn.ops.quantized import _int8_gemm_packed, _quantized_conv2d, _quantized_linear
-
-pytestmark = needs_gpu
 
 KERNELS = ["tc", "simt"]  # tensor cores, or the CUDA-core fallback forced
 
@@ -57,6 +58,7 @@ GEMM_SHAPES = [
 gemm_ids = [f"m{m}-n{n}-k{k}" for m, n, k in GEMM_SHAPES]
 
 
+@needs_gpu
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES, ids=gemm_ids)
 def test_int8_gemm_exact(kernel, m, n, k):
     a, b = rand_i8(m, k), rand_i8(k, n)
@@ -65,6 +67,7 @@ def test_int8_gemm_exact(kernel, m, n, k):
     assert torch.equal(out.cpu(), exact_mm(a, b))
 
 
+@needs_gpu
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES, ids=gemm_ids)
 def test_int8_gemm_packed_exact(kernel, m, n, k):
     a, b = rand_i8(m, k), rand_i8(k, n)
@@ -75,6 +78,7 @@ def test_int8_gemm_packed_exact(kernel, m, n, k):
     assert torch.equal(pyfastcnn.int8_gemm(a, packed), exact_mm(a, b))
 
 
+@needs_gpu
 def test_int8_gemm_views_and_misaligned_rows(kernel):
     a_t, b = rand_i8(96, 70), rand_i8(64, 48)
     a = a_t.cuda().t()[:, 3:67]  # [70, 64], column stride 70, starts 3 bytes in
@@ -87,6 +91,7 @@ def test_int8_gemm_views_and_misaligned_rows(kernel):
     assert torch.equal(pyfastcnn.int8_gemm(a, bt).cpu(), exact_mm(a.cpu(), bt.cpu()))
 
 
+@needs_gpu
 def test_int8_gemm_wraps_like_int_mm(kernel):
     k = 131072 + 128  # 16384 * k > 2^31: the sum wraps modulo 2^32
     a = torch.full((3, k), -128, dtype=torch.int8)
@@ -96,6 +101,7 @@ def test_int8_gemm_wraps_like_int_mm(kernel):
     assert int(out[0, 0]) < 0
 
 
+@needs_gpu
 @pytest.mark.gpu_sanitize
 @pytest.mark.parametrize("force_simt", [False, True], ids=["tc", "simt"])
 def test_native_gemm_writes_exactly_its_outputs(force_simt):
@@ -138,6 +144,7 @@ def check_against_cpu(y, y_cpu, ref, out_dtype):
         assert (y.double() - ref).abs().max().item() <= 1
 
 
+@needs_gpu
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 13, 5), (33, 65, 130), (200, 96, 64)],
                          ids=str)
 @pytest.mark.parametrize("xk", X_DTYPES)
@@ -159,6 +166,7 @@ def test_linear_matches_cpu(kernel, m, n, k, xk, out):
         check_against_cpu(y, y_cpu, ref, out_dtype)
 
 
+@needs_gpu
 def test_linear_extremes_and_batched_input(kernel):
     x = torch.full((3, 2, 4096), 255, dtype=torch.uint8)
     qw = pyfastcnn.QuantizedWeight(torch.full((5, 4096), -128, dtype=torch.int8), torch.ones(5))
@@ -184,6 +192,7 @@ CONV_CASES = [
 ]
 
 
+@needs_gpu
 @pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 @pytest.mark.parametrize("xk", X_DTYPES)
 @pytest.mark.parametrize("out", OUTS[:2], ids=["f32", "u8"])
@@ -208,6 +217,7 @@ def test_conv_matches_cpu(case, xk, out):
         check_against_cpu(y, y_cpu, ref, out_dtype)
 
 
+@needs_gpu
 @pytest.mark.gpu_sanitize
 def test_conv_small_sanitized():
     x, xs, xzp = quant_x((2, 5, 6, 7), "u8")
@@ -219,6 +229,7 @@ def test_conv_small_sanitized():
         assert (y.cpu().int() - y_cpu.int()).abs().max().item() <= 1
 
 
+@needs_gpu
 @pytest.mark.parametrize("rk", ["u8", "s8"])
 def test_conv_residual_matches_cpu(rk):
     x, xs, xzp = quant_x((2, 32, 8, 8), "u8")
@@ -231,6 +242,7 @@ def test_conv_residual_matches_cpu(rk):
     assert (y.cpu().int() - y_cpu.int()).abs().max().item() <= 1
 
 
+@needs_gpu
 def test_conv_batch_zero():
     qw = pyfastcnn.quantize_weight(torch.randn(8, 16, 3, 3))
     y = pyfastcnn.quantized_conv2d(torch.zeros(0, 16, 5, 5, dtype=torch.uint8, device="cuda"),
@@ -241,6 +253,7 @@ def test_conv_batch_zero():
 # ---- streams, devices, errors, torch.library ---------------------------------------------------
 
 
+@needs_gpu
 def test_runs_on_the_current_stream():
     a, b = rand_i8(256, 512), rand_i8(512, 384)
     packed = pyfastcnn.pack_int8_weight(b)
@@ -258,12 +271,14 @@ def test_runs_on_the_current_stream():
     assert rel_error(y.cpu(), y_cpu) <= 1e-6
 
 
+@needs_gpu
 def test_cuda_tensor_without_the_module(monkeypatch):
     monkeypatch.setattr(_native, "cuda", None)
     with pytest.raises(RuntimeError, match="built without its CUDA module"):
         pyfastcnn.int8_gemm(rand_i8(4, 16).cuda(), rand_i8(16, 8).cuda())
 
 
+@needs_gpu
 def test_mixed_devices_raise():
     a, b = rand_i8(4, 16), rand_i8(16, 8)
     with pytest.raises(ValueError, match="b must be on the same device as a"):
@@ -281,6 +296,7 @@ def test_mixed_devices_raise():
         pyfastcnn.quantized_conv2d(xc, 0.1, 3, qc, padding=1, residual=r, residual_scale=0.1)
 
 
+@needs_gpu
 def test_opcheck_cuda_kernels():
     a, b = rand_i8(9, 32).cuda(), rand_i8(32, 12).cuda()
     torch.library.opcheck(torch.ops.pyfastcnn.int8_gemm.default, (a, b))
@@ -301,6 +317,7 @@ def test_opcheck_cuda_kernels():
                                               -math.inf, math.inf, 1.0, 0))
 
 
+@needs_gpu
 def test_torch_compile_linear():
     qw = pyfastcnn.quantize_weight(torch.randn(24, 40))
     bias = torch.randn(24, device="cuda")
@@ -314,3 +331,178 @@ def test_torch_compile_linear():
     compiled = torch.compile(f, fullgraph=True)
     assert torch.equal(compiled(x), eager)
 
+
+
+# ---- the Python side without a GPU -------------------------------------------------------------
+# The CUDA op implementations run here on CPU tensors against an emulation of the native entry
+# points that follows their documented contract (csrc/cuda/int8_ops.h: operand layouts, the
+# implicit GEMM's address arithmetic of int8_common.cuh, the epilogue in float32 operation by
+# operation). This checks the padding, weight layouts and epilogue arguments the Python layer
+# passes; the kernels themselves need a GPU (the tests above).
+
+
+class _EmulatedCudaModule:
+    _TYPES = {0: np.int32, 1: np.float32, 2: np.int8, 3: np.uint8}
+
+    class Int8Epilogue:
+        def __init__(self, *args):
+            (self.out_kind, self.col_sums, self.x_zero_point, self.x_scale, self.w_scale,
+             self.bias, self.out_scale, self.out_zero_point, self.clamp_min, self.clamp_max,
+             self.residual, self.residual_signed, self.residual_scale,
+             self.residual_zero_point) = (list(args) + [0] * 14)[:14]
+
+    @staticmethod
+    def _view(ptr, count, dtype):
+        dtype = np.dtype(dtype)
+        buf = (ctypes.c_byte * (count * dtype.itemsize)).from_address(ptr)
+        return np.frombuffer(buf, dtype=dtype)
+
+    def _store(self, e, acc, rows, cols, channels, out, ldc):
+        """acc int64 [R, C] -> out[rows * ldc + cols] by the epilogue of int8_common.cuh."""
+        f32 = np.float32
+        n_ch = int(channels.max()) + 1
+        if e.col_sums:
+            acc = acc - e.x_zero_point * self._view(e.col_sums, n_ch, np.int32)[channels]
+        v = ((acc + 2**31) % 2**32 - 2**31).astype(np.int64)
+        index = rows[:, None] * ldc + cols[None, :]
+        count = int(index.max()) + 1
+        dst = self._view(out, count, self._TYPES[e.out_kind])
+        if e.out_kind == 0:
+            dst[index] = v
+            return
+        eight = e.out_kind >= 2
+        inv = f32(1) / f32(e.out_scale) if eight else f32(1)
+        zp = f32(e.out_zero_point) if eight else f32(0)
+        scale = f32(e.x_scale) * self._view(e.w_scale, n_ch, np.float32)[channels]
+        bias = (self._view(e.bias, n_ch, np.float32)[channels] if e.bias
+                else np.zeros_like(scale))
+        if eight:
+            scale, bias = scale * inv, bias * inv + zp
+        y = v.astype(np.float32) * scale + bias
+        if e.residual:
+            r = self._view(e.residual, count, np.int8 if e.residual_signed else np.uint8)[index]
+            y = y + (r.astype(np.int32) - e.residual_zero_point).astype(np.float32) * (
+                f32(e.residual_scale) * inv)
+        lo = f32(e.clamp_min) * inv + zp if eight else f32(e.clamp_min)
+        hi = f32(e.clamp_max) * inv + zp if eight else f32(e.clamp_max)
+        y = np.minimum(np.maximum(y, lo), hi)
+        if e.out_kind == 1:
+            dst[index] = y
+            return
+        lims = (-128, 127) if e.out_kind == 2 else (0, 255)
+        dst[index] = np.clip(np.rint(y), *lims).astype(self._TYPES[e.out_kind])
+
+    def int8_gemm_strided(self, device, stream, a, lda, a_signed, b, sbk, sbn, M, N, K, out,
+                          ldc, e):
+        if M == 0 or N == 0:
+            return
+        av = self._view(a, (M - 1) * lda + K, np.int8 if a_signed else np.uint8)
+        bv = self._view(b, (K - 1) * sbk + (N - 1) * sbn + 1, np.int8)
+        A = av[np.arange(M)[:, None] * lda + np.arange(K)[None, :]].astype(np.int64)
+        B = bv[np.arange(K)[:, None] * sbk + np.arange(N)[None, :] * sbn].astype(np.int64)
+        self._store(e, A @ B, np.arange(M), np.arange(N), np.arange(N)[None, :].repeat(M, 0),
+                    out, ldc)
+
+    def int8_gemm(self, device, stream, a, lda, a_signed, b, ldb, M, N, K, out, ldc, e,
+                  force_simt=False):
+        if not force_simt and K % 16 == 0 and K > 0:
+            assert a % 16 == 0 and lda % 16 == 0 and b % 16 == 0 and ldb % 16 == 0
+        self.int8_gemm_strided(device, stream, a, lda, a_signed, b, 1, ldb, M, N, K, out, ldc, e)
+
+    def _conv(self, x, x_signed, batch, Hp, Wp, Cp, w, KH, KW, cgp, groups, ocg, sh, sw, dh, dw,
+              OH, OW, out, e):
+        """The implicit GEMM of int8_common.cuh: A row m = pixel, column k = (tap, c)."""
+        M, K = batch * OH * OW, KH * KW * cgp
+        xv = self._view(x, batch * Hp * Wp * Cp, np.int8 if x_signed else np.uint8)
+        wv = self._view(w, groups * ocg * K, np.int8).reshape(groups * ocg, K).astype(np.int64)
+        m = np.arange(M)
+        ow, oh, img = m % OW, (m // OW) % OH, m // (OW * OH)
+        row = img * Hp * Wp * Cp + oh * sh * Wp * Cp + ow * sw * Cp
+        k = np.arange(K)
+        tap, c = k // cgp, k % cgp
+        col = (tap // KW) * dh * Wp * Cp + (tap % KW) * dw * Cp + c
+        for g in range(groups):
+            A = xv[row[:, None] + col[None, :] + g * cgp].astype(np.int64)
+            acc = A @ wv[g * ocg : (g + 1) * ocg].T
+            ch = g * ocg + np.arange(ocg)
+            self._store(e, acc, m, ch, ch[None, :].repeat(M, 0), out, groups * ocg)
+
+    def int8_conv2d_igemm(self, device, stream, x, x_signed, batch, Hp, Wp, Cp, w, KH, KW, cgp,
+                          groups, ocg, sh, sw, dh, dw, OH, OW, out, e):
+        assert cgp % 16 == 0 and Cp == groups * cgp and x % 16 == 0 and w % 16 == 0
+        assert (OH - 1) * sh + (KH - 1) * dh < Hp and (OW - 1) * sw + (KW - 1) * dw < Wp
+        self._conv(x, x_signed, batch, Hp, Wp, Cp, w, KH, KW, cgp, groups, ocg, sh, sw, dh, dw,
+                   OH, OW, out, e)
+
+    def int8_conv2d_direct(self, device, stream, x, x_signed, batch, Hp, Wp, w, KH, KW, cg,
+                           groups, ocg, sh, sw, dh, dw, OH, OW, out, e):
+        assert (OH - 1) * sh + (KH - 1) * dh < Hp and (OW - 1) * sw + (KW - 1) * dw < Wp
+        self._conv(x, x_signed, batch, Hp, Wp, groups * cg, w, KH, KW, cg, groups, ocg, sh, sw,
+                   dh, dw, OH, OW, out, e)
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    monkeypatch.setattr(cuda_int8, "cuda_module", lambda: _EmulatedCudaModule())
+    monkeypatch.setattr(cuda_int8, "stream_of", lambda t: 0)
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES[:-1], ids=gemm_ids[:-1])
+@pytest.mark.parametrize("force_simt", [False, True], ids=["tc", "simt"])
+def test_emulated_gemm_glue(emulated, monkeypatch, m, n, k, force_simt):
+    monkeypatch.setattr(cuda_int8, "FORCE_SIMT", force_simt)
+    a, b = rand_i8(m, k), rand_i8(k, n)
+    assert torch.equal(cuda_int8.int8_gemm_impl(a, b), exact_mm(a, b))
+    assert torch.equal(cuda_int8.int8_gemm_impl(a.t().contiguous().t(), b.t()
+                                                .contiguous().t()), exact_mm(a, b))
+    _, data, col_sums = pyfastcnn.pack_int8_weight(b).cuda_operand(torch.device("cpu"))
+    assert data.shape == (1, n, (k + 15) // 16 * 16)
+    out = cuda_int8.int8_gemm_packed_impl(a[:, :], data[0], col_sums, "cuda", n)
+    assert torch.equal(out, exact_mm(a, b))
+
+
+@pytest.mark.parametrize("xk", X_DTYPES)
+@pytest.mark.parametrize("out", OUTS, ids=["f32", "u8", "s8"])
+def test_emulated_linear_glue(emulated, xk, out):
+    x, xs, xzp = quant_x((33, 70), xk)
+    qw = pyfastcnn.quantize_weight(torch.randn(21, 70))
+    bias = torch.randn(21)
+    out_dtype, os_, ozp = out
+    kind, lo, hi, o_scale, o_zp = quantized_mod._output_params(out_dtype, os_, ozp, True, 3.0)
+    layout, data, col_sums, scale = qw.cuda_operand(torch.device("cpu"))
+    y = cuda_int8.quantized_linear_impl(x, data, col_sums, layout, 21, scale, bias, xs, xzp,
+                                        kind, lo, hi, o_scale, o_zp)
+    y_cpu = pyfastcnn.quantized_linear(x, xs, xzp, qw, bias, out_dtype=out_dtype, out_scale=os_,
+                                       out_zero_point=ozp, relu=True, clamp_max=3.0)
+    assert y.dtype == out_dtype
+    if out_dtype == torch.float32:
+        assert rel_error(y, y_cpu) <= 1e-6
+    else:
+        assert (y.int() - y_cpu.int()).abs().max().item() <= 1
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+@pytest.mark.parametrize("xk", X_DTYPES)
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_emulated_conv_glue(emulated, case, xk, layout):
+    _, n, c, h, w, oc, k, stride, padding, dilation, groups = case
+    x, xs, xzp = quant_x((n, c, h, w), xk)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    qw = pyfastcnn.quantize_weight(torch.randn(oc, c // groups, *k), groups=groups)
+    bias = torch.randn(oc)
+    args = quantized_mod._conv_args(x, xs, xzp, tuple(qw.int_weight.shape), qw.scale, groups,
+                                    bias, stride, padding, dilation, torch.uint8, 0.05, 7, True)
+    oh, ow = args[7]
+    r, rs, rzp = quant_x((n, oc, oh, ow), "s8")
+    r = r.contiguous(memory_format=torch.channels_last)
+    layout_name, data, col_sums, scale = qw.cuda_operand(torch.device("cpu"))
+    assert layout_name == ("cuda_direct" if c // groups < 4 and groups > 1 else "cuda_igemm")
+    args[1] = scale
+    y = cuda_int8.quantized_conv2d_impl(x, data, col_sums, layout_name, *args, r, rs * 3, rzp)
+    y_cpu = pyfastcnn.quantized_conv2d(x, xs, xzp, qw, bias, stride, padding, dilation,
+                                       out_dtype=torch.uint8, out_scale=0.05, out_zero_point=7,
+                                       relu=True, residual=r, residual_scale=rs * 3,
+                                       residual_zero_point=rzp)
+    assert y.shape == y_cpu.shape and y.is_contiguous(memory_format=torch.channels_last)
+    assert (y.int() - y_cpu.int()).abs().max().item() <= 1
