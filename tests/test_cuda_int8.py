@@ -89,6 +89,11 @@ def test_int8_gemm_views_and_misaligned_rows(kernel):
     assert torch.equal(pyfastcnn.int8_gemm(wide, b.cuda()).cpu(), exact_mm(wide.cpu(), b))
     bt = rand_i8(48, 64).cuda().t()  # b as a transposed view
     assert torch.equal(pyfastcnn.int8_gemm(a, bt).cpu(), exact_mm(a.cpu(), bt.cpu()))
+    rows = rand_i8(1, 64).cuda().expand(5, 64)  # row stride 0
+    assert torch.equal(pyfastcnn.int8_gemm(rows, b.cuda()).cpu(), exact_mm(rows.cpu(), b))
+    empty_k = pyfastcnn.int8_gemm(torch.empty(3, 0, dtype=torch.int8, device="cuda"),
+                                  torch.empty(0, 4, dtype=torch.int8, device="cuda"))
+    assert torch.equal(empty_k.cpu(), torch.zeros(3, 4, dtype=torch.int32))
 
 
 @needs_gpu
@@ -506,3 +511,12 @@ def test_emulated_conv_glue(emulated, case, xk, layout):
                                        residual_zero_point=rzp)
     assert y.shape == y_cpu.shape and y.is_contiguous(memory_format=torch.channels_last)
     assert (y.int() - y_cpu.int()).abs().max().item() <= 1
+
+
+def test_emulated_gemm_expanded_and_empty_operands(emulated):
+    a = rand_i8(1, 32).expand(5, 32)  # row stride 0
+    b = rand_i8(32, 1).expand(32, 6)  # column stride 0
+    assert torch.equal(cuda_int8.int8_gemm_impl(a, b), exact_mm(a, b))
+    empty_k = cuda_int8.int8_gemm_impl(torch.empty(3, 0, dtype=torch.int8),
+                                       torch.empty(0, 4, dtype=torch.int8))
+    assert torch.equal(empty_k, torch.zeros(3, 4, dtype=torch.int32))

@@ -83,10 +83,10 @@ def _epilogue(mod, out_kind: int, col_sums=None, x_zero_point: int = 0, x_scale:
 
 def _rows(a: torch.Tensor) -> tuple:
     """(a with unit column stride, its row stride in elements)."""
-    if a.shape[1] > 1 and a.stride(1) != 1:
+    m, k = a.shape
+    if (k > 1 and a.stride(1) != 1) or (m > 1 and a.stride(0) < k):  # also expanded rows
         a = a.contiguous()
-    lda = a.stride(0) if a.shape[0] > 1 else a.shape[1]
-    return a, max(lda, a.shape[1])
+    return a, (a.stride(0) if m > 1 else k)
 
 
 def _aligned_rows(a: torch.Tensor, kp: int) -> tuple:
@@ -129,8 +129,10 @@ def int8_gemm_impl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     out = torch.empty((m, n), dtype=torch.int32, device=a.device)
     if m == 0 or n == 0:
         return out
+    if k == 0:
+        return out.zero_()
     epi = _epilogue(mod, 0)
-    if k % 16 == 0 and k > 0 and not FORCE_SIMT:
+    if k % 16 == 0 and not FORCE_SIMT:
         # The tensor cores want B^T K-contiguous: one transposed copy of b (a constant operand
         # belongs in pack_int8_weight, which makes it once).
         a, lda = _aligned_rows(a, k)
