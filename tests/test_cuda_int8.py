@@ -520,3 +520,25 @@ def test_emulated_gemm_expanded_and_empty_operands(emulated):
     empty_k = cuda_int8.int8_gemm_impl(torch.empty(3, 0, dtype=torch.int8),
                                        torch.empty(0, 4, dtype=torch.int8))
     assert torch.equal(empty_k, torch.zeros(3, 4, dtype=torch.int32))
+
+
+@needs_gpu
+def test_quant_modules_on_cuda():
+    """QuantConv2d / QuantLinear moved to the GPU (their bias buffers move; the weight uploads
+    itself once): the same codes as on the CPU, on every call (the CPU-only cached fast path
+    must not catch CUDA inputs)."""
+    from pyfastcnn.nn.quantized import QuantConv2d, QuantLinear
+
+    qw = pyfastcnn.quantize_weight(torch.randn(16, 8, 3, 3))
+    conv = QuantConv2d(qw, torch.randn(16), 1, 1, 1, 0.02, 128, 0.05, 10, "relu")
+    x = torch.randint(0, 256, (2, 8, 9, 9), dtype=torch.uint8).contiguous(
+        memory_format=torch.channels_last)
+    y_cpu = conv(x)
+    conv_gpu = conv.to("cuda")
+    for _ in range(2):
+        y = conv_gpu(x.cuda())
+        assert (y.cpu().int() - y_cpu.int()).abs().max().item() <= 1
+    lin = QuantLinear(pyfastcnn.quantize_weight(torch.randn(10, 20)), torch.randn(10), 0.02, 5,
+                      None, None, None, out_dtype=torch.float32)
+    xl = torch.randint(0, 256, (4, 20), dtype=torch.uint8)
+    assert rel_error(lin.to("cuda")(xl.cuda()).cpu(), lin.to("cpu")(xl)) <= 1e-6
