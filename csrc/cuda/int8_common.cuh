@@ -54,16 +54,15 @@ inline Epilogue make_epilogue(const EpilogueArgs& e) {
   return k;
 }
 
-// One output element: `acc` is the raw integer sum of channel `n`, written at out[index]
-// (index counts elements of the output's type; the residual shares the index).
-__device__ __forceinline__ void store_output(const Epilogue& e, void* out, int64_t index, int n,
-                                             uint32_t acc) {
+// The raw sum of channel n with the zero-point correction (wrapping int32).
+__device__ __forceinline__ int32_t corrected_sum(const Epilogue& e, int n, uint32_t acc) {
   if (e.col_sums) acc -= e.zp * static_cast<uint32_t>(__ldg(e.col_sums + n));
-  const int32_t v = static_cast<int32_t>(acc);
-  if (e.kind == 0) {
-    static_cast<int32_t*>(out)[index] = v;
-    return;
-  }
+  return static_cast<int32_t>(acc);
+}
+
+// y of channel n (float out: the value; 8-bit out: the code before rounding), clamped.
+// `index` locates the residual code (laid out like the output).
+__device__ __forceinline__ float requantize(const Epilogue& e, int n, int32_t v, int64_t index) {
   // Rounded operation by operation (no FMA contraction), as the scalar CPU reference.
   float scale = __fmul_rn(e.x_scale, __ldg(e.w_scale + n));
   float bias = e.bias ? __ldg(e.bias + n) : 0.0f;
@@ -78,19 +77,76 @@ __device__ __forceinline__ void store_output(const Epilogue& e, void* out, int64
                                         : static_cast<int32_t>(e.residual[index]);
     y = __fadd_rn(y, __fmul_rn(static_cast<float>(r - e.residual_zp), e.residual_scale));
   }
-  y = y < e.lo ? e.lo : (y > e.hi ? e.hi : y);
-  if (e.kind == 1) {
-    static_cast<float*>(out)[index] = y;
+  return y < e.lo ? e.lo : (y > e.hi ? e.hi : y);
+}
+
+// The 8-bit code of y: rintf rounds half to even (std::nearbyint in the default rounding
+// mode), then saturation; the result is exact in an int.
+__device__ __forceinline__ int to_code(float y, bool is_signed) {
+  const float q = rintf(y);
+  return is_signed ? static_cast<int>(fminf(fmaxf(q, -128.0f), 127.0f))
+                   : static_cast<int>(fminf(fmaxf(q, 0.0f), 255.0f));
+}
+
+// One output element: `acc` is the raw integer sum of channel `n`, written at out[index]
+// (index counts elements of the output's type; the residual shares the index).
+__device__ __forceinline__ void store_output(const Epilogue& e, void* out, int64_t index, int n,
+                                             uint32_t acc) {
+  const int32_t v = corrected_sum(e, n, acc);
+  if (e.kind == 0) {
+    static_cast<int32_t*>(out)[index] = v;
     return;
   }
-  // rintf: round half to even, as std::nearbyint in the default rounding mode.
-  float q = rintf(y);
-  if (e.kind == 2) {
-    q = fminf(fmaxf(q, -128.0f), 127.0f);
-    static_cast<int8_t*>(out)[index] = static_cast<int8_t>(static_cast<int>(q));
+  const float y = requantize(e, n, v, index);
+  if (e.kind == 1) {
+    static_cast<float*>(out)[index] = y;
+  } else if (e.kind == 2) {
+    static_cast<int8_t*>(out)[index] = static_cast<int8_t>(to_code(y, true));
   } else {
-    q = fminf(fmaxf(q, 0.0f), 255.0f);
-    static_cast<uint8_t*>(out)[index] = static_cast<uint8_t>(static_cast<int>(q));
+    static_cast<uint8_t*>(out)[index] = static_cast<uint8_t>(to_code(y, false));
+  }
+}
+
+template <int kBytes>
+__device__ __forceinline__ bool aligned_to(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & (kBytes - 1)) == 0;
+}
+
+// Two adjacent outputs of one row, channels n and n + 1 at out[index], out[index + 1]: one
+// vector store when the address allows it (full 32-byte sectors for a warp's int32 rows).
+__device__ __forceinline__ void store_output_pair(const Epilogue& e, void* out, int64_t index,
+                                                  int n, uint32_t acc0, uint32_t acc1) {
+  const int32_t v0 = corrected_sum(e, n, acc0), v1 = corrected_sum(e, n + 1, acc1);
+  if (e.kind == 0) {
+    int32_t* p = static_cast<int32_t*>(out) + index;
+    if (aligned_to<8>(p)) {
+      *reinterpret_cast<int2*>(p) = make_int2(v0, v1);
+    } else {
+      p[0] = v0;
+      p[1] = v1;
+    }
+    return;
+  }
+  const float y0 = requantize(e, n, v0, index), y1 = requantize(e, n + 1, v1, index + 1);
+  if (e.kind == 1) {
+    float* p = static_cast<float*>(out) + index;
+    if (aligned_to<8>(p)) {
+      *reinterpret_cast<float2*>(p) = make_float2(y0, y1);
+    } else {
+      p[0] = y0;
+      p[1] = y1;
+    }
+    return;
+  }
+  const bool is_signed = e.kind == 2;
+  const int q0 = to_code(y0, is_signed), q1 = to_code(y1, is_signed);
+  uint8_t* p = static_cast<uint8_t*>(out) + index;
+  if (aligned_to<2>(p)) {
+    *reinterpret_cast<uchar2*>(p) = make_uchar2(static_cast<unsigned char>(q0 & 0xFF),
+                                                static_cast<unsigned char>(q1 & 0xFF));
+  } else {
+    p[0] = static_cast<uint8_t>(q0 & 0xFF);
+    p[1] = static_cast<uint8_t>(q1 & 0xFF);
   }
 }
 

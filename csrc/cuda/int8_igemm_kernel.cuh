@@ -224,12 +224,12 @@ __global__ void __launch_bounds__(kIgemmThreads)
       for (int h = 0; h < 2; ++h) {
         const int row = m0 + warp_m * (16 * MT) + mi * 16 + g + 8 * h;
         if (row >= p.M) continue;
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          if (col + e < p.N) {
-            store_output(p.epi, p.out, row * p.ldc + channel0 + col + e, channel0 + col + e,
-                         acc[mi][ni][2 * h + e]);
-          }
+        const int64_t index = row * p.ldc + channel0 + col;
+        if (col + 1 < p.N) {
+          store_output_pair(p.epi, p.out, index, channel0 + col, acc[mi][ni][2 * h],
+                            acc[mi][ni][2 * h + 1]);
+        } else if (col < p.N) {
+          store_output(p.epi, p.out, index, channel0 + col, acc[mi][ni][2 * h]);
         }
       }
     }

@@ -31,14 +31,35 @@ void launch_tile(IgemmParams p, int groups, cudaStream_t stream) {
   PYFASTCNN_CUDA_CHECK_LAUNCH();
 }
 
-// 128 x 128 tiles when they fill the machine, else 64 x 64 (skinny and small problems).
+// The tile shape: the one with the least padded work (tiles x BM x BN), weighted by how much
+// slower per useful MAC smaller tiles run (more shared-memory traffic per mma), among those
+// that give at least one CTA per SM (64 x 64 always qualifies). The weights are estimates.
+struct TileChoice {
+  int bm, bn;
+  double cost;  // relative cost per padded output element
+};
+constexpr TileChoice kTiles[] = {{128, 256, 1.0}, {128, 128, 1.08}, {128, 64, 1.2}, {64, 64, 1.45}};
+
 template <bool kSignedA>
 void launch(const IgemmParams& p, int groups, cudaStream_t stream) {
-  const int64_t big_tiles = ((p.M + 127) / 128) * int64_t((p.N + 127) / 128) * groups;
-  if (big_tiles >= sm_count()) {
-    launch_tile<4, 4, kSignedA>(p, groups, stream);
-  } else {
-    launch_tile<2, 2, kSignedA>(p, groups, stream);
+  const int sms = sm_count();
+  int best = 3;
+  double best_cost = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t tiles = ((p.M + kTiles[i].bm - 1) / kTiles[i].bm) *
+                          int64_t((p.N + kTiles[i].bn - 1) / kTiles[i].bn) * groups;
+    if (i < 3 && tiles < sms) continue;
+    const double cost = double(tiles) * kTiles[i].bm * kTiles[i].bn * kTiles[i].cost;
+    if (best_cost == 0 || cost < best_cost) {
+      best = i;
+      best_cost = cost;
+    }
+  }
+  switch (best) {
+    case 0: launch_tile<4, 8, kSignedA>(p, groups, stream); break;
+    case 1: launch_tile<4, 4, kSignedA>(p, groups, stream); break;
+    case 2: launch_tile<4, 2, kSignedA>(p, groups, stream); break;
+    default: launch_tile<2, 2, kSignedA>(p, groups, stream); break;
   }
 }
 
