@@ -44,12 +44,15 @@ void bind_int8_ops(py::module_& m) {
 
   m.def("int8_gemm", &int8_gemm,
         "out[M, N] = epilogue(a[M, K] (int8 if a_signed, else uint8; row stride lda bytes) x "
-        "b[N, K]^T (int8, row stride ldb)) on `stream` of `device`: tensor cores (mma.sync "
-        "m16n8k32) when K % 16 == 0 and a, lda, b, ldb are 16-byte aligned and not force_simt, "
-        "else CUDA cores. out row stride ldc elements.",
+        "b[N, K]^T (int8, row stride ldb)) on `stream` of `device`. path: 0 auto, 1 mma.sync, "
+        "2 CUDA cores, 3 wgmma (Hopper); the tensor-core paths need K % 16 == 0 and a, lda, b, "
+        "ldb 16-byte aligned, else CUDA cores run. out row stride ldc elements.",
         py::arg("device"), py::arg("stream"), py::arg("a"), py::arg("lda"), py::arg("a_signed"),
         py::arg("b"), py::arg("ldb"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("out"),
-        py::arg("ldc"), py::arg("epilogue"), py::arg("force_simt") = false);
+        py::arg("ldc"), py::arg("epilogue"), py::arg("path") = 0);
+  m.def("int8_wgmma_available", &int8_wgmma_available,
+        "whether `device` runs the wgmma INT8 kernel (sm_90 and a build with sm_90a code)",
+        py::arg("device"));
   m.def("int8_gemm_strided", &int8_gemm_strided,
         "out[M, N] = epilogue(a[M, K] x b[K, N]) with b int8 at b + k * b_stride_k + n * "
         "b_stride_n (CUDA cores; any shape and alignment)",
@@ -59,12 +62,13 @@ void bind_int8_ops(py::module_& m) {
   m.def("int8_conv2d_igemm", &int8_conv2d_igemm,
         "INT8 conv2d as an implicit GEMM on tensor cores: x NHWC [batch, Hp, Wp, Cp] padded "
         "with the zero point, each group's channels padded to cgp (multiple of 16); weight int8 "
-        "[groups * ocg, KH * KW * cgp]; out NHWC [batch * OH * OW, groups * ocg]",
+        "[groups * ocg, KH * KW * cgp]; out NHWC [batch * OH * OW, groups * ocg]; path: 0 auto, "
+        "1 mma.sync, 3 wgmma",
         py::arg("device"), py::arg("stream"), py::arg("x"), py::arg("x_signed"), py::arg("batch"),
         py::arg("Hp"), py::arg("Wp"), py::arg("Cp"), py::arg("weight"), py::arg("KH"),
         py::arg("KW"), py::arg("cgp"), py::arg("groups"), py::arg("ocg"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("OH"), py::arg("OW"),
-        py::arg("out"), py::arg("epilogue"));
+        py::arg("out"), py::arg("epilogue"), py::arg("path") = 0);
   m.def("int8_conv2d_direct", &int8_conv2d_direct,
         "INT8 conv2d on CUDA cores, one thread per output (depthwise, few channels per group): "
         "x NHWC [batch, Hp, Wp, groups * cg] padded with the zero point; weight int8 "

@@ -2,7 +2,7 @@
 #include <climits>
 
 #include "check.cuh"
-#include "int8_igemm_kernel.cuh"
+#include "int8_launch.cuh"
 #include "int8_ops.h"
 
 namespace pyfastcnn {
@@ -63,7 +63,23 @@ void launch(const IgemmParams& p, int groups, cudaStream_t stream) {
   }
 }
 
-void launch_igemm(const IgemmParams& p, bool a_signed, int groups, cudaStream_t stream) {
+// Auto takes the wgmma kernel on Hopper once it has been verified there (flip this after
+// tests/test_cuda_int8.py passes with path wgmma on an H100/H200).
+constexpr bool kAutoWgmma = false;
+
+void launch_igemm(const IgemmParams& p, bool a_signed, int groups, cudaStream_t stream,
+                  int path) {
+  PYFASTCNN_CUDA_REQUIRE(path >= 0 && path <= 3, "path must be 0..3 (Int8Path)");
+  const bool want_wgmma = path == int(Int8Path::wgmma) ||
+                          (path == int(Int8Path::automatic) && kAutoWgmma);
+  if (want_wgmma) {
+    if (int8::wgmma_available()) {
+      int8::launch_wgmma(p, a_signed, groups, stream);
+      return;
+    }
+    PYFASTCNN_CUDA_REQUIRE(path != int(Int8Path::wgmma),
+                           "the wgmma kernel needs an sm_90 device and a build with sm_90a code");
+  }
   if (a_signed) {
     launch<true>(p, groups, stream);
   } else {
@@ -75,13 +91,13 @@ void launch_igemm(const IgemmParams& p, bool a_signed, int groups, cudaStream_t 
 
 void int8_gemm(int device, uintptr_t stream, uintptr_t a, int64_t lda, bool a_signed, uintptr_t b,
                int64_t ldb, int64_t M, int64_t N, int64_t K, uintptr_t out, int64_t ldc,
-               const EpilogueArgs& epi, bool force_simt) {
+               const EpilogueArgs& epi, int path) {
   PYFASTCNN_CUDA_REQUIRE(M >= 0 && N >= 0 && K >= 0, "negative size");
   PYFASTCNN_CUDA_REQUIRE(M < INT_MAX && N < INT_MAX && K < INT_MAX, "size above 2^31 - 1");
   PYFASTCNN_CUDA_REQUIRE(lda >= K && ldb >= K && ldc >= N, "leading dimensions too small");
   if (M == 0 || N == 0) return;
   PYFASTCNN_CUDA_REQUIRE(a != 0 && b != 0 && out != 0, "null pointer");
-  const bool tensor_cores = !force_simt && K > 0 && K % 16 == 0 && aligned16(a) &&
+  const bool tensor_cores = path != int(Int8Path::cuda_cores) && K > 0 && K % 16 == 0 && aligned16(a) &&
                             lda % 16 == 0 && aligned16(b) && ldb % 16 == 0;
   if (!tensor_cores) {
     int8_gemm_strided(device, stream, a, lda, a_signed, b, 1, ldb, M, N, K, out, ldc, epi);
@@ -100,14 +116,15 @@ void int8_gemm(int device, uintptr_t stream, uintptr_t a, int64_t lda, bool a_si
   p.out = as_ptr<void>(out);
   p.ldc = ldc;
   p.epi = int8::make_epilogue(epi);
-  launch_igemm(p, a_signed, 1, as_stream(stream));
+  launch_igemm(p, a_signed, 1, as_stream(stream), path);
 }
 
 void int8_conv2d_igemm(int device, uintptr_t stream, uintptr_t x, bool x_signed, int64_t batch,
                        int64_t Hp, int64_t Wp, int64_t Cp, uintptr_t weight, int64_t KH,
                        int64_t KW, int64_t cgp, int64_t groups, int64_t ocg, int64_t stride_h,
                        int64_t stride_w, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW,
-                       uintptr_t out, const EpilogueArgs& epi) {
+                       uintptr_t out, const EpilogueArgs& epi, int path) {
+  PYFASTCNN_CUDA_REQUIRE(path != int(Int8Path::cuda_cores), "the conv has no CUDA-core GEMM path");
   PYFASTCNN_CUDA_REQUIRE(batch >= 0 && OH >= 1 && OW >= 1 && KH >= 1 && KW >= 1,
                          "bad conv geometry");
   PYFASTCNN_CUDA_REQUIRE(groups >= 1 && ocg >= 1 && cgp >= 16 && cgp % 16 == 0 &&
@@ -138,7 +155,7 @@ void int8_conv2d_igemm(int device, uintptr_t stream, uintptr_t x, bool x_signed,
   p.out = as_ptr<void>(out);
   p.ldc = groups * ocg;
   p.epi = int8::make_epilogue(epi);
-  launch_igemm(p, x_signed, static_cast<int>(groups), as_stream(stream));
+  launch_igemm(p, x_signed, static_cast<int>(groups), as_stream(stream), path);
 }
 
 }  // namespace cuda

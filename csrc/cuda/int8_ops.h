@@ -30,13 +30,21 @@ struct EpilogueArgs {
   int32_t residual_zero_point = 0;
 };
 
+// Which kernel runs a GEMM or implicit-GEMM conv. Auto: mma.sync (tensor cores) where the
+// operands allow it, else CUDA cores (GEMM). Wgmma (Hopper, sm_90a builds) is taken only when
+// asked for until it has been verified on a GPU (see int8_igemm_launch.cu, kAutoWgmma).
+enum class Int8Path : int { automatic = 0, mma_sync = 1, cuda_cores = 2, wgmma = 3 };
+
 // out[M, N] (row stride ldc elements) = epilogue(a[M, K] x b^T) with a int8 (a_signed) or
 // uint8, row stride lda bytes, unit column stride; b int8 [N, K] (row stride ldb bytes, unit
-// column stride: the transposed weight). The tensor-core kernel runs when K % 16 == 0 and a,
-// lda, b, ldb are 16-byte aligned, unless force_simt; other cases use the CUDA-core kernel.
+// column stride: the transposed weight). The tensor-core kernels need K % 16 == 0 and a, lda,
+// b, ldb 16-byte aligned: otherwise (or path 2) the CUDA-core kernel runs. path: Int8Path.
 void int8_gemm(int device, uintptr_t stream, uintptr_t a, int64_t lda, bool a_signed, uintptr_t b,
                int64_t ldb, int64_t M, int64_t N, int64_t K, uintptr_t out, int64_t ldc,
-               const EpilogueArgs& epi, bool force_simt);
+               const EpilogueArgs& epi, int path);
+
+// True when `device` can run the wgmma kernel (sm_90 and this build has sm_90a code).
+bool int8_wgmma_available(int device);
 
 // The same product with b given as int8 [K, N] with arbitrary element strides (CUDA cores):
 // int8_gemm(a, b) on two plain CUDA tensors whose shape the tensor-core kernel does not take.
@@ -48,12 +56,12 @@ void int8_gemm_strided(int device, uintptr_t stream, uintptr_t a, int64_t lda, b
 // padded spatially (with the zero point) so every tap of every output pixel lies inside it,
 // group g's channels at [g * cgp, g * cgp + cgp), cgp a multiple of 16, Cp = groups * cgp.
 // weight: int8 [groups * ocg, KH * KW * cgp], row (g * ocg + o), column (kh * KW + kw) * cgp + c.
-// out: [batch * OH * OW, groups * ocg] (NHWC), typed by epi.out_kind.
+// out: [batch * OH * OW, groups * ocg] (NHWC), typed by epi.out_kind. path: Int8Path (not 2).
 void int8_conv2d_igemm(int device, uintptr_t stream, uintptr_t x, bool x_signed, int64_t batch,
                        int64_t Hp, int64_t Wp, int64_t Cp, uintptr_t weight, int64_t KH,
                        int64_t KW, int64_t cgp, int64_t groups, int64_t ocg, int64_t stride_h,
                        int64_t stride_w, int64_t dil_h, int64_t dil_w, int64_t OH, int64_t OW,
-                       uintptr_t out, const EpilogueArgs& epi);
+                       uintptr_t out, const EpilogueArgs& epi, int path);
 
 // INT8 conv2d on CUDA cores, one thread per output element (depthwise and other convs with few
 // channels per group). x: NHWC [batch, Hp, Wp, groups * cg] padded as above (cg unpadded);
