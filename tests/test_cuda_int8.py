@@ -20,12 +20,24 @@ from pyfastcnn.ops import cuda_int8, reference
 from pyfastcnn.ops import quantized as quantized_mod
 from pyfastcnn.ops.quantized import _int8_gemm_packed, _quantized_conv2d, _quantized_linear
 
-KERNELS = ["tc", "simt"]  # tensor cores, or the CUDA-core fallback forced
+# The GEMM kernels: auto (mma.sync), the CUDA-core fallback forced, Hopper's wgmma forced.
+KERNELS = ["mma", "simt", "wgmma"]
 
 
 @pytest.fixture(params=KERNELS)
 def kernel(request, monkeypatch):
-    monkeypatch.setattr(cuda_int8, "FORCE_SIMT", request.param == "simt")
+    if request.param == "wgmma" and not cuda_int8.wgmma_available(torch.device("cuda", 0)):
+        pytest.skip("wgmma needs an sm_90 GPU and a build with sm_90a code")
+    monkeypatch.setattr(cuda_int8, "KERNEL", request.param)
+    return request.param
+
+
+@pytest.fixture(params=["mma", "wgmma"])
+def conv_kernel(request, monkeypatch):
+    """The implicit-GEMM conv's tensor-core kernels (depthwise-like convs run the direct one)."""
+    if request.param == "wgmma" and not cuda_int8.wgmma_available(torch.device("cuda", 0)):
+        pytest.skip("wgmma needs an sm_90 GPU and a build with sm_90a code")
+    monkeypatch.setattr(cuda_int8, "KERNEL", request.param)
     return request.param
 
 
@@ -108,17 +120,19 @@ def test_int8_gemm_wraps_like_int_mm(kernel):
 
 @needs_gpu
 @pytest.mark.gpu_sanitize
-@pytest.mark.parametrize("force_simt", [False, True], ids=["tc", "simt"])
-def test_native_gemm_writes_exactly_its_outputs(force_simt):
+@pytest.mark.parametrize("path", [1, 2, 3], ids=["mma", "simt", "wgmma"])
+def test_native_gemm_writes_exactly_its_outputs(path):
     """A poisoned output buffer wider than N: every [:, :N] element is written, nothing else."""
     m, n, k = 37, 70, 48
     a, b = rand_i8(m, k), rand_i8(k, n)
+    if path == 3 and not cuda_int8.wgmma_available(torch.device("cuda", 0)):
+        pytest.skip("wgmma needs an sm_90 GPU and a build with sm_90a code")
     bt = b.t().contiguous().cuda()
     a_dev = a.cuda()
     out = poison_(torch.empty((m, n + 9), dtype=torch.int32, device="cuda"))
     epi = _native.cuda.Int8Epilogue(0)
     _native.cuda.int8_gemm(0, torch.cuda.current_stream().cuda_stream, a_dev.data_ptr(), k, True,
-                           bt.data_ptr(), k, m, n, k, out.data_ptr(), n + 9, epi, force_simt)
+                           bt.data_ptr(), k, m, n, k, out.data_ptr(), n + 9, epi, path)
     out = out.cpu()
     assert torch.equal(out[:, :n], exact_mm(a, b))
     assert bool((out[:, n:] == torch.iinfo(torch.int32).min).all())
@@ -201,7 +215,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 @pytest.mark.parametrize("xk", X_DTYPES)
 @pytest.mark.parametrize("out", OUTS[:2], ids=["f32", "u8"])
-def test_conv_matches_cpu(case, xk, out):
+def test_conv_matches_cpu(conv_kernel, case, xk, out):
     _, n, c, h, w, oc, k, stride, padding, dilation, groups = case
     x, xs, xzp = quant_x((n, c, h, w), xk)
     qw = pyfastcnn.quantize_weight(torch.randn(oc, c // groups, *k), groups=groups)
@@ -408,9 +422,8 @@ class _EmulatedCudaModule:
         self._store(e, A @ B, np.arange(M), np.arange(N), np.arange(N)[None, :].repeat(M, 0),
                     out, ldc)
 
-    def int8_gemm(self, device, stream, a, lda, a_signed, b, ldb, M, N, K, out, ldc, e,
-                  force_simt=False):
-        if not force_simt and K % 16 == 0 and K > 0:
+    def int8_gemm(self, device, stream, a, lda, a_signed, b, ldb, M, N, K, out, ldc, e, path=0):
+        if path != 2 and K % 16 == 0 and K > 0:
             assert a % 16 == 0 and lda % 16 == 0 and b % 16 == 0 and ldb % 16 == 0
         self.int8_gemm_strided(device, stream, a, lda, a_signed, b, 1, ldb, M, N, K, out, ldc, e)
 
@@ -433,7 +446,8 @@ class _EmulatedCudaModule:
             self._store(e, acc, m, ch, ch[None, :].repeat(M, 0), out, groups * ocg)
 
     def int8_conv2d_igemm(self, device, stream, x, x_signed, batch, Hp, Wp, Cp, w, KH, KW, cgp,
-                          groups, ocg, sh, sw, dh, dw, OH, OW, out, e):
+                          groups, ocg, sh, sw, dh, dw, OH, OW, out, e, path=0):
+        assert path in (0, 1, 3)
         assert cgp % 16 == 0 and Cp == groups * cgp and x % 16 == 0 and w % 16 == 0
         assert (OH - 1) * sh + (KH - 1) * dh < Hp and (OW - 1) * sw + (KW - 1) * dw < Wp
         self._conv(x, x_signed, batch, Hp, Wp, Cp, w, KH, KW, cgp, groups, ocg, sh, sw, dh, dw,
@@ -453,9 +467,9 @@ def emulated(monkeypatch):
 
 
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES[:-1], ids=gemm_ids[:-1])
-@pytest.mark.parametrize("force_simt", [False, True], ids=["tc", "simt"])
-def test_emulated_gemm_glue(emulated, monkeypatch, m, n, k, force_simt):
-    monkeypatch.setattr(cuda_int8, "FORCE_SIMT", force_simt)
+@pytest.mark.parametrize("kernel_name", ["auto", "simt"])
+def test_emulated_gemm_glue(emulated, monkeypatch, m, n, k, kernel_name):
+    monkeypatch.setattr(cuda_int8, "KERNEL", kernel_name)
     a, b = rand_i8(m, k), rand_i8(k, n)
     assert torch.equal(cuda_int8.int8_gemm_impl(a, b), exact_mm(a, b))
     assert torch.equal(cuda_int8.int8_gemm_impl(a.t().contiguous().t(), b.t()

@@ -1,4 +1,5 @@
-"""GPU INT8: pyfastcnn.int8_gemm (packed weight, tensor-core mma.sync kernel) against
+"""GPU INT8: pyfastcnn.int8_gemm (packed weight; the mma.sync kernel, and on Hopper also the
+wgmma kernel as impl "pyfastcnn-wgmma") against
 torch._int_mm (cuBLASLt, B column-major as cuBLASLt's int8 path wants it), and the quantized
 conv (implicit GEMM, NHWC uint8 in, float32 out) against cuDNN's FP16 conv (F.conv2d,
 channels_last): PyTorch has no INT8 conv on CUDA, so FP16 is the closest baseline.
@@ -14,6 +15,15 @@ from conftest import QUICK, gpu_run
 from shapes import RESNET50_LAYERS
 
 import pyfastcnn
+from pyfastcnn.ops import cuda_int8
+
+
+def _kernel(monkeypatch, impl: str) -> None:
+    """Selects the GEMM kernel an impl name stands for (skips wgmma where it cannot run)."""
+    if impl.endswith("wgmma"):
+        if not cuda_int8.wgmma_available(torch.device("cuda", torch.cuda.current_device())):
+            pytest.skip("wgmma needs an sm_90 GPU and a build with sm_90a code")
+        monkeypatch.setattr(cuda_int8, "KERNEL", "wgmma")
 
 GEMM_SHAPES = [(4096, 4096, 4096), (8192, 8192, 8192), (32, 4096, 4096), (128, 11008, 4096),
                (1024, 1024, 8192)]
@@ -24,12 +34,13 @@ CONV_LAYERS = RESNET50_LAYERS[:3] + RESNET50_LAYERS[-2:] if QUICK else RESNET50_
 
 
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES, ids=[f"m{m}-n{n}-k{k}" for m, n, k in GEMM_SHAPES])
-@pytest.mark.parametrize("impl", ["pyfastcnn", "torch._int_mm"])
-def test_int8_gemm(benchmark, impl, m, n, k):
+@pytest.mark.parametrize("impl", ["pyfastcnn", "pyfastcnn-wgmma", "torch._int_mm"])
+def test_int8_gemm(benchmark, monkeypatch, impl, m, n, k):
+    _kernel(monkeypatch, impl)
     a = torch.randint(-128, 128, (m, k), dtype=torch.int8, device="cuda")
     b = torch.randint(-128, 128, (k, n), dtype=torch.int8, device="cuda")
     b_col = b.t().contiguous().t()  # [K, N] column-major: cuBLASLt's preferred int8 layout
-    if impl == "pyfastcnn":
+    if impl.startswith("pyfastcnn"):
         packed = pyfastcnn.pack_int8_weight(b)
 
         def fn():
@@ -45,8 +56,9 @@ def test_int8_gemm(benchmark, impl, m, n, k):
 
 
 @pytest.mark.parametrize("layer", CONV_LAYERS, ids=[la.id for la in CONV_LAYERS])
-@pytest.mark.parametrize("impl", ["pyfastcnn-int8", "cudnn-fp16"])
-def test_int8_conv(benchmark, impl, layer):
+@pytest.mark.parametrize("impl", ["pyfastcnn-int8", "pyfastcnn-int8-wgmma", "cudnn-fp16"])
+def test_int8_conv(benchmark, monkeypatch, impl, layer):
+    _kernel(monkeypatch, impl)
     n = CONV_BATCH
     shape = (n, layer.c_in, layer.hw, layer.hw)
     x = torch.randint(0, 256, shape, dtype=torch.uint8, device="cuda").contiguous(
@@ -55,7 +67,7 @@ def test_int8_conv(benchmark, impl, layer):
     qw = pyfastcnn.quantize_weight(weight)
     bias = torch.randn(layer.c_out, device="cuda")
     x_scale, x_zp = 0.02, 128
-    if impl == "pyfastcnn-int8":
+    if impl.startswith("pyfastcnn"):
 
         def fn():
             return pyfastcnn.quantized_conv2d(x, x_scale, x_zp, qw, bias, stride=layer.stride,

@@ -4,8 +4,10 @@ CPU paths, so one op traces under torch.compile whatever the device.
 
 Kernels (csrc/cuda/int8_*): tensor-core implicit GEMM (mma.sync m16n8k32, s8 or u8 activations
 times s8 weights, int32 accumulate, 4-stage cp.async pipeline) for GEMMs with K % 16 == 0 and
-16-byte aligned rows and for convs; a CUDA-core GEMM for every other shape; a direct CUDA-core
-conv for depthwise and other convs with fewer than 4 channels per group. Every op runs on the
+16-byte aligned rows (other rows are copied once into such) and for convs; a Hopper variant
+with wgmma.mma_async (sm_90a builds; taken when KERNEL == "wgmma" until it is verified on a
+GPU); a CUDA-core GEMM for plain int8_gemm operands whose K is not a multiple of 16; a direct
+CUDA-core conv for depthwise and other convs with fewer than 4 channels per group. Every op runs on the
 current stream of its inputs' device. The epilogue is the CPU ops' (see ops/quantized.py).
 
 Weights are uploaded once per device and cached on their PackedInt8Weight / QuantizedWeight:
@@ -25,8 +27,16 @@ import torch
 
 from ._device import cuda_module, ptr, same_device, stream_of
 
-# Tests set this to run the CUDA-core GEMM where the tensor-core kernel would run.
-FORCE_SIMT = False
+# Which GEMM kernel runs: "auto" (mma.sync where the operands allow, see above), "mma",
+# "simt" (CUDA cores, for every GEMM: the fallback, tested on its own) or "wgmma" (Hopper;
+# RuntimeError/ValueError elsewhere). Tests and benchmarks set it; convs take "simt" as "auto".
+KERNEL = "auto"
+_PATHS = {"auto": 0, "mma": 1, "simt": 2, "wgmma": 3}
+
+
+def wgmma_available(device: torch.device) -> bool:
+    """Whether `device` runs the Hopper wgmma kernel (sm_90 and a build with sm_90a code)."""
+    return bool(cuda_module().int8_wgmma_available(device.index))
 
 # The `isa` (weight layout) argument of the custom ops for CUDA operands.
 LAYOUT_GEMM = "cuda"
@@ -108,14 +118,15 @@ def _gemm(a: torch.Tensor, bt: torch.Tensor, n: int, out: torch.Tensor, epi) -> 
     if m == 0 or n == 0:
         return
     kp = bt.shape[1]
-    if FORCE_SIMT:
+    path = _PATHS[KERNEL]
+    if KERNEL == "simt":
         a, lda = _rows(a)
         mod.int8_gemm(a.device.index, stream_of(a), a.data_ptr(), lda, a.dtype == torch.int8,
-                      bt.data_ptr(), kp, m, n, k, out.data_ptr(), out.stride(0), epi, True)
+                      bt.data_ptr(), kp, m, n, k, out.data_ptr(), out.stride(0), epi, path)
         return
     a, lda = _aligned_rows(a, kp)
     mod.int8_gemm(a.device.index, stream_of(a), a.data_ptr(), lda, a.dtype == torch.int8,
-                  bt.data_ptr(), kp, m, n, a.shape[1], out.data_ptr(), out.stride(0), epi, False)
+                  bt.data_ptr(), kp, m, n, a.shape[1], out.data_ptr(), out.stride(0), epi, path)
 
 
 # ---- op implementations (registered as the "cuda" kernels in ops/quantized.py) --------------
@@ -132,13 +143,13 @@ def int8_gemm_impl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if k == 0:
         return out.zero_()
     epi = _epilogue(mod, 0)
-    if k % 16 == 0 and not FORCE_SIMT:
+    if k % 16 == 0 and KERNEL != "simt":
         # The tensor cores want B^T K-contiguous: one transposed copy of b (a constant operand
         # belongs in pack_int8_weight, which makes it once).
         a, lda = _aligned_rows(a, k)
         bt = b.t().contiguous()
         mod.int8_gemm(a.device.index, stream_of(a), a.data_ptr(), lda, True, bt.data_ptr(), k,
-                      m, n, k, out.data_ptr(), n, epi, False)
+                      m, n, k, out.data_ptr(), n, epi, _PATHS[KERNEL])
         return out
     a, lda = _rows(a)
     mod.int8_gemm_strided(a.device.index, stream_of(a), a.data_ptr(), lda, True, b.data_ptr(),
@@ -219,7 +230,8 @@ def quantized_conv2d_impl(x, data, col_sums, isa, weight_shape: List[int], w_sca
     else:
         mod.int8_conv2d_igemm(dev, stream, src.data_ptr(), signed, n, hp, wp, groups * cgp,
                               data.data_ptr(), kh, kw, cgp, groups, oc // groups, stride[0],
-                              stride[1], dilation[0], dilation[1], oh, ow, out.data_ptr(), epi)
+                              stride[1], dilation[0], dilation[1], oh, ow, out.data_ptr(), epi,
+                              0 if KERNEL == "simt" else _PATHS[KERNEL])
     return out
 
 
