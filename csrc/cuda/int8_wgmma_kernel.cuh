@@ -274,17 +274,21 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmma_kernel(const IgemmParams 
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) acc[i] = 0;
 
+  // Prefetch distance kWgStages - 2: tile kt + 2 goes into the slot of tile kt - 2, whose
+  // wgmmas every warpgroup has retired (wait_group 1 at the end of iteration kt - 1) before the
+  // barrier of iteration kt; the wgmmas of tile kt - 1 may still run while tile kt is issued.
+  constexpr int kAhead = kWgStages - 2;
   const int k_tiles = (p.K + kWgBK - 1) / kWgBK;
 #pragma unroll
-  for (int s = 0; s < kWgStages - 1; ++s) {
+  for (int s = 0; s < kAhead; ++s) {
     if (s < k_tiles) load_stage(s, s);
     cp_async_commit();
   }
   for (int kt = 0; kt < k_tiles; ++kt) {
-    cp_async_wait<kWgStages - 2>();
+    cp_async_wait<kAhead - 1>();  // committed: kAhead + kt groups; tile kt has landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    __syncthreads();  // tile kt visible to both proxies; every warpgroup done with tile kt - 1
-    const int next = kt + kWgStages - 1;
+    __syncthreads();
+    const int next = kt + kAhead;
     if (next < k_tiles) load_stage(next % kWgStages, next);
     cp_async_commit();
 
@@ -296,9 +300,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmma_kernel(const IgemmParams 
       wgmma_step<BN, kSignedA>(acc, wgmma_desc(sa + 32 * ks), wgmma_desc(sb + 32 * ks));
     }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    // Done reading this stage before the next iteration's barrier lets it be refilled.
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
   }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   cp_async_wait<0>();
 
   const int g = lane >> 2, t = lane & 3;
