@@ -176,6 +176,31 @@ __device__ __forceinline__ int64_t a_col_offset(const AGeometry& g, int k) {
   return kh * g.tap_h_stride + kw * g.tap_w_stride + c;
 }
 
+// A thread's column position (tap kh, kw; channel c) walked forward one K tile at a time:
+// the pipeline loads tiles in order, so the divisions of a_col_offset happen once per kernel.
+struct KCursor {
+  int c, kw, kh;
+  __device__ __forceinline__ void start(const AGeometry& g, int k) {
+    const int tap = k / g.cgp;
+    c = k - tap * g.cgp;
+    kh = tap / g.KW;
+    kw = tap - kh * g.KW;
+  }
+  __device__ __forceinline__ int64_t offset(const AGeometry& g) const {
+    return kh * g.tap_h_stride + kw * g.tap_w_stride + c;
+  }
+  __device__ __forceinline__ void advance(const AGeometry& g, int step) {
+    c += step;
+    while (c >= g.cgp) {
+      c -= g.cgp;
+      if (++kw == g.KW) {
+        kw = 0;
+        ++kh;
+      }
+    }
+  }
+};
+
 }  // namespace int8
 }  // namespace cuda
 }  // namespace pyfastcnn

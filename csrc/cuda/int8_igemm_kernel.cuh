@@ -141,10 +141,14 @@ __global__ void __launch_bounds__(kIgemmThreads)
   }
 
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  // Tiles are loaded in order (0, 1, 2, ...): the cursor moves one tile per call.
+  KCursor cursor;
+  cursor.start(p.ag, chunk * 16);
   auto load_stage = [&](int slot, int ktile) {
     const int k = ktile * kBK + chunk * 16;
     const bool k_ok = k < p.K;  // K % 16 == 0: a chunk is entirely inside or outside
-    const int64_t a_col = k_ok ? a_col_offset(p.ag, k) : 0;
+    const int64_t a_col = k_ok ? cursor.offset(p.ag) : 0;
+    cursor.advance(p.ag, kBK);
     const uint32_t sa = smem_base + slot * Tile::kStageBytes;
     const uint32_t sb = sa + BM * kBK;
 #pragma unroll

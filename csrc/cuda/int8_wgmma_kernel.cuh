@@ -250,10 +250,14 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmma_kernel(const IgemmParams 
     a_off[i] = a_ok[i] ? a_row_offset(p.ag, m) : 0;
   }
   const int8_t* b_rows = p.b + group * p.b_group_stride;
+  // Tiles are loaded in order (0, 1, 2, ...): the cursor moves one tile per call.
+  KCursor cursor;
+  cursor.start(p.ag, chunk * 16);
   auto load_stage = [&](int slot, int ktile) {
     const int k = ktile * kWgBK + chunk * 16;
     const bool k_ok = k < p.K;
-    const int64_t a_col = k_ok ? a_col_offset(p.ag, k) : 0;
+    const int64_t a_col = k_ok ? cursor.offset(p.ag) : 0;
+    cursor.advance(p.ag, kWgBK);
     const uint32_t sa = smem_base + slot * Tile::kStageBytes;
     const uint32_t sb = sa + Tile::kABytes;
 #pragma unroll
