@@ -51,8 +51,9 @@ def rand_i8(*shape):
 
 
 def exact_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a.long() @ b.long() wrapped to int32 like torch._int_mm (on the CPU)."""
-    c = a.long() @ b.long()
+    """a.long() @ b.long() wrapped to int32 like torch._int_mm (on the CPU; through float64,
+    exact while |sum| < 2^53, i.e. K < 2^39, and BLAS-fast)."""
+    c = (a.double() @ b.double()).long()
     return ((c + 2**31) % 2**32 - 2**31).to(torch.int32)
 
 
