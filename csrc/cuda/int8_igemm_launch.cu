@@ -11,25 +11,8 @@ namespace cuda {
 namespace {
 
 using int8::IgemmParams;
-using int8::IgemmTile;
 
 bool aligned16(uintptr_t p) { return (p & 15u) == 0; }
-
-template <int MT, int NT, bool kSignedA>
-void launch_tile(IgemmParams p, int groups, cudaStream_t stream) {
-  using Tile = IgemmTile<MT, NT>;
-  p.tiles_m = static_cast<int>((p.M + Tile::BM - 1) / Tile::BM);
-  p.tiles_n = static_cast<int>((p.N + Tile::BN - 1) / Tile::BN);
-  auto kernel = int8::igemm_kernel<MT, NT, kSignedA>;
-  // Above 48 KB a kernel must opt in to dynamic shared memory (per device, cheap to repeat).
-  PYFASTCNN_CUDA_CHECK(cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmemBytes));
-  const int64_t tiles = static_cast<int64_t>(p.tiles_m) * p.tiles_n;
-  PYFASTCNN_CUDA_REQUIRE(tiles <= INT_MAX && groups <= 65535, "problem too large for one launch");
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(groups));
-  kernel<<<grid, int8::kIgemmThreads, Tile::kSmemBytes, stream>>>(p);
-  PYFASTCNN_CUDA_CHECK_LAUNCH();
-}
 
 // The tile shape: the one with the least padded work (tiles x BM x BN), weighted by how much
 // slower per useful MAC smaller tiles run (more shared-memory traffic per mma), among those
@@ -56,10 +39,10 @@ void launch(const IgemmParams& p, int groups, cudaStream_t stream) {
     }
   }
   switch (best) {
-    case 0: launch_tile<4, 8, kSignedA>(p, groups, stream); break;
-    case 1: launch_tile<4, 4, kSignedA>(p, groups, stream); break;
-    case 2: launch_tile<4, 2, kSignedA>(p, groups, stream); break;
-    default: launch_tile<2, 2, kSignedA>(p, groups, stream); break;
+    case 0: int8::launch_igemm_tile<4, 8, kSignedA>(p, groups, stream); break;
+    case 1: int8::launch_igemm_tile<4, 4, kSignedA>(p, groups, stream); break;
+    case 2: int8::launch_igemm_tile<4, 2, kSignedA>(p, groups, stream); break;
+    default: int8::launch_igemm_tile<2, 2, kSignedA>(p, groups, stream); break;
   }
 }
 
@@ -97,8 +80,8 @@ void int8_gemm(int device, uintptr_t stream, uintptr_t a, int64_t lda, bool a_si
   PYFASTCNN_CUDA_REQUIRE(lda >= K && ldb >= K && ldc >= N, "leading dimensions too small");
   if (M == 0 || N == 0) return;
   PYFASTCNN_CUDA_REQUIRE(a != 0 && b != 0 && out != 0, "null pointer");
-  const bool tensor_cores = path != int(Int8Path::cuda_cores) && K > 0 && K % 16 == 0 && aligned16(a) &&
-                            lda % 16 == 0 && aligned16(b) && ldb % 16 == 0;
+  const bool tensor_cores = path != int(Int8Path::cuda_cores) && K > 0 && K % 16 == 0 &&
+                            aligned16(a) && lda % 16 == 0 && aligned16(b) && ldb % 16 == 0;
   if (!tensor_cores) {
     int8_gemm_strided(device, stream, a, lda, a_signed, b, 1, ldb, M, N, K, out, ldc, epi);
     return;

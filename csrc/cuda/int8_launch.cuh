@@ -8,6 +8,12 @@ namespace pyfastcnn {
 namespace cuda {
 namespace int8 {
 
+// The mma.sync kernel with MT x NT warp tiles (CTA tile 32 MT x 32 NT) for p, on `stream`.
+// Defined in int8_igemm_tile.cuh and instantiated in int8_igemm_tiles*.cu, one translation
+// unit per group of tile shapes so that builds compile them in parallel.
+template <int MT, int NT, bool kSignedA>
+void launch_igemm_tile(IgemmParams p, int groups, cudaStream_t stream);
+
 // The wgmma kernel for p (tile 128 x 128 or 128 x 256), on the current device, which must
 // satisfy wgmma_available(). int8_wgmma_launch.cu.
 void launch_wgmma(IgemmParams p, bool a_signed, int groups, cudaStream_t stream);
