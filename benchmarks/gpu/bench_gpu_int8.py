@@ -34,7 +34,7 @@ CONV_LAYERS = RESNET50_LAYERS[:3] + RESNET50_LAYERS[-2:] if QUICK else RESNET50_
 
 
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES, ids=[f"m{m}-n{n}-k{k}" for m, n, k in GEMM_SHAPES])
-@pytest.mark.parametrize("impl", ["pyfastcnn", "pyfastcnn-wgmma", "torch._int_mm"])
+@pytest.mark.parametrize("impl", ["pyfastcnn", "torch._int_mm"])
 def test_int8_gemm(benchmark, monkeypatch, impl, m, n, k):
     _kernel(monkeypatch, impl)
     a = torch.randint(-128, 128, (m, k), dtype=torch.int8, device="cuda")
@@ -56,7 +56,7 @@ def test_int8_gemm(benchmark, monkeypatch, impl, m, n, k):
 
 
 @pytest.mark.parametrize("layer", CONV_LAYERS, ids=[la.id for la in CONV_LAYERS])
-@pytest.mark.parametrize("impl", ["pyfastcnn-int8", "pyfastcnn-int8-wgmma", "cudnn-fp16"])
+@pytest.mark.parametrize("impl", ["pyfastcnn-int8", "cudnn-fp16"])
 def test_int8_conv(benchmark, monkeypatch, impl, layer):
     _kernel(monkeypatch, impl)
     n = CONV_BATCH
@@ -92,3 +92,14 @@ def test_int8_conv(benchmark, monkeypatch, impl, layer):
         kind = "fp16"
     gpu_run(benchmark, fn, group=f"int8_conv {layer.id}-b{n}", impl=impl,
             ops=layer.flops(n), baseline="cudnn-fp16", kind=kind)
+
+
+# Hopper's wgmma kernel last: a fault there leaves the CUDA context unusable for what follows.
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES, ids=[f"m{m}-n{n}-k{k}" for m, n, k in GEMM_SHAPES])
+def test_int8_gemm_wgmma(benchmark, monkeypatch, m, n, k):
+    test_int8_gemm(benchmark, monkeypatch, "pyfastcnn-wgmma", m, n, k)
+
+
+@pytest.mark.parametrize("layer", CONV_LAYERS, ids=[la.id for la in CONV_LAYERS])
+def test_int8_conv_wgmma(benchmark, monkeypatch, layer):
+    test_int8_conv(benchmark, monkeypatch, "pyfastcnn-int8-wgmma", layer)
