@@ -97,6 +97,9 @@ def test_int8_gemm_views_and_misaligned_rows(kernel):
     ref = exact_mm(a.cpu(), b)
     assert torch.equal(pyfastcnn.int8_gemm(a, b.cuda()).cpu(), ref)
     assert torch.equal(pyfastcnn.int8_gemm(a, pyfastcnn.pack_int8_weight(b)).cpu(), ref)
+    packed_on_gpu = pyfastcnn.pack_int8_weight(b.cuda())  # CPU packing deferred to CPU use
+    assert torch.equal(pyfastcnn.int8_gemm(a, packed_on_gpu).cpu(), ref)
+    assert torch.equal(pyfastcnn.int8_gemm(a.cpu(), packed_on_gpu), ref)
     wide = rand_i8(70, 81).cuda()[:, 1:65]  # unit column stride, misaligned rows
     assert torch.equal(pyfastcnn.int8_gemm(wide, b.cuda()).cpu(), exact_mm(wide.cpu(), b))
     bt = rand_i8(48, 64).cuda().t()  # b as a transposed view

@@ -57,21 +57,28 @@ class PackedInt8Weight:
 
     The packed layout belongs to the ISA level that made it; on another level (``set_isa``,
     or after loading on another machine) it is repacked once and cached. Pickling keeps only
-    the int8 values, so saved files do not depend on the ISA.
+    the int8 values, so saved files do not depend on the ISA. The int8 values are kept on the
+    CPU; each CUDA device gets its own operand (``cuda_operand``), made at construction for
+    the device of a CUDA ``weight`` (which is then packed for the CPU only on first CPU use).
     """
 
     def __init__(self, weight: torch.Tensor):
-        check_tensor("weight", weight, torch.int8)
+        check_tensor("weight", weight, torch.int8, devices=("cpu", "cuda"))
         if weight.dim() == 2:
             weight = weight.unsqueeze(0)
         if weight.dim() != 3 or min(weight.shape) < 1:
             raise ValueError(
                 f"weight must be [K, N] or [G, K, N] and non-empty, got {tuple(weight.shape)}"
             )
-        self.weight = weight.detach().contiguous()
+        device = weight.device
+        self.weight = weight.detach().cpu().contiguous()
         self._by_isa: Dict[str, tuple] = {}
         self._by_device: Dict[torch.device, tuple] = {}
-        self.packed()  # now, not inside a later traced call (torch.compile cannot trace it)
+        # Now, not inside a later traced call (torch.compile cannot trace it).
+        if device.type == "cuda":
+            self.cuda_operand(device)
+        else:
+            self.packed()
 
     @property
     def groups(self) -> int:
@@ -130,7 +137,7 @@ def pack_int8_weight(b: torch.Tensor) -> PackedInt8Weight:
     """Pack the constant int8 operand ``b`` [K, N] of ``int8_gemm`` once, for reuse (b may be a
     CPU or CUDA tensor; the packed weight serves both, uploading once per CUDA device)."""
     check_tensor("b", b, torch.int8, 2, devices=("cpu", "cuda"))
-    return PackedInt8Weight(b.detach().cpu())
+    return PackedInt8Weight(b)
 
 
 @dataclass
