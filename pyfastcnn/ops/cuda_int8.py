@@ -7,8 +7,9 @@ times s8 weights, int32 accumulate, 4-stage cp.async pipeline) for GEMMs with K 
 16-byte aligned rows (other rows are copied once into such) and for convs; a Hopper variant
 with wgmma.mma_async (sm_90a builds; taken when KERNEL == "wgmma" until it is verified on a
 GPU); a CUDA-core GEMM for plain int8_gemm operands whose K is not a multiple of 16; a direct
-CUDA-core conv for depthwise and other convs with fewer than 4 channels per group. Every op runs on the
-current stream of its inputs' device. The epilogue is the CPU ops' (see ops/quantized.py).
+CUDA-core conv for depthwise and other convs with fewer than 4 channels per group. Every op
+runs on the current stream of its inputs' device. The epilogue is the CPU ops' (see
+ops/quantized.py).
 
 Weights are uploaded once per device and cached on their PackedInt8Weight / QuantizedWeight:
   GEMM / linear: B^T, int8 [G, N, Kp], Kp = K rounded up to 16 (zeros past K);
