@@ -6,6 +6,7 @@ Skipped without a GPU (tests/gpu.needs_gpu); benchmarks/gpu/run.sh runs them on 
 """
 
 import ctypes
+import itertools
 import math
 
 import numpy as np
@@ -597,3 +598,168 @@ def test_wgmma_linear_matches_cpu(wgmma, m, n, k, xk, out):
 @pytest.mark.parametrize("xk", X_DTYPES)
 def test_wgmma_conv_matches_cpu(wgmma, case, xk):
     test_conv_matches_cpu(case, xk, OUTS[1])
+
+
+# ---- the kernels' index arithmetic, simulated ---------------------------------------------------
+# Python mirrors of how igemm_kernel (int8_igemm_kernel.cuh) and wgmma_kernel
+# (int8_wgmma_kernel.cuh) place operands in shared memory and read results out of registers,
+# run against the PTX ISA's documented semantics of ldmatrix / mma.sync m16n8k32 / wgmma
+# m64nNk32 (128-byte swizzle). They check that every shared-memory byte of a stage is written
+# once, ldmatrix phases are bank-conflict free, the tile raster covers every tile, and the
+# fragments recombine into A @ B^T with each output written once. Keep them in step with the
+# kernels when those change; the GPU tests above check the hardware.
+
+
+def _raster(tiles_m, tiles_n):
+    for pid in range(tiles_m * tiles_n):
+        width = 8 * tiles_n
+        first_m = (pid // width) * 8
+        rows = min(tiles_m - first_m, 8)
+        yield first_m + (pid % width) % rows, (pid % width) // rows
+
+
+def _simulate_mma_sync(mt, nt, m, n, k):
+    bm, bn, bk = 32 * mt, 32 * nt, 64
+    rng = np.random.default_rng(m * 7 + n)
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    bt = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    out = np.full((m, n), -(2**40), np.int64)
+
+    def swizzle(row, chunk):
+        return row * bk + ((chunk ^ ((row >> 1) & 3)) << 4)
+
+    tiles = list(_raster(-(-m // bm), -(-n // bn)))
+    assert len(set(tiles)) == len(tiles) == (-(-m // bm)) * (-(-n // bn))
+    for tm, tn in tiles:
+        m0, n0 = tm * bm, tn * bn
+        acc = np.zeros((8, 32, mt, nt, 4), np.int64)
+        for kt in range(-(-k // bk)):
+            smem = np.zeros((bm + bn) * bk, np.uint8)
+            written = np.zeros(smem.shape, bool)
+            for tid in range(256):
+                chunk, row0, kk = tid & 3, tid >> 2, kt * bk + (tid & 3) * 16
+                for base, rows, src, lim, off in ((0, bm, a, m, m0), (bm * bk, bn, bt, n, n0)):
+                    for i in range(rows // 64):
+                        row = row0 + 64 * i
+                        d = base + swizzle(row, chunk)
+                        assert not written[d:d + 16].any()
+                        written[d:d + 16] = True
+                        if off + row < lim and kk < k:
+                            smem[d:d + 16] = src[off + row, kk:kk + 16].view(np.uint8)
+            assert written.all()
+
+            def ldmatrix(addrs):
+                regs = np.zeros((32, 4, 4), np.uint8)
+                for j in range(4):
+                    assert len({(addrs[8 * j + r] % 128) // 16 for r in range(8)}) == 8
+                    for lane in range(32):
+                        p = addrs[8 * j + lane // 4] + 4 * (lane % 4)
+                        regs[lane, j] = smem[p:p + 4]
+                return regs.view(np.int8).astype(np.int64)
+
+            for warp in range(8):
+                wm, wn = warp >> 2, warp & 3
+                for ks in range(2):
+                    af = [ldmatrix([swizzle(wm * 16 * mt + mi * 16 + (lane & 15),
+                                            ks * 2 + (lane >> 4)) for lane in range(32)])
+                          for mi in range(mt)]
+                    bf = []
+                    for pair in range(nt // 2):
+                        r = ldmatrix([bm * bk + swizzle(wn * 8 * nt + pair * 16 + (lane & 7)
+                                                        + ((lane >> 4) << 3),
+                                                        ks * 2 + ((lane >> 3) & 1))
+                                      for lane in range(32)])
+                        bf += [r[:, [0, 1]], r[:, [2, 3]]]
+                    for mi in range(mt):
+                        am = np.zeros((16, 32), np.int64)
+                        for lane in range(32):
+                            g, t = lane >> 2, lane & 3
+                            for reg, (dr, dk) in enumerate(((0, 0), (8, 0), (0, 16), (8, 16))):
+                                am[g + dr, dk + 4 * t:dk + 4 * t + 4] = af[mi][lane, reg]
+                        for ni in range(nt):
+                            bmat = np.zeros((32, 8), np.int64)
+                            for lane in range(32):
+                                g, t = lane >> 2, lane & 3
+                                bmat[4 * t:4 * t + 4, g] = bf[ni][lane, 0]
+                                bmat[16 + 4 * t:20 + 4 * t, g] = bf[ni][lane, 1]
+                            c = am @ bmat
+                            for lane in range(32):
+                                g, t = lane >> 2, lane & 3
+                                acc[warp, lane, mi, ni] += [c[g, 2 * t], c[g, 2 * t + 1],
+                                                            c[g + 8, 2 * t], c[g + 8, 2 * t + 1]]
+        for warp, lane, mi, ni, h, e in itertools.product(range(8), range(32), range(mt),
+                                                          range(nt), range(2), range(2)):
+            g, t = lane >> 2, lane & 3
+            row = m0 + (warp >> 2) * 16 * mt + mi * 16 + g + 8 * h
+            col = n0 + (warp & 3) * 8 * nt + ni * 8 + 2 * t + e
+            if row < m and col < n:
+                assert out[row, col] == -(2**40)
+                out[row, col] = acc[warp, lane, mi, ni, 2 * h + e]
+    assert (out == a.astype(np.int64) @ bt.astype(np.int64).T).all()
+
+
+def _simulate_wgmma(bn, m, n, k):
+    bm, bk = 128, 128
+    rng = np.random.default_rng(m * 5 + n)
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    bt = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    out = np.full((m, n), -(2**40), np.int64)
+
+    def swizzle(row, chunk):
+        return row * bk + ((chunk ^ (row & 7)) << 4)
+
+    def hardware_address(start, r, kk):
+        """Byte (row r, k kk) of an operand whose descriptor starts at `start` (K-major, 128B
+        swizzle, 8-row atoms 1024 bytes apart, stage base 1024-aligned)."""
+        addr = start + (r // 8) * 1024 + (r % 8) * 128 + kk
+        return addr ^ (((addr >> 7) & 7) << 4)
+
+    for tm, tn in _raster(-(-m // bm), -(-n // bn)):
+        m0, n0 = tm * bm, tn * bn
+        acc = np.zeros((8, 32, bn // 2), np.int64)
+        for kt in range(-(-k // bk)):
+            smem = np.zeros((bm + bn) * bk, np.uint8)
+            written = np.zeros(smem.shape, bool)
+            for tid in range(256):
+                chunk, row0, kk = tid & 7, tid >> 3, kt * bk + (tid & 7) * 16
+                for base, rows, src, lim, off in ((0, bm, a, m, m0), (bm * bk, bn, bt, n, n0)):
+                    for i in range(rows * 8 // 256):
+                        row = row0 + 32 * i
+                        d = base + swizzle(row, chunk)
+                        assert not written[d:d + 16].any()
+                        written[d:d + 16] = True
+                        if off + row < lim and kk < k:
+                            smem[d:d + 16] = src[off + row, kk:kk + 16].view(np.uint8)
+            assert written.all()
+            s8 = smem.view(np.int8).astype(np.int64)
+            for wg, ks in itertools.product(range(2), range(4)):
+                am = np.array([[s8[hardware_address(wg * 64 * bk + 32 * ks, r, j)]
+                                for j in range(32)] for r in range(64)])
+                bmat = np.array([[s8[hardware_address(bm * bk + 32 * ks, r, j)]
+                                  for j in range(32)] for r in range(bn)])
+                d = am @ bmat.T
+                for w, lane, i, j in itertools.product(range(4), range(32), range(bn // 8),
+                                                       range(4)):
+                    g, t = lane >> 2, lane & 3
+                    acc[wg * 4 + w, lane, 4 * i + j] += d[16 * w + g + 8 * (j // 2),
+                                                          8 * i + 2 * t + j % 2]
+        for warp, lane, i, h, e in itertools.product(range(8), range(32), range(bn // 8),
+                                                     range(2), range(2)):
+            g, t = lane >> 2, lane & 3
+            row = m0 + (warp >> 2) * 64 + (warp & 3) * 16 + g + 8 * h
+            col = n0 + 8 * i + 2 * t + e
+            if row < m and col < n:
+                assert out[row, col] == -(2**40)
+                out[row, col] = acc[warp, lane, 4 * i + 2 * h + e]
+    assert (out == a.astype(np.int64) @ bt.astype(np.int64).T).all()
+
+
+@pytest.mark.parametrize("mt,nt,m,n,k", [(4, 4, 130, 140, 80), (4, 8, 20, 300, 80),
+                                         (2, 2, 70, 33, 48), (4, 2, 40, 70, 16)], ids=str)
+def test_simulated_mma_sync_index_math(mt, nt, m, n, k):
+    _simulate_mma_sync(mt, nt, m, n, k)
+
+
+@pytest.mark.parametrize("bn,m,n,k", [(128, 40, 140, 160), (256, 20, 260, 48)], ids=str)
+def test_simulated_wgmma_index_math(bn, m, n, k):
+    _simulate_wgmma(bn, m, n, k)
