@@ -228,8 +228,10 @@ class QuantConv2d(_QuantLayer):
                              "this QuantConv2d has no fused residual add: call it with x only")
         # Fast path for plain eager inference: the geometry and epilogue arguments of an input
         # shape are checked once (by the public op) and reused; this saves ~10 us of Python
-        # per call, which is a good part of a small layer's time.
-        if (type(x) is torch.Tensor and x.dtype == self.in_dtype and x.dim() == 4
+        # per call, which is a good part of a small layer's time. (CPU only: CUDA inputs take
+        # the public op, which picks the weight's per-device operands.)
+        if (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == self.in_dtype
+                and x.dim() == 4
                 and not x.requires_grad and not torch.compiler.is_compiling()
                 and x.is_contiguous(memory_format=torch.channels_last)
                 and (residual is None or (

@@ -11,6 +11,9 @@ For int8/uint8 output the kernels evaluate y / out_scale + out_zero_point in flo
 multiply-add in output units (scale, bias, clamp bounds and residual scale pre-divided by
 out_scale, the zero point added to bias and bounds): within one step of the float64 result.
 Weights are symmetric (zero point 0), per output channel or per tensor.
+
+CUDA tensors run the CUDA kernels (ops/cuda_int8.py), registered as the "cuda" kernels of the
+same custom ops, with the same math; weights are uploaded once per device and cached.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Dict, List, Optional, Union
 import torch
 
 from .. import _native
+from . import cuda_int8
 from ._checks import IntPair, check_tensor, check_vector, conv_geometry, conv_output
 
 _OUT_KINDS = {torch.int32: 0, torch.float32: 1, torch.int8: 2, torch.uint8: 3}
@@ -53,20 +57,28 @@ class PackedInt8Weight:
 
     The packed layout belongs to the ISA level that made it; on another level (``set_isa``,
     or after loading on another machine) it is repacked once and cached. Pickling keeps only
-    the int8 values, so saved files do not depend on the ISA.
+    the int8 values, so saved files do not depend on the ISA. The int8 values are kept on the
+    CPU; each CUDA device gets its own operand (``cuda_operand``), made at construction for
+    the device of a CUDA ``weight`` (which is then packed for the CPU only on first CPU use).
     """
 
     def __init__(self, weight: torch.Tensor):
-        check_tensor("weight", weight, torch.int8)
+        check_tensor("weight", weight, torch.int8, devices=("cpu", "cuda"))
         if weight.dim() == 2:
             weight = weight.unsqueeze(0)
         if weight.dim() != 3 or min(weight.shape) < 1:
             raise ValueError(
                 f"weight must be [K, N] or [G, K, N] and non-empty, got {tuple(weight.shape)}"
             )
-        self.weight = weight.detach().contiguous()
+        device = weight.device
+        self.weight = weight.detach().cpu().contiguous()
         self._by_isa: Dict[str, tuple] = {}
-        self.packed()  # now, not inside a later traced call (torch.compile cannot trace it)
+        self._by_device: Dict[torch.device, tuple] = {}
+        # Now, not inside a later traced call (torch.compile cannot trace it).
+        if device.type == "cuda":
+            self.cuda_operand(device)
+        else:
+            self.packed()
 
     @property
     def groups(self) -> int:
@@ -97,6 +109,18 @@ class PackedInt8Weight:
             self._by_isa[isa] = (isa, data, col_sums)
         return self._by_isa[isa]
 
+    def cuda_operand(self, device: torch.device) -> tuple:
+        """(layout, B^T int8 [G, N, Kp] on `device`, col_sums int32 [G * N] on `device`),
+        uploaded on first use (see ops/cuda_int8.py)."""
+        if device not in self._by_device:
+            col_sums = self.weight.sum(1, dtype=torch.int32).reshape(-1)
+            self._by_device[device] = (
+                cuda_int8.LAYOUT_GEMM,
+                cuda_int8.gemm_operand(self.weight, device),
+                col_sums.to(device),
+            )
+        return self._by_device[device]
+
     def __getstate__(self):
         return {"weight": self.weight}
 
@@ -105,12 +129,14 @@ class PackedInt8Weight:
 
     def __repr__(self) -> str:
         shape = (self.K, self.N) if self.groups == 1 else (self.groups, self.K, self.N)
-        return f"PackedInt8Weight(shape={shape}, packed_for={list(self._by_isa)})"
+        where = list(self._by_isa) + [str(d) for d in self._by_device]
+        return f"PackedInt8Weight(shape={shape}, packed_for={where})"
 
 
 def pack_int8_weight(b: torch.Tensor) -> PackedInt8Weight:
-    """Pack the constant int8 operand ``b`` [K, N] of ``int8_gemm`` once, for reuse."""
-    check_tensor("b", b, torch.int8, 2)
+    """Pack the constant int8 operand ``b`` [K, N] of ``int8_gemm`` once, for reuse (b may be a
+    CPU or CUDA tensor; the packed weight serves both, uploading once per CUDA device)."""
+    check_tensor("b", b, torch.int8, 2, devices=("cpu", "cuda"))
     return PackedInt8Weight(b)
 
 
@@ -129,6 +155,7 @@ class QuantizedWeight:
     groups: int = 1
     _packed: Optional[PackedInt8Weight] = field(default=None, repr=False, compare=False)
     _depthwise: Optional[tuple] = field(default=None, repr=False, compare=False)
+    _cuda: Dict[torch.device, tuple] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         check_tensor("int_weight", self.int_weight, torch.int8)
@@ -194,6 +221,23 @@ class QuantizedWeight:
         cp = (c + _DEPTHWISE_C_BLOCK - 1) // _DEPTHWISE_C_BLOCK * _DEPTHWISE_C_BLOCK
         weight = torch.nn.functional.pad(taps.t() & 0xFFFF, (0, cp - c)).contiguous()
         return weight, taps.sum(1, dtype=torch.int32)
+
+    def cuda_operand(self, device: torch.device) -> tuple:
+        """(layout, data, col_sums, scale) on a CUDA `device`, uploaded once: the weight in the
+        CUDA kernels' layout (ops/cuda_int8.py), its int32 per-channel sums, its float32
+        scales."""
+        if device not in self._cuda:
+            w = self.int_weight
+            col_sums = w.reshape(w.shape[0], -1).sum(1, dtype=torch.int32)
+            if w.dim() == 2:
+                layout = cuda_int8.LAYOUT_GEMM
+                data = cuda_int8.gemm_operand(w.t().unsqueeze(0), device)[0]
+            else:
+                direct = cuda_int8.conv_uses_direct(w.shape[1], self.groups)
+                layout = cuda_int8.LAYOUT_CONV_DIRECT if direct else cuda_int8.LAYOUT_CONV_IGEMM
+                data = cuda_int8.conv_operand(w, direct, device)
+            self._cuda[device] = (layout, data, col_sums.to(device), self.scale.to(device))
+        return self._cuda[device]
 
     def dequantize(self) -> torch.Tensor:
         shape = (-1,) + (1,) * (self.int_weight.dim() - 1)
@@ -265,6 +309,9 @@ def _(a, data, col_sums, isa, n):
     return a.new_empty((a.shape[0], n), dtype=torch.int32)
 
 
+_int8_gemm_packed.register_kernel("cuda")(cuda_int8.int8_gemm_packed_impl)
+
+
 def _quantized_linear_impl(
     x: torch.Tensor,
     data: torch.Tensor,
@@ -328,6 +375,9 @@ def _(
 ):
     dtype = {v: k for k, v in _OUT_KINDS.items()}[out_kind]
     return x.new_empty((x.shape[0], n), dtype=dtype)
+
+
+_quantized_linear.register_kernel("cuda")(cuda_int8.quantized_linear_impl)
 
 
 def _quantized_conv2d_impl(
@@ -422,11 +472,15 @@ def _(
     return conv_output(x, weight_shape[0], output_size, dtype, torch.channels_last)
 
 
+_quantized_conv2d.register_kernel("cuda")(cuda_int8.quantized_conv2d_impl)
+
+
 # ---- public functions ---------------------------------------------------------------------
 
 
-def _check_activation(name: str, x: object, x_scale: float, x_zero_point: int) -> None:
-    check_tensor(name, x, (torch.uint8, torch.int8))
+def _check_activation(name: str, x: object, x_scale: float, x_zero_point: int,
+                      devices: tuple = ("cpu",)) -> None:
+    check_tensor(name, x, (torch.uint8, torch.int8), devices=devices)
     if isinstance(x_scale, bool) or not isinstance(x_scale, (int, float)):
         raise TypeError(f"x_scale must be a float, got {type(x_scale).__name__}")
     if not (x_scale > 0 and math.isfinite(x_scale)):
@@ -475,12 +529,13 @@ def _output_params(out_dtype, out_scale, out_zero_point, relu, clamp_max=None) -
 def _residual_params(residual, residual_scale, residual_zero_point, x: torch.Tensor,
                      output_channels: int, output_size) -> tuple:
     """Checked (residual, scale, zero point) of a fused residual add: the codes, channels_last,
-    shaped like the conv's output [N, OC, OH, OW]."""
+    shaped like the conv's output [N, OC, OH, OW], on x's device."""
     if residual is None:
         if residual_scale is not None or residual_zero_point is not None:
             raise ValueError("residual_scale/residual_zero_point need a residual")
         return None, 1.0, 0
-    check_tensor("residual", residual, (torch.uint8, torch.int8))
+    check_tensor("residual", residual, (torch.uint8, torch.int8), devices=("cpu", "cuda"))
+    cuda_int8.check_same_device(x, residual=residual)
     shape = (x.shape[0], output_channels, *output_size)
     if tuple(residual.shape) != shape:
         raise ValueError(f"residual must have the output's shape {shape}, got "
@@ -503,8 +558,7 @@ def _conv_args(x: torch.Tensor, x_scale, x_zero_point, weight_shape, w_scale: to
     """The checked arguments of the INT8 conv custom ops after their weight tensors, from
     ``weight_shape`` to ``out_zero_point`` (the dense and sparse ops share them; QuantConv2d
     caches them per input shape)."""
-    if bias is not None:
-        check_vector("bias", bias, weight_shape[0])
+    _check_bias(bias, weight_shape[0], x)
     geo = conv_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
     kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
                                                    clamp_max)
@@ -513,12 +567,24 @@ def _conv_args(x: torch.Tensor, x_scale, x_zero_point, weight_shape, w_scale: to
             kind, lo, hi, o_scale, o_zp]
 
 
+def _check_bias(bias, n: int, x: torch.Tensor) -> None:
+    """bias: None or float32 [n] on x's device."""
+    if bias is None:
+        return
+    check_tensor("bias", bias, torch.float32, 1, devices=("cpu", "cuda"))
+    cuda_int8.check_same_device(x, bias=bias)
+    if bias.shape[0] != n:
+        raise ValueError(f"bias must have {n} elements, got {bias.shape[0]}")
+
+
 def _conv_call(op, impl, x, x_scale, x_zero_point, weight_tensors, weight_shape, weight, groups,
                bias, stride, padding, dilation, out_kwargs: dict, residual, residual_scale,
-               residual_zero_point) -> torch.Tensor:
+               residual_zero_point, devices: tuple = ("cpu",)) -> torch.Tensor:
     """Checks the arguments shared by quantized_conv2d and sparse_quantized_conv2d and runs
-    ``op`` on ``x`` (channels_last), the weight's kernel tensors and the shared arguments."""
-    _check_activation("x", x, x_scale, x_zero_point)
+    ``op`` on ``x`` (channels_last), the weight's kernel tensors and the shared arguments.
+    ``devices``: the device types ``op`` has kernels for; ``weight_tensors`` may be a callable
+    of x's device returning them (CUDA operands are per device)."""
+    _check_activation("x", x, x_scale, x_zero_point, devices)
     if x.dim() != 4:
         raise ValueError(f"x must be 4-D, got shape {tuple(x.shape)}")
     if groups is not None and groups != weight.groups:
@@ -527,7 +593,16 @@ def _conv_call(op, impl, x, x_scale, x_zero_point, weight_tensors, weight_shape,
                       stride, padding, dilation, **out_kwargs)
     residual, r_scale, r_zp = _residual_params(residual, residual_scale, residual_zero_point,
                                                x, weight_shape[0], args[7])
-    x = x.contiguous(memory_format=torch.channels_last)
+    if callable(weight_tensors):
+        weight_tensors = weight_tensors(x.device)
+    if x.is_cuda:
+        # w_scale (args[1]) as uploaded with the weight; the CUDA kernels read NHWC in place
+        # when x is channels_last already (other layouts are converted once inside the op).
+        layout, data, col_sums, scale = weight_tensors
+        weight_tensors = (data, col_sums, layout)
+        args[1] = scale
+    else:
+        x = x.contiguous(memory_format=torch.channels_last)
     return _native.run(op, impl, x, *weight_tensors, *args, residual, r_scale, r_zp)
 
 
@@ -558,9 +633,10 @@ def quantized_linear(
     """INT8 linear layer with the requantization epilogue fused (see the module docstring).
 
     Args:
-        x: uint8 or int8 [..., K], quantized with (x_scale, x_zero_point).
+        x: uint8 or int8 [..., K], quantized with (x_scale, x_zero_point); CPU or CUDA (the
+            weight is uploaded to x's device once and cached).
         weight: ``quantize_weight(linear.weight)`` ([N, K]).
-        bias: float32 [N] or None.
+        bias: float32 [N] or None, on x's device.
         out_dtype: float32, or int8/uint8 with out_scale (and out_zero_point, default 0), so
             INT8 layers chain without a float round trip.
         relu: fuse ReLU.
@@ -570,26 +646,30 @@ def quantized_linear(
     Returns:
         [..., N] of out_dtype.
     """
-    _check_activation("x", x, x_scale, x_zero_point)
+    _check_activation("x", x, x_scale, x_zero_point, ("cpu", "cuda"))
     weight = _check_weight(weight, 2, "linear")
     n, k = weight.int_weight.shape
     if x.dim() < 1 or x.shape[-1] != k:
         raise ValueError(f"x must have {k} features in its last dimension, got {tuple(x.shape)}")
-    if bias is not None:
-        check_vector("bias", bias, n)
+    _check_bias(bias, n, x)
     kind, lo, hi, o_scale, o_zp = _output_params(out_dtype, out_scale, out_zero_point, relu,
                                                    clamp_max)
-    isa, data, col_sums = weight._packed.packed()
+    if x.is_cuda:
+        isa, data, col_sums, w_scale = weight.cuda_operand(x.device)
+        impl = cuda_int8.quantized_linear_impl
+    else:
+        isa, data, col_sums = weight._packed.packed()
+        w_scale, impl = weight.scale, _quantized_linear_impl
     x2 = x.reshape(-1, k)
     out = _native.run(
         _quantized_linear,
-        _quantized_linear_impl,
+        impl,
         x2,
         data,
         col_sums,
         isa,
         n,
-        weight.scale,
+        w_scale,
         bias,
         float(x_scale),
         x_zero_point,
@@ -625,8 +705,9 @@ def quantized_conv2d(
     """INT8 conv2d (F.conv2d geometry) with the requantization epilogue fused.
 
     Args:
-        x: uint8 or int8 [N, C, H, W]; channels_last is the native layout (other layouts are
-            converted once per call: keep activations channels_last between layers).
+        x: uint8 or int8 [N, C, H, W], CPU or CUDA; channels_last is the native layout (other
+            layouts are converted once per call: keep activations channels_last between
+            layers). On CUDA, bias and residual must be on x's device.
         weight: ``quantize_weight(conv.weight, groups=conv.groups)``.
         groups: defaults to weight.groups; if given it must match.
         residual: a fused residual add (ResNet's ``relu(conv(x) + identity)``): uint8/int8
@@ -639,10 +720,14 @@ def quantized_conv2d(
         [N, OC, OH, OW] of out_dtype, channels_last.
     """
     weight = _check_weight(weight, 4, "conv")
-    isa, data, col_sums = weight.conv_operand()
     out_kwargs = dict(out_dtype=out_dtype, out_scale=out_scale, out_zero_point=out_zero_point,
                       relu=relu, clamp_max=clamp_max)
-    return _conv_call(_quantized_conv2d, _quantized_conv2d_impl, x, x_scale, x_zero_point,
-                      (data, col_sums, isa), tuple(weight.int_weight.shape), weight, groups, bias,
-                      stride, padding, dilation, out_kwargs, residual, residual_scale,
-                      residual_zero_point)
+    if isinstance(x, torch.Tensor) and x.is_cuda:
+        weight_tensors, impl = weight.cuda_operand, cuda_int8.quantized_conv2d_impl
+    else:
+        isa, data, col_sums = weight.conv_operand()
+        weight_tensors, impl = (data, col_sums, isa), _quantized_conv2d_impl
+    return _conv_call(_quantized_conv2d, impl, x, x_scale, x_zero_point, weight_tensors,
+                      tuple(weight.int_weight.shape), weight, groups, bias, stride, padding,
+                      dilation, out_kwargs, residual, residual_scale, residual_zero_point,
+                      devices=("cpu", "cuda"))
