@@ -4,9 +4,11 @@
 # and write logs, the raw JSON and a markdown table to $OUT. Meant for a machine with no
 # network whose python3 has torch with CUDA, cmake, ninja, pybind11, pytest, pytest-benchmark.
 #
-#   OUT=/tmp/gpu-out bash benchmarks/gpu/run.sh            # everything (~8 min budget)
-#   STAGES="build test" bash benchmarks/gpu/run.sh         # a subset
-#   BENCH_FILTER="int8" bash benchmarks/gpu/run.sh         # only benchmarks matching -k
+#   OUT=/tmp/gpu-out bash benchmarks/gpu/run.sh            # everything (stages time-boxed)
+#   STAGES="build test sanitize" bash benchmarks/gpu/run.sh   # a subset
+#   STAGES=bench BENCH_FILTER="int8" bash benchmarks/gpu/run.sh   # benchmarks matching -k
+# With the device tool (10 minutes a call, 15 a session): first call "build test sanitize"
+# (about 5 minutes), second call on the still-warm machine "bench" (the in-place build stays).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -29,7 +31,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 if stage build; then
   say "build (CUDAARCHS=$CUDAARCHS)"
   # In place: the tests and benchmarks import this tree. No network here, so no build isolation.
-  PYFASTCNN_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) timeout 300 \
+  PYFASTCNN_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) timeout 240 \
     $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1 || { say "BUILD FAILED"; tail -40 "$OUT/build.log"; exit 1; }
   grep -E "warning|error" "$OUT/build.log" | grep -v "^--" | head -20
   $PY -c "import pyfastcnn; print(pyfastcnn.config()['cuda'])" | tee -a "$OUT/summary.txt"
@@ -37,20 +39,20 @@ fi
 
 if stage test; then
   say "CUDA tests"
-  timeout 240 $PY -m pytest tests/test_cuda*.py -q -p no:cacheprovider --timeout 60 -rs >"$OUT/tests.log" 2>&1 || status=1
+  timeout 180 $PY -m pytest tests/test_cuda*.py -q -p no:cacheprovider --timeout 60 -rs >"$OUT/tests.log" 2>&1 || status=1
   tail -25 "$OUT/tests.log"
 fi
 
 if stage sanitize; then
   say "compute-sanitizer (memcheck) on the small cases"
-  timeout 180 compute-sanitizer --tool memcheck --error-exitcode 3 \
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 \
     $PY -m pytest tests -m gpu_sanitize -q -p no:cacheprovider >"$OUT/sanitize.log" 2>&1 || status=1
   grep -E "ERROR SUMMARY|passed|failed|Invalid|out of bounds" "$OUT/sanitize.log" | tail -8
 fi
 
 if stage bench; then
   say "GPU benchmarks"
-  timeout 300 $PY -m pytest benchmarks/gpu -q -p no:cacheprovider ${BENCH_FILTER:+-k "$BENCH_FILTER"} \
+  timeout 420 $PY -m pytest benchmarks/gpu -q -p no:cacheprovider ${BENCH_FILTER:+-k "$BENCH_FILTER"} \
     --benchmark-json="$OUT/gpu.json" --benchmark-disable-gc --benchmark-columns=median \
     >"$OUT/bench.log" 2>&1 || status=1
   tail -5 "$OUT/bench.log"
