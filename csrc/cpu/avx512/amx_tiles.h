@@ -140,10 +140,24 @@ inline AChunk a_chunk(const RowSource& src, const ATile& tile, int t, const uint
 
 // Sums of rows x one panel over bytes [k0, k0 + kc) of K: C tiles += A . B (two A tiles when
 // more than 16 rows are live).
+// Rows read in place come from L2 or further the first time (the task's first panel): ask for
+// the chunk two steps ahead, 16 lines per tile.
+inline void prefetch_rows(const RowSource& src, const ATile& tile, int t, int64_t k, int64_t end) {
+  if (!tile.direct || k >= end) return;
+  const uint8_t* p =
+      src.base[16 * t] + src.segment_offset[k / src.segment_len] + k % src.segment_len;
+  for (int r = 0; r < 16; ++r) _mm_prefetch(reinterpret_cast<const char*>(p + r * tile.stride),
+                                            _MM_HINT_T0);
+}
+
 template <class Dot, bool TWO_A>
 void panel_chunk(const RowSource& src, const ATile* tiles, const uint8_t* const* blocks,
-                 int64_t ld, int64_t k0, int64_t kc, const int8_t* panel) {
+                 int64_t ld, int64_t k0, int64_t kc, const int8_t* panel, bool prefetch) {
   for (int64_t k = k0; k < k0 + kc; k += 64) {
+    if (prefetch) {
+      prefetch_rows(src, tiles[0], 0, k + 128, k0 + kc);
+      if (TWO_A) prefetch_rows(src, tiles[1], 1, k + 128, k0 + kc);
+    }
     const int8_t* b = panel + k / 4 * 128;
     _tile_loadd(6, b, 128);
     _tile_loadd(7, b + 64, 128);
@@ -198,9 +212,9 @@ void task_sums(const RowSource& src, const int8_t* packed, int64_t stride, int64
       }
       const int8_t* panel = packed + p * stride;
       if (two_a) {
-        panel_chunk<Dot, true>(src, tiles, blocks, ld, k0, ld, panel);
+        panel_chunk<Dot, true>(src, tiles, blocks, ld, k0, ld, panel, p == p0);
       } else {
-        panel_chunk<Dot, false>(src, tiles, blocks, ld, k0, ld, panel);
+        panel_chunk<Dot, false>(src, tiles, blocks, ld, k0, ld, panel, p == p0);
       }
       overlap();
       _tile_stored(0, c, 128);
@@ -247,8 +261,17 @@ template <class Dot, class RowsOf, class Epilogue>
 void run_tasks(const Pieces& pieces, int64_t panels, const int8_t* packed, int64_t stride,
                const RowsOf& rows_of, const Epilogue& epilogue) {
   const int64_t row_tasks = (pieces.count() + 1) / 2;
-  const int64_t panel_groups = (panels + kNCP - 1) / kNCP;
-  parallel_for(row_tasks * panel_groups, 1, [&](int64_t begin, int64_t end) {
+  // Fewer panels per task when there are few row tasks (small batch-1 maps), so that every
+  // thread gets about four tasks.
+  const int64_t threads = get_num_threads();
+  int64_t ncp = (row_tasks * panels + 4 * threads - 1) / (4 * threads);
+  ncp = ncp < 1 ? 1 : (ncp > kNCP ? kNCP : ncp);
+  const int64_t panel_groups = (panels + ncp - 1) / ncp;
+  // A few runs of consecutive tasks per thread (chunks are handed out dynamically): within a
+  // run the epilogue overlaps the next task and the tiles are configured once.
+  const int64_t tasks = row_tasks * panel_groups;
+  const int64_t grain = threads > 1 ? (tasks + 4 * threads - 1) / (4 * threads) : tasks;
+  parallel_for(tasks, grain, [&](int64_t begin, int64_t end) {
     configure_tiles();
     alignas(64) uint8_t a[kRows * kKC];
     alignas(64) int32_t sums[2][kNCP][kRows][kPanelCols];
@@ -269,7 +292,7 @@ void run_tasks(const Pieces& pieces, int64_t panels, const int8_t* packed, int64
       TaskRows rows{{0, 0}, {0, 0}};
       pieces.get(2 * rt, &rows.m[0], &rows.live[0]);
       if (2 * rt + 1 < pieces.count()) pieces.get(2 * rt + 1, &rows.m[1], &rows.live[1]);
-      const int64_t p0 = pg * kNCP, p1 = p0 + kNCP < panels ? p0 + kNCP : panels;
+      const int64_t p0 = pg * ncp, p1 = p0 + ncp < panels ? p0 + ncp : panels;
       const int buf = static_cast<int>(t & 1);
       RowSource src;
       rows_of(rows, &src);
