@@ -508,7 +508,8 @@ def test_pruned_layers_run_the_sparse_int8_kernel():
     prepared = prepare(model)
     calibrate(prepared, data)
     # (sparse convs keep a separate residual add: compare with a dense model that does too)
-    sparse, dense = convert(prepared), convert(prepared, sparse=False, fuse_residual=False)
+    sparse, dense = convert(prepared, sparse=True), convert(prepared, sparse=False,
+                                                            fuse_residual=False)
     convs = {n: m for n, m in sparse.named_modules() if isinstance(m, QuantConv2d)}
     assert sum(m.sparse for m in convs.values()) == 8 and not convs["conv1"].sparse
     assert not any(m.sparse for m in dense.modules() if isinstance(m, QuantConv2d))
@@ -520,11 +521,33 @@ def test_pruned_layers_run_the_sparse_int8_kernel():
     loaded = torch.load(buffer, weights_only=False)
     with torch.no_grad():
         assert torch.equal(loaded(data[1]), sparse(data[1]))
-    other = convert(prepared)
+    other = convert(prepared, sparse=True)
     other.load_state_dict(sparse.state_dict())
     assert "layer1.0.conv1.sparse_values" in sparse.state_dict()
     with pytest.raises(ValueError, match="sparse"):
         convert(prepared, sparse="yes")
+
+
+@pytest.mark.parametrize("level", ["avx512_vnni", "avx512_amx"])
+def test_sparse_auto_follows_the_dense_kernel(level):
+    """90% block pruning: sparse INT8 beats the dense VNNI kernel, not the dense AMX one."""
+    from pyfastcnn import pruning
+
+    if level not in pyfastcnn.supported_isas():
+        pytest.skip(f"this CPU lacks {level}")
+    model = _randomize_bn(models.cifar_resnet(8)).eval()
+    pruning.prune(model, 0.9, "block", block_shape=(1, 4), skip=["conv1", "fc"])
+    pruning.remove(model)
+    prepared = prepare(model)
+    calibrate(prepared, _batches(1, (2, 3, 32, 32)))
+    previous = pyfastcnn.get_isa()
+    try:
+        pyfastcnn.set_isa(level)
+        converted = convert(prepared)
+    finally:
+        pyfastcnn.set_isa(previous)
+    sparse = [m.sparse for m in converted.modules() if isinstance(m, QuantConv2d)]
+    assert sum(sparse) == (8 if level == "avx512_vnni" else 0)
 
 
 def test_fused_residual_conv_takes_any_residual_layout():

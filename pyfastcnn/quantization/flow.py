@@ -25,7 +25,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .. import fusion
+from .. import _native, fusion
 from ..nn.fused import FusedConvBNReLU2d
 from ..ops.quantized import QuantizedWeight
 from .fake_quant import FakeQuantize, disable_observer, enable_fake_quant
@@ -306,10 +306,20 @@ def _float_unit(unit: QuantizableModule) -> torch.nn.Module:
 
 
 SPARSE_MODES = ("auto", True, False)
-# Largest fraction of kept 4-channel blocks at which the sparse INT8 kernel is used by
-# default: it breaks even with the dense INT8 kernel at ~65-70% sparsity (benchmarks/
-# bench_sparse_int8.py, 1 thread), so require clearly fewer blocks than that.
+# Largest fraction of kept 4-channel blocks at which the sparse INT8 kernel (AVX-512 VNNI) is
+# used by default: it breaks even with the dense VNNI kernel at ~65-70% sparsity (benchmarks/
+# bench_sparse_int8.py, 1 thread), so require clearly fewer blocks than that. Against the dense
+# AMX kernel it is 1.2-1.8x slower even at 90% (Xeon with AMX, 2026-12-07), so there only
+# nearly empty weights take it.
 SPARSE_INT8_MAX_BLOCK_DENSITY = 0.3
+SPARSE_INT8_MAX_BLOCK_DENSITY_AMX = 0.05
+
+
+def _max_sparse_block_density() -> float:
+    """The "auto" threshold for the INT8 kernel level selected now."""
+    if _native.C.kernel_isa("int8_gemm") == "avx512_amx":
+        return SPARSE_INT8_MAX_BLOCK_DENSITY_AMX
+    return SPARSE_INT8_MAX_BLOCK_DENSITY
 
 
 def _conv_weight(w: QuantizedWeight, sparse) -> object:
@@ -323,7 +333,7 @@ def _conv_weight(w: QuantizedWeight, sparse) -> object:
     block_density = packed.blocks / (oc * -(-cg // BLOCK) * kh * kw)
     if sparse is True:
         return packed if block_density < 1 else w
-    return packed if block_density <= SPARSE_INT8_MAX_BLOCK_DENSITY else w
+    return packed if block_density <= _max_sparse_block_density() else w
 
 
 def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
@@ -342,7 +352,8 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
     shows to suffer): they become FP32 ``FusedConvBNReLU2d``/linear. ``sparse``: pruned convs
     (e.g. ``pruning.prune(model, 0.9, "block", block_shape=(1, 4))`` before ``prepare``) run
     the sparse INT8 kernel, same results: "auto" where at most 30% of their 4-input-channel
-    blocks hold a non-zero (where it is faster), True wherever a block is empty, False never.
+    blocks hold a non-zero (where it is faster than the dense kernel; 5% on a CPU with AMX,
+    whose dense kernel is 2-3x faster), True wherever a block is empty, False never.
     ``depthwise``: "int8" (default) quantizes depthwise convs too (the INT8 depthwise kernel:
     MobileNetV2 at 1 thread 2.7–2.8 ms at batch 1 instead of 3.3–4.0 ms with "float", 21 ms
     instead of 46–49 ms at batch 8), "float" runs them on the FP32 depthwise kernel between
