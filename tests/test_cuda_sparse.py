@@ -356,7 +356,7 @@ def test_launch_arguments_pass_the_native_checks(monkeypatch, case, path):
 
     checked = cuda_sparse.check_tensor
     monkeypatch.setattr(cuda_sparse, "cuda_module", lambda: Recorder())
-    monkeypatch.setattr(cuda_sparse, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(cuda_sparse, "raw_stream", lambda index: 0)
     monkeypatch.setattr(cuda_sparse, "_sm_count", lambda device: 132)
     monkeypatch.setattr(cuda_sparse, "stream_of", lambda t: 0)
     if path == "custom-op-impl":
