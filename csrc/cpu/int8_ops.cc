@@ -214,7 +214,8 @@ void int8_gemm(const TensorRef& a, const TensorRef& b, const TensorRef& c) {
   }
   const QuantParams q{0, 1.0f, Int8OutKind::i32, 0.0f, 0.0f, 1.0f, 0};
   Epilogue e = make_epilogue(sums.data(), N, 128, nullptr, nullptr, q);
-  run_gemm(k, Int8GemmArgs{au, a_ld, packed.data(), {M, N, K}, cp, ldc, e.epi, k.signed_a});
+  run_gemm(k, Int8GemmArgs{au, a_ld, packed.data(), {M, N, K}, cp, ldc, e.epi, k.signed_a,
+                           sums.data()});
 }
 
 void int8_linear(const TensorRef& x, Isa layout, const TensorRef& packed,
@@ -246,7 +247,7 @@ void int8_linear(const TensorRef& x, Isa layout, const TensorRef& packed,
                              w_scale ? static_cast<const float*>(w_scale->data) : nullptr,
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
   run_gemm(k, Int8GemmArgs{a, a_ld, packed.data, {M, N, K}, out.data, ldc, e.epi,
-                           in_kernel_shift});
+                           in_kernel_shift, static_cast<const int32_t*>(col_sums.data)});
 }
 
 namespace {
@@ -459,7 +460,7 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
       char* c = static_cast<char*>(out.data) + (m0 * OC + grp * ocg) * out_size;
       Int8Epilogue chunk_epi = epi;
       if (chunk_epi.residual) chunk_epi.residual += m0 * OC + grp * ocg;
-      run_gemm(k, Int8GemmArgs{cols, K, b, {rows, ocg, K}, c, OC, chunk_epi, false});
+      run_gemm(k, Int8GemmArgs{cols, K, b, {rows, ocg, K}, c, OC, chunk_epi, false, nullptr});
     }
   }
 }

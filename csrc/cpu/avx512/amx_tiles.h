@@ -174,14 +174,15 @@ void panel_chunk(const RowSource& src, const ATile* tiles, const uint8_t* const*
   }
 }
 
-// The sums of rows x panels [p0, p1) over all of K, into sums[p - p0][32][32]. After the tile
+// The sums of rows x panels [p0, p1) over all of K, into sums[p - p0][32][32], starting from
+// zero or, per column, from c_init[32 p .. 32 p + 32) (null: zero). After the tile
 // work of every panel, before its sums are stored, `overlap()` runs (vector work there overlaps
 // the tile unit); `done(p)` runs once panel p's sums are stored and complete. `a` holds the
 // gathered blocks: two of 16 x kKC bytes.
 template <class Dot, class Overlap, class Done>
 void task_sums(const RowSource& src, const int8_t* packed, int64_t stride, int64_t p0,
                int64_t p1, uint8_t* a, int32_t (*sums)[kRows][kPanelCols],
-               const Overlap& overlap, const Done& done) {
+               const int32_t* c_init, const Overlap& overlap, const Done& done) {
   const int64_t K = src.num_segments * src.segment_len;
   const bool two_a = src.live[1] > 0;
   const ATile tiles[2] = {plan_tile(src, 0), plan_tile(src, 1)};
@@ -199,7 +200,12 @@ void task_sums(const RowSource& src, const int8_t* packed, int64_t stride, int64
     }
     for (int64_t p = p0; p < p1; ++p) {
       int32_t* c = &sums[p - p0][0][0];
-      if (k0 == 0) {
+      if (k0 == 0 && c_init) {  // every row starts at c_init[32 p ..] (row stride 0)
+        _tile_loadd(0, c_init + p * kPanelCols, 0);
+        _tile_loadd(1, c_init + p * kPanelCols + 16, 0);
+        _tile_loadd(2, c_init + p * kPanelCols, 0);
+        _tile_loadd(3, c_init + p * kPanelCols + 16, 0);
+      } else if (k0 == 0) {
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
@@ -259,7 +265,7 @@ struct Pieces {
 // next panel, of the same task or the next (sums double-buffered by task).
 template <class Dot, class RowsOf, class Epilogue>
 void run_tasks(const Pieces& pieces, int64_t panels, const int8_t* packed, int64_t stride,
-               const RowsOf& rows_of, const Epilogue& epilogue) {
+               const int32_t* c_init, const RowsOf& rows_of, const Epilogue& epilogue) {
   const int64_t row_tasks = (pieces.count() + 1) / 2;
   // Fewer panels per task when there are few row tasks (small batch-1 maps), so that every
   // thread gets about four tasks.
@@ -296,7 +302,7 @@ void run_tasks(const Pieces& pieces, int64_t panels, const int8_t* packed, int64
       const int buf = static_cast<int>(t & 1);
       RowSource src;
       rows_of(rows, &src);
-      task_sums<Dot>(src, packed, stride, p0, p1, a, sums[buf], flush, [&](int64_t p) {
+      task_sums<Dot>(src, packed, stride, p0, p1, a, sums[buf], c_init, flush, [&](int64_t p) {
         flush();
         pending = {true, rows, p, p0, buf};
       });

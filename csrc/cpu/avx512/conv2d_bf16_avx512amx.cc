@@ -104,7 +104,7 @@ void conv2d_bf16(const Bf16ConvArgs& args) {
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     run_tasks<DotBf16>(
         Pieces{M, by_row ? args.OW : 0}, panels,
-        reinterpret_cast<const int8_t*>(packed + grp * group_elems), stride,
+        reinterpret_cast<const int8_t*>(packed + grp * group_elems), stride, nullptr,
         [&](const TaskRows& rows, RowSource* rs) {
           for (int t = 0; t < 2; ++t) {
             const int64_t m = rows.m[t];

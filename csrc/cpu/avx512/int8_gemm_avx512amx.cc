@@ -19,6 +19,7 @@
 #include "amx_tiles.h"
 #include "int8_epilogue_avx512vnni.h"
 #include "pyfastcnn/kernels.h"
+#include "pyfastcnn/memory.h"
 
 namespace pyfastcnn {
 namespace avx512_amx {
@@ -33,6 +34,12 @@ struct DotInt8 {  // u8 x s8 -> int32
   static void c1() { _tile_dpbusd(1, 4, 7); }
   static void c2() { _tile_dpbusd(2, 5, 6); }
   static void c3() { _tile_dpbusd(3, 5, 7); }
+};
+struct DotInt8Signed {  // s8 x s8 -> int32
+  static void c0() { _tile_dpbssd(0, 4, 6); }
+  static void c1() { _tile_dpbssd(1, 4, 7); }
+  static void c2() { _tile_dpbssd(2, 5, 6); }
+  static void c3() { _tile_dpbssd(3, 5, 7); }
 };
 constexpr int64_t kSlackBytes = 15 * 128;  // quads the last B tile may read past the end
 
@@ -110,14 +117,17 @@ void store_task(const TaskRows& rows, const int32_t (*sums)[kPanelCols], const I
   }
 }
 
-template <Int8OutKind KIND>
-void gemm(const Int8GemmArgs& args) {
+// Signed A with B's column sums: TDPBSSD on A as it is (read in place, no flip while
+// gathering), each column's sums starting at 128 * sum_k b[k][n], which is what the +128 shift
+// the epilogue's offsets assume would have added.
+template <Int8OutKind KIND, class Dot>
+void gemm(const Int8GemmArgs& args, bool flip, const int32_t* c_init) {
   const Int8GemmShape s = args.shape;
   const int64_t row_bytes = args.ldc * out_bytes(KIND);
   const int64_t whole_row = 0;
-  run_tasks<DotInt8>(
+  run_tasks<Dot>(
       Pieces{s.M, 0}, num_panels(s.N), static_cast<const int8_t*>(args.packed_b),
-      panel_bytes(s.K),
+      panel_bytes(s.K), c_init,
       [&](const TaskRows& rows, RowSource* src) {
         for (int t = 0; t < 2; ++t) {
           for (int r = 0; r < rows.live[t]; ++r) {
@@ -130,13 +140,30 @@ void gemm(const Int8GemmArgs& args) {
         src->segment_len = s.K;
         src->row_stride = args.lda;
         src->limit = args.a + (s.M - 1) * args.lda + s.K;
-        src->flip = args.a_signed;
+        src->flip = flip;
       },
       [&](const TaskRows& rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
         const int64_t n0 = p * kPanelCols;
         const int cols = static_cast<int>(s.N - n0 < kPanelCols ? s.N - n0 : kPanelCols);
         store_task<KIND>(rows, sums, args.epi, n0, cols, static_cast<char*>(args.c), row_bytes);
       });
+}
+
+template <Int8OutKind KIND>
+void gemm_any_a(const Int8GemmArgs& args) {
+  if (!args.a_signed || !args.b_col_sums) {
+    return gemm<KIND, DotInt8>(args, args.a_signed, nullptr);
+  }
+  const int64_t n_padded = num_panels(args.shape.N) * kPanelCols;
+  int32_t* init = static_cast<int32_t*>(
+      scratch(ScratchSlot::int32_sums, static_cast<size_t>(n_padded) * sizeof(int32_t)));
+  for (int64_t n = 0; n < n_padded; ++n) {
+    // Wraps like the kernels' sums (int32 arithmetic modulo 2^32).
+    init[n] = n < args.shape.N
+                  ? static_cast<int32_t>(128u * static_cast<uint32_t>(args.b_col_sums[n]))
+                  : 0;
+  }
+  gemm<KIND, DotInt8Signed>(args, false, init);
 }
 
 template <Int8OutKind KIND>
@@ -153,7 +180,7 @@ void conv(const Int8ConvArgs& args) {
     run_tasks<DotInt8>(
         Pieces{M, by_row ? args.OW : 0}, num_panels(args.ocg),
         static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes, panel_bytes(K),
-        [&](const TaskRows& rows, RowSource* src) {
+        nullptr, [&](const TaskRows& rows, RowSource* src) {
           for (int t = 0; t < 2; ++t) {
             const int64_t m = rows.m[t];
             int64_t n = m / (args.OH * args.OW), pix = m % (args.OH * args.OW);
@@ -204,10 +231,10 @@ void int8_gemm(const Int8GemmArgs& args) {
   // A tile holds 16 rows: below that the VNNI kernel (same packed layout) wastes less.
   if (args.shape.M < 16) return avx512_vnni::int8_gemm(args);
   switch (args.epi.kind) {
-    case Int8OutKind::i32: return gemm<Int8OutKind::i32>(args);
-    case Int8OutKind::f32: return gemm<Int8OutKind::f32>(args);
-    case Int8OutKind::s8: return gemm<Int8OutKind::s8>(args);
-    case Int8OutKind::u8: return gemm<Int8OutKind::u8>(args);
+    case Int8OutKind::i32: return gemm_any_a<Int8OutKind::i32>(args);
+    case Int8OutKind::f32: return gemm_any_a<Int8OutKind::f32>(args);
+    case Int8OutKind::s8: return gemm_any_a<Int8OutKind::s8>(args);
+    case Int8OutKind::u8: return gemm_any_a<Int8OutKind::u8>(args);
   }
 }
 

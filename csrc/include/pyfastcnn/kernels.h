@@ -47,6 +47,9 @@ struct Int8GemmArgs {
   int64_t ldc;
   Int8Epilogue epi;
   bool a_signed;  // A holds int8: the kernel adds 128 itself (col_offset accounts for it)
+  // Column sums of B ([N]) or null: lets a kernel multiply int8 A as signed and add the
+  // 128 * sum_k b[k][n] that the +128 shift would have contributed.
+  const int32_t* b_col_sums;
 };
 // ---- INT8 convolution as an implicit GEMM (no im2col) ---------------------------------------
 // The source is an NHWC uint8 image padded so that every tap of every output pixel is inside
