@@ -1,6 +1,6 @@
 """INT8 GEMM/conv and BF16 conv shapes chosen for the paths of the AMX tile kernels
 (csrc/cpu/avx512/amx_tiles.h, *_avx512amx.cc), run at every ISA level: rows loaded straight from the input or
-gathered (rows crossing an output row, rows 1 KB apart, int8 rows flipped on the way), tiles
+gathered (rows crossing an output row, rows 2 KB apart, int8 rows flipped on the way), tiles
 cut by output row with rows past the live ones read and dropped (also at the end of the
 input, where they must be gathered instead), K in several 512-byte passes, one or two A tiles,
 several panel groups, tails everywhere."""
@@ -16,7 +16,8 @@ GEMMS = [  # (M, N, K)
     (16, 32, 64),      # one A tile, one panel, one k-step
     (20, 33, 100),     # one A tile + tail rows, K tail (gathered)
     (48, 70, 640),     # rows 640 B apart: direct loads, two passes over K
-    (40, 300, 1024),   # rows 1 KB apart (gathered), two panel groups
+    (40, 300, 1024),   # rows 1 KB apart (read in place), two panel groups
+    (33, 40, 2048),    # rows 2 KB apart (gathered), four passes over K
     (65, 17, 1600),    # partial last pass, N < one tile
     (15, 64, 128),     # below one tile of rows (VNNI kernel on AMX)
 ]
