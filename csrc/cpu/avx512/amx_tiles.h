@@ -1,7 +1,7 @@
 // AMX tile machinery shared by the AMX kernels (INT8 and BF16 GEMM/conv), in bytes: an A row
 // is a run of bytes (4 int8 or 2 bf16 per 32-bit lane of a B tile row), a B panel holds 32
 // columns as [K/4 bytes][32 columns][4 bytes], and 16 consecutive rows of it (one 64-byte
-// chunk of K) make a B tile. The tile product itself (TDPBUSD, TDPBF16PS) is the `Dot` policy:
+// chunk of K) make a B tile. The tile product (TDPBUSD, TDPBSSD, TDPBF16PS) is the `Dot` policy:
 // Dot::c0(), c1(), c2(), c3() update sum tile 0-3 (A tile 4 or 5 times B tile 6 or 7). The
 // intrinsics are macros that paste the register numbers into the assembly, hence literal
 // numbers in four functions rather than a template.
@@ -55,9 +55,9 @@ void configure_tiles() {
   _tile_loadconfig(&cfg);
 }
 
-// Where the bytes of GEMM row r come from: `segments` runs of `segment_len` bytes at
-// base[r] + segment_offset[s] (plain GEMM: one run of K bytes).
-// A task's rows: tile t (16 rows) holds live[t] rows (0 .. 16), row r at base[16 t + r].
+// Where the bytes of a task's rows come from: tile t (16 rows) holds live[t] rows (0 .. 16); row
+// r of it is `num_segments` runs of `segment_len` bytes at base[16 t + r] + segment_offset[s]
+// (plain GEMM: one run of K bytes).
 struct RowSource {
   const uint8_t* base[kRows];
   int live[2];

@@ -7,8 +7,9 @@
 // share packing and this level hands small problems to the VNNI kernel. When K/4 is not a
 // multiple of 16 the last B tile reads quads past the panel (the next panel, or the slack
 // int8_packed_b_bytes adds after the last one); the A bytes they meet are zero, so they add
-// nothing (integers: no NaN to fear). Signed A is flipped to unsigned while gathered. Sums go
-// to the shared AVX-512 requantization epilogue (int8_epilogue_avx512vnni.h).
+// nothing (integers: no NaN to fear). Signed A: TDPBSSD on A as it is when B's column sums
+// come with it (gemm_any_a), else flipped to unsigned while gathered. Sums go to the shared
+// AVX-512 requantization epilogue (int8_epilogue_avx512vnni.h).
 // GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
