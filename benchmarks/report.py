@@ -4,7 +4,8 @@
     python benchmarks/report.py cpu.json cpu-models.json --readme   # later files' groups win
 
 Per group (one shape, one thread count): median time of each implementation, its GOP/s, its
-share of the machine's peak for its arithmetic (shapes.PEAK_PER_CORE x threads), and
+share of the machine's peak for its arithmetic (shapes.PEAK_PER_CORE x threads, only for runs
+on the CPU those were measured on), and
 speed-up = baseline median / median (> 1: faster than the baseline). A summary gives the
 geometric mean of the speed-ups per implementation and benchmark family.
 """
@@ -18,7 +19,7 @@ import platform
 from collections import defaultdict
 from pathlib import Path
 
-from shapes import PEAK_PER_CORE
+from shapes import PEAK_CPU, PEAK_PER_CORE
 
 
 def cpu_name() -> str:
@@ -48,7 +49,12 @@ def load(paths):
     return first, groups
 
 
-def table(groups) -> str:
+def json_cpu(data) -> str:
+    """The CPU a benchmark JSON was measured on (this machine's name if it does not say)."""
+    return data.get("machine_info", {}).get("cpu", {}).get("brand_raw") or cpu_name()
+
+
+def table(groups, peaks=PEAK_PER_CORE) -> str:
     rows = [
         "| group | impl | median (ms) | GOP/s | % of peak | speed-up vs baseline |",
         "|---|---|---|---|---|---|",
@@ -60,7 +66,7 @@ def table(groups) -> str:
         for impl, (median, info) in sorted(impls.items(), key=lambda kv: kv[1][0]):
             ratio = f"{base_time / median:.2f}x" if base_time else "-"
             gops = info["ops"] / median / 1e9
-            peak = PEAK_PER_CORE.get(info.get("kind", ""), 0) * info.get("threads", 1)
+            peak = peaks.get(info.get("kind", ""), 0) * info.get("threads", 1)
             share = f"{100 * gops * 1e9 / peak:.0f}%" if peak else "-"
             rows.append(
                 f"| {group} | {impl} | {median * 1e3:.3f} | {gops:.1f} | {share} | {ratio} |"
@@ -309,11 +315,14 @@ def main() -> None:
         if any(g.startswith("sparse_int8 ") for g in groups):
             print(sparse_int8_tables(groups).split("\n\n")[0] + "\n")
         return
+    cpu = json_cpu(data)
+    # The measured peaks belong to one machine: no "% of peak" for runs on another CPU.
+    peaks = PEAK_PER_CORE if PEAK_CPU in cpu else {}
     header = (
-        f"Machine: {cpu_name()}, {data['machine_info'].get('cpu', {}).get('count', '?')} CPUs; "
+        f"Machine: {cpu}, {data['machine_info'].get('cpu', {}).get('count', '?')} CPUs; "
         f"run {data.get('datetime', '?')}; median of rounds; baseline in the same run.\n\n"
     )
-    text = header + summary(groups) + "\n\n" + table(groups) + "\n"
+    text = header + summary(groups) + "\n\n" + table(groups, peaks) + "\n"
     if any(g.startswith("sparse_int8 ") for g in groups):
         text += "\n" + sparse_int8_tables(groups)
     if any(g.startswith("model ") for g in groups):

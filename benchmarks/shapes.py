@@ -60,6 +60,7 @@ BATCHES = (1, 8)
 # benchmarks/peak_probe.c. shared/PEAKS.md lists half of these (a Zen 4 machine): this CPU
 # issues two 512-bit VNNI / FMA operations per cycle; vdpbf16ps does twice the FP32 FLOPs.
 PEAK_PER_CORE = {"int8": 1050e9, "fp32": 267e9, "bf16": 534e9}
+PEAK_CPU = "AMD EPYC"  # report.py shows % of peak only for runs on a CPU of this name
 THREADS = (1, 2)
 
 GEMM_SQUARE = (256, 512, 1024, 2048)
