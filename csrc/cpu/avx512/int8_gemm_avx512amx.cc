@@ -47,12 +47,12 @@ constexpr int64_t kSlackBytes = 15 * 128;  // quads the last B tile may read pas
 int64_t k_quads(int64_t K) { return (K + 3) / 4; }
 int64_t panel_bytes(int64_t K) { return k_quads(K) * kPanelCols * 4; }
 
-// 8-bit epilogue of a row block x all 32 columns of a panel: per row, both vectors requantized,
-// packed to bytes with saturation (the final clamp) and stored at once. Same float operations
-// as store_tile_vector, so the same bytes.
+// 8-bit epilogue of a row block x all 32 columns of a panel (rows m + r): per row, both vectors
+// requantized (with the fused residual add, if any), packed to bytes with saturation (the final
+// clamp) and stored at once. Same float operations as store_tile_vector, so the same bytes.
 template <Int8OutKind KIND>
 void store_panel_bytes(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue& epilogue,
-                       int64_t ch, char* out, int64_t row_bytes) {
+                       int64_t ch, char* out, int64_t row_bytes, int64_t m) {
   const Int8Epilogue epi = epilogue;  // a local: byte stores cannot alias it
   const __m512i off0 = epi.col_offset ? _mm512_loadu_si512(epi.col_offset + ch)
                                       : _mm512_setzero_si512();
@@ -65,14 +65,17 @@ void store_panel_bytes(const int32_t (*sums)[kPanelCols], int rows, const Int8Ep
   // (dwords 2, 3 of each lane repeat them): gather dwords 0, 4, 8, 12, 1, 5, 9, 13 in front.
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   for (int r = 0; r < rows; ++r) {
+    // The fused residual add's codes for this row's 32 channels (null without one).
+    const uint8_t* res = epi.residual ? epi.residual + (m + r) * epi.residual_ld + ch : nullptr;
     const __m512i y0 = avx512_vnni::requantize_epi32(
-        _mm512_add_epi32(_mm512_load_si512(sums[r]), off0), scale0, bias0, epi);
+        _mm512_add_epi32(_mm512_load_si512(sums[r]), off0), scale0, bias0, epi, res);
     const __m512i y1 = avx512_vnni::requantize_epi32(
-        _mm512_add_epi32(_mm512_load_si512(sums[r] + 16), off1), scale1, bias1, epi);
+        _mm512_add_epi32(_mm512_load_si512(sums[r] + 16), off1), scale1, bias1, epi,
+        res ? res + 16 : nullptr);
     const __m512i w = _mm512_packs_epi32(y0, y1);
     const __m512i b = KIND == Int8OutKind::s8 ? _mm512_packs_epi16(w, w) : _mm512_packus_epi16(w, w);
     const __m512i bytes = _mm512_permutexvar_epi32(order, b);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * row_bytes + ch),
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (m + r) * row_bytes + ch),
                         _mm512_castsi512_si256(bytes));
   }
 }
@@ -83,8 +86,8 @@ template <Int8OutKind KIND>
 void store_panel(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue& epi,
                  int64_t ch, int cols, char* out, int64_t row_bytes, int64_t m) {
   if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
-    if (cols == kPanelCols && !epi.residual) {
-      return store_panel_bytes<KIND>(sums, rows, epi, ch, out + m * row_bytes, row_bytes);
+    if (cols == kPanelCols) {
+      return store_panel_bytes<KIND>(sums, rows, epi, ch, out, row_bytes, m);
     }
   }
   for (int v = 0; v < 2 && 16 * v < cols; ++v) {
