@@ -138,6 +138,22 @@ def test_empty_batch():
     )
 
 
+@pytest.mark.parametrize("shape", [(64, 64, 3, 3), (10, 33), (7, 5, 1, 1)], ids=str)
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.8, 0.99, 1.0])
+def test_pruned_weight_pickles_small_and_exact(shape, sparsity):
+    """Mostly-zero weights save as a bit mask plus their non-zeros, whichever kernel runs them."""
+    w = pyfastcnn.quantize_weight(torch.randn(*shape)).int_weight
+    w[torch.rand(shape) < sparsity] = 0
+    qw = pyfastcnn.QuantizedWeight(w, torch.rand(shape[0]) + 0.1)
+    data = pickle.dumps(qw)
+    restored = pickle.loads(data)
+    assert torch.equal(restored.int_weight, qw.int_weight)
+    assert torch.equal(restored.scale, qw.scale) and restored.groups == qw.groups
+    if sparsity >= 0.8 and w.numel() > 1000:
+        assert len(data) < 0.4 * len(pickle.dumps(pyfastcnn.QuantizedWeight(
+            torch.ones(shape, dtype=torch.int8), qw.scale)))
+
+
 def test_quantize_weight_round_trip_and_pickle():
     w = torch.randn(8, 3, 3, 3)
     w[2] = 0  # an all-zero channel gets scale 1, not a division by zero

@@ -244,10 +244,43 @@ class QuantizedWeight:
         return self.int_weight.float() * self.scale.view(shape)
 
     def __getstate__(self):
-        return {"int_weight": self.int_weight, "scale": self.scale, "groups": self.groups}
+        state = {"scale": self.scale, "groups": self.groups}
+        w = self.int_weight
+        nonzero = w != 0
+        # A pruned weight saves as a bit mask of its non-zeros plus their values (1/8 + density
+        # bytes per weight), so pruned models are small on disk whichever kernel runs them.
+        if int(nonzero.sum()) <= 0.625 * w.numel():
+            state["shape"] = tuple(w.shape)
+            state["nonzero_bits"] = _pack_bits(nonzero.flatten())
+            state["nonzero_values"] = w[nonzero].clone()
+        else:
+            state["int_weight"] = w
+        return state
 
     def __setstate__(self, state):
-        self.__init__(state["int_weight"], state["scale"], state["groups"])
+        w = state.get("int_weight")
+        if w is None:
+            shape = tuple(state["shape"])
+            mask = _unpack_bits(state["nonzero_bits"], math.prod(shape))
+            w = torch.zeros(mask.numel(), dtype=torch.int8)
+            w[mask] = state["nonzero_values"]
+            w = w.view(shape)
+        self.__init__(w, state["scale"], state["groups"])
+
+
+_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def _pack_bits(flags: torch.Tensor) -> torch.Tensor:
+    """A bool vector as uint8, 8 flags per byte (bit i of byte j: flag 8 j + i)."""
+    padded = torch.zeros((flags.numel() + 7) // 8 * 8, dtype=torch.uint8)
+    padded[:flags.numel()] = flags.to(torch.uint8)
+    return (padded.view(-1, 8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+
+
+def _unpack_bits(bits: torch.Tensor, n: int) -> torch.Tensor:
+    """The first n flags of _pack_bits' bytes, as a bool vector."""
+    return ((bits.view(-1, 1) & _BIT_WEIGHTS) != 0).flatten()[:n]
 
 
 def quantize_weight(
