@@ -68,19 +68,6 @@ Isa detect() {
   return Isa::avx512_amx;
 }
 #else
-// AMX tile data is a large register state that Linux (5.16+) only lets a process use after it
-// asks once (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA); a tile instruction without that
-// permission kills the process. The permission covers every thread of the process.
-bool amx_permitted() {
-#if defined(__linux__)
-  constexpr long kArchReqXcompPerm = 0x1023;
-  constexpr long kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-#else
-  return false;
-#endif
-}
-
 Isa detect() { return Isa::scalar; }
 #endif
 

@@ -261,6 +261,39 @@ struct Pieces {
   }
 };
 
+// Pieces of a conv's output pixels: by output row when its runs lie whole in 64-byte chunks and
+// the dropped rows cost at most 1/7 more tile work (OW = 14, 28, 56, 112; not 7 or 20), so the
+// tiles can be read in place; else flat.
+Pieces conv_pieces(int64_t M, int64_t OW, int64_t run_bytes) {
+  const int64_t padded = (OW + 15) / 16 * 16;
+  return Pieces{M, run_bytes % 64 == 0 && 7 * padded <= 8 * OW ? OW : 0};
+}
+
+// The rows of a conv task: output pixel m = (n * OH + oh) * OW + ow reads the padded NHWC
+// source from image + ((n * Hs + oh * sh) * Ws + ow * sw) * pixel_bytes (image: the group's
+// first channel, in bytes).
+void conv_rows(const TaskRows& rows, const uint8_t* image, int64_t OH, int64_t OW, int64_t Hs,
+               int64_t Ws, int64_t sh, int64_t sw, int64_t pixel_bytes, RowSource* src) {
+  for (int t = 0; t < 2; ++t) {
+    const int64_t m = rows.m[t];
+    int64_t n = m / (OH * OW), pix = m % (OH * OW);
+    int64_t oh = pix / OW, ow = pix % OW;
+    for (int r = 0; r < rows.live[t]; ++r) {
+      src->base[16 * t + r] = image + ((n * Hs + oh * sh) * Ws + ow * sw) * pixel_bytes;
+      if (++ow == OW) {
+        ow = 0;
+        if (++oh == OH) {
+          oh = 0;
+          ++n;
+        }
+      }
+    }
+    src->live[t] = rows.live[t];
+  }
+  src->row_stride = sw * pixel_bytes;
+  src->flip = false;
+}
+
 // Runs every task (two pieces x panels [p0, p1) of up to kNCP) on the thread pool. Each thread
 // configures the tiles, builds a task's rows with `rows_of(rows, &src)`, and queues the epilogue
 // of each finished panel, `epilogue(rows, p, sums)`, to run while the tile unit works on the

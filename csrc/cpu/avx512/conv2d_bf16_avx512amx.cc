@@ -6,10 +6,10 @@
 // take go to the AVX-512 BF16 kernel (runs of different lengths). When K is not a multiple of 32
 // elements, a B tile would read past its panel (the next panel's weights times A's zero
 // padding: Inf * 0 for an infinite weight), so the weight is first copied with each panel
-// zero-padded to a multiple of 32 (stems: a few KB per call). The runs arrive cut at k-block boundaries for the AVX-512 kernel; adjacent pieces
-// are joined back into the kernel-row (or tap) runs. Epilogue: bias and clamp in FP32
-// (Epilogue512), as in the other float kernels. AMX-BF16 flushes denormal inputs and results
-// to zero.
+// zero-padded to a multiple of 32 (stems: a few KB per call). The runs arrive cut at k-block
+// boundaries for the AVX-512 kernel; adjacent pieces are joined back into the kernel-row (or
+// tap) runs. Epilogue: bias and clamp in FP32 (Epilogue512), as in the other float kernels.
+// AMX-BF16 flushes denormal inputs and results to zero.
 // GCC 12 warns that _mm512_undefined_*() in its own headers is uninitialized (fixed in GCC 13).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -96,40 +96,19 @@ void conv2d_bf16(const Bf16ConvArgs& args) {
     packed = padded;
   }
   const int64_t run_bytes = len[0];
-  // By output row when the dropped rows cost at most 1/7 more tile work (see the INT8 conv).
-  const int64_t padded = (args.OW + 15) / 16 * 16;
-  const bool by_row = run_bytes % 64 == 0 && 7 * padded <= 8 * args.OW;
   const uint8_t* src = reinterpret_cast<const uint8_t*>(args.src);
   const uint8_t* limit = src + args.N * args.Hs * args.Ws * args.Cs * 2;
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     run_tasks<DotBf16>(
-        Pieces{M, by_row ? args.OW : 0}, panels,
+        conv_pieces(M, args.OW, run_bytes), panels,
         reinterpret_cast<const int8_t*>(packed + grp * group_elems), stride, nullptr,
         [&](const TaskRows& rows, RowSource* rs) {
-          for (int t = 0; t < 2; ++t) {
-            const int64_t m = rows.m[t];
-            int64_t n = m / (args.OH * args.OW), pix = m % (args.OH * args.OW);
-            int64_t oh = pix / args.OW, ow = pix % args.OW;
-            for (int r = 0; r < rows.live[t]; ++r) {
-              rs->base[16 * t + r] =
-                  src + 2 * (grp * args.cg2 + ((n * args.Hs + oh * args.stride_h) * args.Ws +
-                                               ow * args.stride_w) * args.Cs);
-              if (++ow == args.OW) {
-                ow = 0;
-                if (++oh == args.OH) {
-                  oh = 0;
-                  ++n;
-                }
-              }
-            }
-            rs->live[t] = rows.live[t];
-          }
+          conv_rows(rows, src + 2 * grp * args.cg2, args.OH, args.OW, args.Hs, args.Ws,
+                    args.stride_h, args.stride_w, 2 * args.Cs, rs);
           rs->segment_offset = offsets;
           rs->num_segments = runs;
           rs->segment_len = run_bytes;
-          rs->row_stride = 2 * args.stride_w * args.Cs;
           rs->limit = limit;
-          rs->flip = false;
         },
         [&](const TaskRows& rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
           const int64_t n0 = p * kPanelCols;

@@ -175,40 +175,18 @@ void conv(const Int8ConvArgs& args) {
   const int64_t K = args.num_segments * args.segment_len;
   const int64_t M = args.N * args.OH * args.OW;
   const int64_t out_pixel_bytes = args.groups * args.ocg * out_bytes(KIND);
-  // By output row when the dropped rows cost at most 1/7 more tile work (OW = 14, 28, 56, 112;
-  // not 7 or 20) and the tiles can then be read in place.
-  const int64_t padded = (args.OW + 15) / 16 * 16;
-  const bool by_row = args.segment_len % 64 == 0 && 7 * padded <= 8 * args.OW;
   const uint8_t* limit = args.src + args.N * args.Hs * args.Ws * args.Cs;
   for (int64_t grp = 0; grp < args.groups; ++grp) {
     run_tasks<DotInt8>(
-        Pieces{M, by_row ? args.OW : 0}, num_panels(args.ocg),
+        conv_pieces(M, args.OW, args.segment_len), num_panels(args.ocg),
         static_cast<const int8_t*>(args.packed_b) + grp * args.group_bytes, panel_bytes(K),
         nullptr, [&](const TaskRows& rows, RowSource* src) {
-          for (int t = 0; t < 2; ++t) {
-            const int64_t m = rows.m[t];
-            int64_t n = m / (args.OH * args.OW), pix = m % (args.OH * args.OW);
-            int64_t oh = pix / args.OW, ow = pix % args.OW;
-            for (int r = 0; r < rows.live[t]; ++r) {
-              src->base[16 * t + r] =
-                  args.src + grp * args.cg4 +
-                  ((n * args.Hs + oh * args.stride_h) * args.Ws + ow * args.stride_w) * args.Cs;
-              if (++ow == args.OW) {
-                ow = 0;
-                if (++oh == args.OH) {
-                  oh = 0;
-                  ++n;
-                }
-              }
-            }
-            src->live[t] = rows.live[t];
-          }
+          conv_rows(rows, args.src + grp * args.cg4, args.OH, args.OW, args.Hs, args.Ws,
+                    args.stride_h, args.stride_w, args.Cs, src);
           src->segment_offset = args.segment_offset;
           src->num_segments = args.num_segments;
           src->segment_len = args.segment_len;
-          src->row_stride = args.stride_w * args.Cs;
           src->limit = limit;
-          src->flip = false;
         },
         [&](const TaskRows& rows, int64_t p, const int32_t (*sums)[kPanelCols]) {
           const int64_t n0 = p * kPanelCols;
