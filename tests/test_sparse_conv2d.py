@@ -42,6 +42,31 @@ def test_matches_reference(isa, case: ConvCase, layout, fmt):
     assert rel_error(out, ref) <= TOL
 
 
+# The CSR kernels sum a large layer in slices of its input channels (about 24 KiB of input per
+# 64-pixel tile) and store each tile's output pixels straight into the output; a 1x1 stride-1
+# unpadded conv of an NCHW input reads it in place. Shapes where those paths meet their edges:
+# several channel slices, tiles that end mid-row or hold a 4-pixel remainder, padding columns.
+CHUNKED_CASES = [
+    ConvCase("3x3-c80-30x30", 2, 80, 30, 30, 9, (3, 3), padding=1),
+    ConvCase("3x3-c150-7x7", 1, 150, 7, 7, 5, (3, 3), padding=1),
+    ConvCase("1x1-c200-14x14", 2, 200, 14, 14, 7, (1, 1)),
+    ConvCase("1x1-c130-s2", 1, 130, 13, 11, 6, (1, 1), stride=2),
+    ConvCase("5x5-c60-s2-dil2", 1, 60, 23, 21, 4, (5, 5), stride=2, padding=3, dilation=2),
+]
+
+
+@pytest.mark.parametrize("case", CHUNKED_CASES, ids=lambda c: c.id)
+@layouts
+def test_channel_slices_and_direct_stores(isa, case: ConvCase, layout):
+    x, w, bias = case.input(), prune(case.weight(), 0.2), torch.randn(case.oc)
+    packed = pyfastcnn.pack_sparse(w, "csr")
+    for relu in (False, True):
+        out = pyfastcnn.sparse_conv2d(to_layout(x, layout), packed, bias, relu=relu,
+                                      **case.kwargs())
+        ref = reference.conv2d(x, w, bias, relu=relu, **case.kwargs())
+        assert rel_error(out, ref) <= TOL
+
+
 @pytest.mark.parametrize("density", [1.0, 0.5, 0.1, 0.02, 0.0])
 def test_densities_and_relu(isa, density):
     case = ConvCase("d", 2, 12, 11, 10, 9, (3, 3), padding=1, stride=(1, 2))

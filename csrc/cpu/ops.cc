@@ -2,7 +2,6 @@
 #include "pyfastcnn/ops.h"
 
 #include <algorithm>
-#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -112,85 +111,126 @@ namespace {
 // [j*sw + pw - pad_left]. Output pixel (oh, ow) becomes virtual pixel q = oh * Wq + ow, and the
 // tap (c, kh, kw) reads plane (c, kh*dh % sh, kw*dw % sw) at q + (kh*dh / sh) * Wq + kw*dw / sw:
 // a constant offset per non-zero. Columns ow >= OW of the virtual planes are computed and
-// dropped when the result is copied to `output` (any layout).
+// dropped by the kernel, which writes the output pixels to `output` (any layout). A 1x1
+// stride-1 unpadded conv of a contiguous NCHW input reads the input in place.
+constexpr int64_t kSparseTile = 64;                // virtual pixels per kernel task
+constexpr int64_t kSparseWindowBytes = 24 << 10;   // input one chunk reads per task (L1: 48 KiB)
+
 void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const int64_t* row_ptr,
                           const int32_t* col_idx, const float* values, const Conv2dGeometry& g,
                           const Conv2dEpilogue& epi, const TensorRef& output) {
   const int64_t sh = g.stride_h, sw = g.stride_w;
   const int64_t Wq = g.OW + (g.KW - 1) * g.dil_w / sw;
-  const int64_t Hq = g.OH + (g.KH - 1) * g.dil_h / sh + 1;  // + 1 row: slack for ow >= OW
+  const int64_t* is = input.strides;
+  const int64_t* os = output.strides;
+  const bool in_place_source = g.KH == 1 && g.KW == 1 && sh == 1 && sw == 1 && g.pad_top == 0 &&
+                               g.pad_left == 0 && (g.N == 1 || is[0] == g.C * g.H * g.W) &&
+                               (g.C == 1 || is[1] == g.H * g.W) && (g.H == 1 || is[2] == g.W) &&
+                               (g.W == 1 || is[3] == 1);
+  // + 1 row: slack for the columns ow >= OW of the last row (none when reading in place)
+  const int64_t Hq = g.OH + (g.KH - 1) * g.dil_h / sh + (in_place_source ? 0 : 1);
   const int64_t plane = Hq * Wq, chan_stride = sh * sw * plane, image_stride = g.C * chan_stride;
   const int64_t q_count = g.OH * Wq;
-  float* src = static_cast<float*>(
-      scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * image_stride + 128) * 4));
-  const float* x = static_cast<const float*>(input.data);
-  const int64_t sN = input.strides[0], sC = input.strides[1], sH = input.strides[2],
-                sW = input.strides[3], H = g.H, W = g.W, pt = g.pad_top, pl = g.pad_left;
-  parallel_for(g.N * g.C, 1, [=](int64_t begin, int64_t end) {
-    for (int64_t nc = begin; nc < end; ++nc) {
-      const float* __restrict in = x + (nc / (image_stride / chan_stride)) * sN +
-                                   (nc % (image_stride / chan_stride)) * sC;
-      float* __restrict dst = src + nc * chan_stride;
-      for (int64_t ph = 0; ph < sh; ++ph) {
-        for (int64_t pw = 0; pw < sw; ++pw, dst += plane) {
-          for (int64_t i = 0; i < Hq; ++i) {
-            const int64_t ih = i * sh + ph - pt;
-            float* __restrict row = dst + i * Wq;
-            if (ih < 0 || ih >= H) {
-              std::fill(row, row + Wq, 0.0f);
-              continue;
-            }
-            const float* __restrict in_row = in + ih * sH;
-            if (sw == 1 && sW == 1) {  // NCHW rows: zeros, a copy, zeros
-              const int64_t j0 = std::min(Wq, std::max<int64_t>(0, pl - pw));
-              const int64_t j1 = std::max(j0, std::min(Wq, W + pl - pw));
-              std::fill(row, row + j0, 0.0f);
-              std::copy(in_row + (j0 + pw - pl), in_row + (j1 + pw - pl), row + j0);
-              std::fill(row + j1, row + Wq, 0.0f);
-              continue;
-            }
-            for (int64_t j = 0; j < Wq; ++j) {
-              const int64_t iw = j * sw + pw - pl;
-              row[j] = (iw >= 0 && iw < W) ? in_row[iw * sW] : 0.0f;
+  const float* src = static_cast<const float*>(input.data);
+  if (!in_place_source) {
+    float* dst_all = static_cast<float*>(
+        scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * image_stride + 128) * 4));
+    const float* x = static_cast<const float*>(input.data);
+    const int64_t sN = is[0], sC = is[1], sH = is[2], sW = is[3], H = g.H, W = g.W,
+                  pt = g.pad_top, pl = g.pad_left;
+    parallel_for(g.N * g.C, 1, [=](int64_t begin, int64_t end) {
+      for (int64_t nc = begin; nc < end; ++nc) {
+        const float* __restrict in = x + (nc / (image_stride / chan_stride)) * sN +
+                                     (nc % (image_stride / chan_stride)) * sC;
+        float* __restrict dst = dst_all + nc * chan_stride;
+        for (int64_t ph = 0; ph < sh; ++ph) {
+          for (int64_t pw = 0; pw < sw; ++pw, dst += plane) {
+            for (int64_t i = 0; i < Hq; ++i) {
+              const int64_t ih = i * sh + ph - pt;
+              float* __restrict row = dst + i * Wq;
+              if (ih < 0 || ih >= H) {
+                std::fill(row, row + Wq, 0.0f);
+                continue;
+              }
+              const float* __restrict in_row = in + ih * sH;
+              if (sw == 1 && sW == 1) {  // NCHW rows: zeros, a copy, zeros
+                const int64_t j0 = std::min(Wq, std::max<int64_t>(0, pl - pw));
+                const int64_t j1 = std::max(j0, std::min(Wq, W + pl - pw));
+                std::fill(row, row + j0, 0.0f);
+                std::copy(in_row + (j0 + pw - pl), in_row + (j1 + pw - pl), row + j0);
+                std::fill(row + j1, row + Wq, 0.0f);
+                continue;
+              }
+              for (int64_t j = 0; j < Wq; ++j) {
+                const int64_t iw = j * sw + pw - pl;
+                row[j] = (iw >= 0 && iw < W) ? in_row[iw * sW] : 0.0f;
+              }
             }
           }
         }
       }
-    }
-  });
-  std::fill(src + g.N * image_stride, src + g.N * image_stride + 128, 0.0f);
-  // Offsets of the non-zeros in this layout.
-  const int64_t nnz = row_ptr[g.OC], cg = g.C / g.groups, ocg = g.OC / g.groups,
-                taps = g.KH * g.KW;
-  int64_t* offset =
-      static_cast<int64_t*>(scratch(ScratchSlot::weights, static_cast<size_t>(nnz + 1) * 8));
-  for (int64_t oc = 0; oc < g.OC; ++oc) {
-    for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) {
-      const int64_t c = (oc / ocg) * cg + col_idx[i] / taps, t = col_idx[i] % taps;
-      const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
-      offset[i] = c * chan_stride + ((dh % sh) * sw + dw % sw) * plane + (dh / sh) * Wq + dw / sw;
+    });
+    std::fill(dst_all + g.N * image_stride, dst_all + g.N * image_stride + 128, 0.0f);
+    src = dst_all;
+  }
+  // Input channels per chunk: a task's window is, per channel, the phase planes its taps use,
+  // each from the tile's first pixel to the last pixel of the farthest tap.
+  const int64_t cg = g.C / g.groups, ocg = g.OC / g.groups, taps = g.KH * g.KW;
+  int64_t reach = 0, phases_used = 0;
+  for (int64_t ph = 0; ph < sh; ++ph) {
+    for (int64_t pw = 0; pw < sw; ++pw) {
+      bool used = false;
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
+        if (dh % sh != ph || dw % sw != pw) continue;
+        used = true;
+        reach = std::max(reach, (dh / sh) * Wq + dw / sw);
+      }
+      phases_used += used ? 1 : 0;
     }
   }
-  float* virt = static_cast<float*>(
-      scratch(ScratchSlot::output, static_cast<size_t>(g.N * g.OC * q_count) * 4));
-  kernel(SparsePlanesArgs{src, g.N, image_stride, q_count, g.OC, row_ptr, offset, values,
-                          epi.bias, epi.clamp_min, epi.clamp_max, virt});
-  float* out = static_cast<float*>(output.data);
-  const int64_t* os = output.strides;
-  const int64_t OC = g.OC, OH = g.OH, OW = g.OW;
-  parallel_for(g.N * OC, 4, [=](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const float* __restrict v = virt + t * q_count;
-      float* __restrict o = out + (t / OC) * os[0] + (t % OC) * os[1];
-      for (int64_t oh = 0; oh < OH; ++oh) {
-        if (os[3] == 1) {
-          std::copy(v + oh * Wq, v + oh * Wq + OW, o + oh * os[2]);
-          continue;
-        }
-        for (int64_t ow = 0; ow < OW; ++ow) o[oh * os[2] + ow * os[3]] = v[oh * Wq + ow];
-      }
+  const int64_t channel_bytes = phases_used * (kSparseTile + reach) * 4;
+  const int64_t per_chunk = std::max<int64_t>(1, kSparseWindowBytes / channel_bytes);
+  const int64_t chunks = (cg + per_chunk - 1) / per_chunk;
+  const int64_t chunk_channels = (cg + chunks - 1) / chunks;
+  // The non-zeros regrouped chunk-major, with their offsets in this layout; per column of a
+  // group (c, kh, kw) its offset and chunk are looked up (divisions per non-zero cost as much
+  // as the conv on small maps).
+  const int64_t nnz = row_ptr[g.OC], slots = chunks * g.OC, cols = cg * taps;
+  char* buffer = static_cast<char*>(
+      scratch(ScratchSlot::weights,
+              static_cast<size_t>((slots + 1) * 8 + slots * 8 + cols * 16 + nnz * 12 + 8)));
+  int64_t* chunk_ptr = reinterpret_cast<int64_t*>(buffer);
+  int64_t* next = chunk_ptr + slots + 1;
+  int64_t* col_offset = next + slots;
+  int64_t* col_slot = col_offset + cols;  // chunk * OC
+  int64_t* offset = col_slot + cols;
+  float* chunk_values = reinterpret_cast<float*>(offset + nnz);
+  for (int64_t col = 0; col < cols; ++col) {
+    const int64_t c = col / taps, t = col % taps;
+    const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
+    col_offset[col] =
+        c * chan_stride + ((dh % sh) * sw + dw % sw) * plane + (dh / sh) * Wq + dw / sw;
+    col_slot[col] = (c / chunk_channels) * g.OC;
+  }
+  std::fill(chunk_ptr, chunk_ptr + slots + 1, 0);
+  for (int64_t oc = 0; oc < g.OC; ++oc) {
+    for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) ++chunk_ptr[col_slot[col_idx[i]] + oc + 1];
+  }
+  for (int64_t s = 0; s < slots; ++s) chunk_ptr[s + 1] += chunk_ptr[s];
+  std::copy(chunk_ptr, chunk_ptr + slots, next);
+  for (int64_t oc = 0; oc < g.OC; ++oc) {
+    const int64_t group_offset = (oc / ocg) * cg * chan_stride;
+    for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) {
+      const int64_t k = next[col_slot[col_idx[i]] + oc]++;
+      offset[k] = group_offset + col_offset[col_idx[i]];
+      chunk_values[k] = values[i];
     }
-  });
+  }
+  kernel(SparsePlanesArgs{src, g.N, image_stride, q_count, Wq, g.OC, chunks, chunk_ptr, offset,
+                          chunk_values, epi.bias, epi.clamp_min, epi.clamp_max,
+                          static_cast<float*>(output.data), g.OW,
+                          {os[0], os[1], os[2], os[3]}});
 }
 
 }  // namespace

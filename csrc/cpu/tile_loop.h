@@ -89,6 +89,42 @@ void for_each_pixel_tile(int64_t N, int64_t q_count, int64_t tile, int64_t OC, c
   });
 }
 
+// The output pixels among the virtual pixels [q0, q0 + len) of a plane with rows of Wq
+// (q = oh * Wq + ow; columns ow >= OW are padding): runs of consecutive lanes that are one
+// output row each, with the offset oh * row_stride + ow * col_stride of their first pixel.
+struct PlaneRuns {
+  static constexpr int kMax = 72;  // len <= 64: at most len / Wq + 2 runs
+  int n = 0;
+  int lane[kMax], count[kMax];
+  int64_t offset[kMax];
+
+  PlaneRuns(int64_t q0, int64_t len, int64_t Wq, int64_t OW, int64_t row_stride,
+            int64_t col_stride) {
+    int64_t oh = q0 / Wq, ow = q0 % Wq;
+    for (int64_t l = 0; l < len;) {
+      const int64_t take = Wq - ow < len - l ? Wq - ow : len - l;  // to the end of the row
+      const int64_t live = ow < OW ? (OW - ow < take ? OW - ow : take) : 0;
+      if (live > 0) {
+        lane[n] = static_cast<int>(l);
+        count[n] = static_cast<int>(live);
+        offset[n] = oh * row_stride + ow * col_stride;
+        ++n;
+      }
+      l += take;
+      ow = 0;
+      ++oh;
+    }
+  }
+
+  // Copies the output pixels of `lanes` (one value per virtual pixel) to `out` whose columns
+  // are col_stride apart (kernels copy contiguous rows with vector moves themselves).
+  void store_strided(const float* lanes, float* out, int64_t col_stride) const {
+    for (int r = 0; r < n; ++r) {
+      for (int i = 0; i < count[r]; ++i) out[offset[r] + i * col_stride] = lanes[lane[r] + i];
+    }
+  }
+};
+
 // Source-image rows of a task's output pixels for an implicit-GEMM conv (see Int8ConvArgs):
 // pixel m = (n, oh, ow) starts at src + ((n * Hs + oh * sh) * Ws + ow * sw) * Cs + offset.
 template <class T, int64_t MC>

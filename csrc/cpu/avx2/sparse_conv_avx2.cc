@@ -1,8 +1,10 @@
 // Sparse (pruned-weight) convolution for AVX2+FMA over virtual output planes: the AVX-512
-// kernel's scheme (see SparsePlanesArgs) with 8 ymm accumulators per 64-pixel tile.
+// kernel's scheme (see SparsePlanesArgs and sparse_conv_avx512.cc) with up to 8 ymm
+// accumulators per 64-pixel tile, chunk by chunk of the input channels.
 #include <immintrin.h>
 
 #include "pyfastcnn/kernels.h"
+#include "pyfastcnn/memory.h"
 #include "../tile_loop.h"
 #include "epilogue_avx2.h"
 
@@ -11,37 +13,62 @@ namespace avx2 {
 namespace {
 
 constexpr int64_t kTile = 64;
-constexpr int kVectors = 8;
 
-void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, int64_t oc_begin,
-          int64_t oc_end) {
-  const int64_t left = a.q_count - q0;
-  __m256i mask[kVectors];
-  for (int v = 0; v < kVectors; ++v) {
-    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left - 8 * v)),
-                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  }
-  const bool full = left >= kTile;
+// NV vectors of 8 virtual pixels, the last one masked (read no further than the input).
+template <int NV>
+void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, int64_t oc_end) {
+  const int64_t len = a.q_count - q0 < kTile ? a.q_count - q0 : kTile;
+  const __m256i last = _mm256_cmpgt_epi32(
+      _mm256_set1_epi32(static_cast<int>(len - 8 * (NV - 1))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   const Epilogue256 epi(a.clamp_min, a.clamp_max);
-  const float* base = src + q0;
-  for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
-    __m256 c[kVectors];
-    for (int v = 0; v < kVectors; ++v) c[v] = _mm256_setzero_ps();
-    for (int64_t i = a.row_ptr[oc]; i < a.row_ptr[oc + 1]; ++i) {
-      const float* p = base + a.offset[i];
-      const __m256 w = _mm256_set1_ps(a.values[i]);
-      if (full) {
-        for (int v = 0; v < kVectors; ++v) c[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * v), c[v]);
-      } else {
-        for (int v = 0; v < kVectors; ++v) {
-          c[v] = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 8 * v, mask[v]), c[v]);
+  const float* base = a.src + n * a.image_stride + q0;
+  const int64_t* os = a.out_strides;
+  float* out = a.out + n * os[0];
+  const bool direct = a.Wq == a.OW && os[3] == 1 && os[2] == a.OW;
+  const PlaneRuns runs(q0, direct ? 0 : len, a.Wq, a.OW, os[2], os[3]);
+  float* partial = a.chunks > 1 ? static_cast<float*>(scratch(
+                                      ScratchSlot::columns,
+                                      static_cast<size_t>((oc_end - oc_begin) * kTile * 4)))
+                                : nullptr;
+  for (int64_t j = 0; j < a.chunks; ++j) {
+    const int64_t* row_ptr = a.row_ptr + j * a.OC;
+    for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+      float* sums = partial + (oc - oc_begin) * kTile;
+      __m256 c[NV];
+      for (int k = 0; k < NV; ++k) {  // zero, or the partial sums of the chunks before
+        c[k] = j > 0 ? _mm256_load_ps(sums + 8 * k) : _mm256_setzero_ps();
+      }
+      for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) {
+        const float* p = base + a.offset[i];
+        const __m256 w = _mm256_set1_ps(a.values[i]);
+        for (int k = 0; k < NV - 1; ++k) c[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * k), c[k]);
+        c[NV - 1] = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 8 * (NV - 1), last), c[NV - 1]);
+      }
+      if (j + 1 < a.chunks) {
+        for (int k = 0; k < NV; ++k) _mm256_store_ps(sums + 8 * k, c[k]);
+        continue;
+      }
+      const __m256 bias = Epilogue256::broadcast_bias(a.bias, oc);
+      for (int k = 0; k < NV; ++k) c[k] = epi.apply(c[k], bias);
+      float* o = out + oc * os[1];
+      if (direct) {
+        for (int k = 0; k < NV - 1; ++k) _mm256_storeu_ps(o + q0 + 8 * k, c[k]);
+        _mm256_maskstore_ps(o + q0 + 8 * (NV - 1), last, c[NV - 1]);
+        continue;
+      }
+      alignas(32) float lanes[kTile + 8];
+      for (int k = 0; k < NV; ++k) _mm256_store_ps(lanes + 8 * k, c[k]);
+      if (os[3] != 1) {
+        runs.store_strided(lanes, o, os[3]);
+        continue;
+      }
+      for (int r = 0; r < runs.n; ++r) {  // rows: 8 lanes at a time
+        for (int i = 0; i < runs.count[r]; i += 8) {
+          const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(runs.count[r] - i),
+                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+          _mm256_maskstore_ps(o + runs.offset[r] + i, m, _mm256_loadu_ps(lanes + runs.lane[r] + i));
         }
       }
-    }
-    const __m256 bias = Epilogue256::broadcast_bias(a.bias, oc);
-    float* o = out + oc * a.q_count + q0;
-    for (int v = 0; v < kVectors; ++v) {
-      _mm256_maskstore_ps(o + 8 * v, mask[v], epi.apply(c[v], bias));
     }
   }
 }
@@ -51,8 +78,17 @@ void tile(const SparsePlanesArgs& a, const float* src, float* out, int64_t q0, i
 void sparse_conv_planes(const SparsePlanesArgs& a) {
   for_each_pixel_tile(a.N, a.q_count, kTile, a.OC,
                       [&](int64_t n, int64_t q0, int64_t oc_begin, int64_t oc_end) {
-                        tile(a, a.src + n * a.image_stride, a.out + n * a.OC * a.q_count, q0,
-                             oc_begin, oc_end);
+                        const int64_t len = a.q_count - q0 < kTile ? a.q_count - q0 : kTile;
+                        switch ((len + 7) / 8) {
+                          case 1: return tile<1>(a, n, q0, oc_begin, oc_end);
+                          case 2: return tile<2>(a, n, q0, oc_begin, oc_end);
+                          case 3: return tile<3>(a, n, q0, oc_begin, oc_end);
+                          case 4: return tile<4>(a, n, q0, oc_begin, oc_end);
+                          case 5: return tile<5>(a, n, q0, oc_begin, oc_end);
+                          case 6: return tile<6>(a, n, q0, oc_begin, oc_end);
+                          case 7: return tile<7>(a, n, q0, oc_begin, oc_end);
+                          default: return tile<8>(a, n, q0, oc_begin, oc_end);
+                        }
                       });
 }
 

@@ -252,20 +252,26 @@ struct CsrWeight {
   const int32_t* col_idx;
   const float* values;
 };
-// Sparse conv over "virtual" output planes: out[n][oc][q] = clamp(bias[oc] +
-// sum_i values[i] * src[n * image_stride + offset[i] + q]) for q < q_count, i over the CSR row
-// of oc. ops.cc lays out src (zero-padded, stride-phase-split NCHW planes) so that every tap is a
-// constant offset from q; `src` must be readable up to offset + q_count rounded up to 64.
+// Sparse conv over "virtual" output planes: for virtual pixel q = oh * Wq + ow < q_count with
+// ow < OW, out[n * out_strides[0] + oc * out_strides[1] + oh * out_strides[2] + ow *
+// out_strides[3]] = clamp(bias[oc] + sum_i values[i] * src[n * image_stride + offset[i] + q]),
+// i over the non-zeros of oc. ops.cc lays out src (zero-padded, stride-phase-split NCHW planes)
+// so that every tap is a constant offset from q; `src` must be readable up to offset + q_count
+// rounded up to 64. The non-zeros come in `chunks` slices of the input channels, chunk-major:
+// those of chunk j and channel oc are [row_ptr[j * OC + oc], row_ptr[j * OC + oc + 1]). A kernel
+// sums chunk by chunk over all its channels, so the input it reads at a time (one chunk's
+// channels around a pixel tile) stays in L1, keeping the partial sums in a per-thread buffer.
 struct SparsePlanesArgs {
   const float* src;
-  int64_t N, image_stride, q_count;
-  int64_t OC;
-  const int64_t* row_ptr;
-  const int64_t* offset;  // per non-zero, in floats
+  int64_t N, image_stride, q_count, Wq;
+  int64_t OC, chunks;
+  const int64_t* row_ptr;  // [chunks * OC + 1]
+  const int64_t* offset;   // per non-zero, in floats
   const float* values;
   const float* bias;  // [OC] or null
   float clamp_min, clamp_max;
-  float* out;  // [N][OC][q_count]
+  float* out;  // [N, OC, OH, OW] with these strides (any layout)
+  int64_t OW, out_strides[4];
 };
 using SparsePlanesFn = void (*)(const SparsePlanesArgs& args);
 
