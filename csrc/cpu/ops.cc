@@ -114,7 +114,7 @@ namespace {
 // dropped by the kernel, which writes the output pixels to `output` (any layout). A 1x1
 // stride-1 unpadded conv of a contiguous NCHW input reads the input in place.
 constexpr int64_t kSparseTile = 64;                // virtual pixels per kernel task
-constexpr int64_t kSparseWindowBytes = 24 << 10;   // input one chunk reads per task (L1: 48 KiB)
+constexpr int64_t kSparseWindowBytes = 24 << 10;   // input one slice reads per task (L1: 48 KiB)
 
 void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const int64_t* row_ptr,
                           const int32_t* col_idx, const float* values, const Conv2dGeometry& g,
@@ -173,7 +173,7 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
     std::fill(dst_all + g.N * image_stride, dst_all + g.N * image_stride + 128, 0.0f);
     src = dst_all;
   }
-  // Input channels per chunk: a task's window is, per channel, the phase planes its taps use,
+  // Input channels per slice: a task's window is, per channel, the phase planes its taps use,
   // each from the tile's first pixel to the last pixel of the farthest tap.
   const int64_t cg = g.C / g.groups, ocg = g.OC / g.groups, taps = g.KH * g.KW;
   int64_t reach = 0, phases_used = 0;
@@ -190,45 +190,44 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
     }
   }
   const int64_t channel_bytes = phases_used * (kSparseTile + reach) * 4;
-  const int64_t per_chunk = std::max<int64_t>(1, kSparseWindowBytes / channel_bytes);
-  const int64_t chunks = (cg + per_chunk - 1) / per_chunk;
-  const int64_t chunk_channels = (cg + chunks - 1) / chunks;
-  // The non-zeros regrouped chunk-major, with their offsets in this layout; per column of a
-  // group (c, kh, kw) its offset and chunk are looked up (divisions per non-zero cost as much
-  // as the conv on small maps).
-  const int64_t nnz = row_ptr[g.OC], slots = chunks * g.OC, cols = cg * taps;
-  char* buffer = static_cast<char*>(
+  const int64_t per_slice = std::max<int64_t>(1, kSparseWindowBytes / channel_bytes);
+  const int64_t slices = (cg + per_slice - 1) / per_slice;
+  const int64_t slice_channels = (cg + slices - 1) / slices;
+  // Per column of a group (c, kh, kw): its offset in this layout and its slice; per output
+  // channel the bounds of its slices (rows are sorted by column) and its non-zeros' offsets, in
+  // parallel over output channels. (A serial regrouping per call cost as much as the conv on
+  // 7x7 maps at batch 1.)
+  const int64_t cols = cg * taps;
+  int64_t* bounds = static_cast<int64_t*>(
       scratch(ScratchSlot::weights,
-              static_cast<size_t>((slots + 1) * 8 + slots * 8 + cols * 16 + nnz * 12 + 8)));
-  int64_t* chunk_ptr = reinterpret_cast<int64_t*>(buffer);
-  int64_t* next = chunk_ptr + slots + 1;
-  int64_t* col_offset = next + slots;
-  int64_t* col_slot = col_offset + cols;  // chunk * OC
-  int64_t* offset = col_slot + cols;
-  float* chunk_values = reinterpret_cast<float*>(offset + nnz);
+              static_cast<size_t>((slices + 1) * g.OC + 2 * cols + row_ptr[g.OC] + 1) * 8));
+  int64_t* col_offset = bounds + (slices + 1) * g.OC;
+  int64_t* col_slice = col_offset + cols;
+  int64_t* offset = col_slice + cols;
   for (int64_t col = 0; col < cols; ++col) {
     const int64_t c = col / taps, t = col % taps;
     const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
     col_offset[col] =
         c * chan_stride + ((dh % sh) * sw + dw % sw) * plane + (dh / sh) * Wq + dw / sw;
-    col_slot[col] = (c / chunk_channels) * g.OC;
+    col_slice[col] = c / slice_channels;
   }
-  std::fill(chunk_ptr, chunk_ptr + slots + 1, 0);
-  for (int64_t oc = 0; oc < g.OC; ++oc) {
-    for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) ++chunk_ptr[col_slot[col_idx[i]] + oc + 1];
-  }
-  for (int64_t s = 0; s < slots; ++s) chunk_ptr[s + 1] += chunk_ptr[s];
-  std::copy(chunk_ptr, chunk_ptr + slots, next);
-  for (int64_t oc = 0; oc < g.OC; ++oc) {
-    const int64_t group_offset = (oc / ocg) * cg * chan_stride;
-    for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) {
-      const int64_t k = next[col_slot[col_idx[i]] + oc]++;
-      offset[k] = group_offset + col_offset[col_idx[i]];
-      chunk_values[k] = values[i];
+  const int64_t OC = g.OC;
+  parallel_for(OC, 16, [=](int64_t begin, int64_t end) {
+    for (int64_t oc = begin; oc < end; ++oc) {
+      const int64_t group_offset = (oc / ocg) * cg * chan_stride, last = row_ptr[oc + 1];
+      const int32_t* __restrict col = col_idx;
+      const int64_t* __restrict col_off = col_offset;
+      int64_t* __restrict off = offset;
+      int64_t i = row_ptr[oc];
+      for (int64_t j = 0; j < slices; ++j) {
+        bounds[j * OC + oc] = i;
+        for (; i < last && col_slice[col[i]] == j; ++i) off[i] = group_offset + col_off[col[i]];
+      }
+      bounds[slices * OC + oc] = last;
     }
-  }
-  kernel(SparsePlanesArgs{src, g.N, image_stride, q_count, Wq, g.OC, chunks, chunk_ptr, offset,
-                          chunk_values, epi.bias, epi.clamp_min, epi.clamp_max,
+  });
+  kernel(SparsePlanesArgs{src, g.N, image_stride, q_count, Wq, g.OC, slices, bounds, offset,
+                          values, epi.bias, epi.clamp_min, epi.clamp_max,
                           static_cast<float*>(output.data), g.OW,
                           {os[0], os[1], os[2], os[3]}});
 }
@@ -259,8 +258,14 @@ void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const T
   }
   const int64_t taps = g.C / g.groups * KH * KW;
   const int32_t* ci = static_cast<const int32_t*>(col_idx.data);
-  for (int64_t i = 0; i < nnz; ++i) {
-    if (ci[i] < 0 || ci[i] >= taps) fail("col_idx entry out of range [0, C/groups*KH*KW)");
+  for (int64_t oc = 0; oc < OC; ++oc) {
+    for (int64_t i = rp[oc]; i < rp[oc + 1]; ++i) {
+      if (ci[i] < 0 || ci[i] >= taps) fail("col_idx entry out of range [0, C/groups*KH*KW)");
+      // the kernels find each row's input-channel slices by walking it in order
+      if (i > rp[oc] && ci[i] <= ci[i - 1]) {
+        fail("col_idx must be strictly increasing within each row (as pack_sparse makes it)");
+      }
+    }
   }
   if (output.numel() == 0) return;
   if (const SparsePlanesFn planes = sparse_planes_kernel()) {

@@ -1,6 +1,6 @@
 // Sparse (pruned-weight) convolution for AVX2+FMA over virtual output planes: the AVX-512
 // kernel's scheme (see SparsePlanesArgs and sparse_conv_avx512.cc) with up to 8 ymm
-// accumulators per 64-pixel tile, chunk by chunk of the input channels.
+// accumulators per 64-pixel tile, slice by slice of the input channels.
 #include <immintrin.h>
 
 #include "pyfastcnn/kernels.h"
@@ -26,25 +26,26 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
   float* out = a.out + n * os[0];
   const bool direct = a.Wq == a.OW && os[3] == 1 && os[2] == a.OW;
   const PlaneRuns runs(q0, direct ? 0 : len, a.Wq, a.OW, os[2], os[3]);
-  float* partial = a.chunks > 1 ? static_cast<float*>(scratch(
+  float* partial = a.slices > 1 ? static_cast<float*>(scratch(
                                       ScratchSlot::columns,
                                       static_cast<size_t>((oc_end - oc_begin) * kTile * 4)))
                                 : nullptr;
-  for (int64_t j = 0; j < a.chunks; ++j) {
-    const int64_t* row_ptr = a.row_ptr + j * a.OC;
+  for (int64_t j = 0; j < a.slices; ++j) {
+    const int64_t* first = a.bounds + j * a.OC;
+    const int64_t* stop = first + a.OC;
     for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
       float* sums = partial + (oc - oc_begin) * kTile;
       __m256 c[NV];
-      for (int k = 0; k < NV; ++k) {  // zero, or the partial sums of the chunks before
+      for (int k = 0; k < NV; ++k) {  // zero, or the partial sums of the slices before
         c[k] = j > 0 ? _mm256_load_ps(sums + 8 * k) : _mm256_setzero_ps();
       }
-      for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) {
+      for (int64_t i = first[oc]; i < stop[oc]; ++i) {
         const float* p = base + a.offset[i];
         const __m256 w = _mm256_set1_ps(a.values[i]);
         for (int k = 0; k < NV - 1; ++k) c[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * k), c[k]);
         c[NV - 1] = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 8 * (NV - 1), last), c[NV - 1]);
       }
-      if (j + 1 < a.chunks) {
+      if (j + 1 < a.slices) {
         for (int k = 0; k < NV; ++k) _mm256_store_ps(sums + 8 * k, c[k]);
         continue;
       }

@@ -1,7 +1,7 @@
 // Sparse (pruned-weight) convolution for AVX-512 over virtual output planes (see
 // SparsePlanesArgs). A task owns up to 64 consecutive virtual pixels of one image for every
 // output channel: each non-zero weight is one broadcast and up to four contiguous 16-pixel loads
-// + FMAs, so work is proportional to the non-zeros; chunk by chunk of the input channels, so the
+// + FMAs, so work is proportional to the non-zeros; slice by slice of the input channels, so the
 // window the loads hit stays in L1 (the whole window, in L2, held 3x3 layers to 10-20% of the
 // FMA peak). Bias and clamp (ReLU) are applied before the store, which writes the output pixels
 // straight to the output tensor (a virtual-plane buffer copied afterwards cost a quarter of the
@@ -54,19 +54,20 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
     }
   }
   const PlaneRuns runs(q0, rows ? 0 : len, a.Wq, a.OW, os[2], os[3]);
-  float* partial = a.chunks > 1 ? static_cast<float*>(scratch(
+  float* partial = a.slices > 1 ? static_cast<float*>(scratch(
                                       ScratchSlot::columns,
                                       static_cast<size_t>((oc_end - oc_begin) * kTile * 4)))
                                 : nullptr;
-  for (int64_t j = 0; j < a.chunks; ++j) {
-    const int64_t* row_ptr = a.row_ptr + j * a.OC;
+  for (int64_t j = 0; j < a.slices; ++j) {
+    const int64_t* first = a.bounds + j * a.OC;
+    const int64_t* stop = first + a.OC;
     for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
       float* sums = partial + (oc - oc_begin) * kTile;
       __m512 c[NV];
-      for (int k = 0; k < NV; ++k) {  // zero, or the partial sums of the chunks before
+      for (int k = 0; k < NV; ++k) {  // zero, or the partial sums of the slices before
         c[k] = j > 0 ? _mm512_load_ps(sums + 16 * k) : _mm512_setzero_ps();
       }
-      for (int64_t i = row_ptr[oc]; i < row_ptr[oc + 1]; ++i) {
+      for (int64_t i = first[oc]; i < stop[oc]; ++i) {
         const float* p = base + a.offset[i];
         const __m512 v = _mm512_set1_ps(a.values[i]);
         for (int k = 0; k < NV; ++k) {
@@ -75,7 +76,7 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
           c[k] = _mm512_fmadd_ps(v, x, c[k]);
         }
       }
-      if (j + 1 < a.chunks) {
+      if (j + 1 < a.slices) {
         for (int k = 0; k < NV; ++k) _mm512_store_ps(sums + 16 * k, c[k]);
         continue;
       }

@@ -257,15 +257,16 @@ struct CsrWeight {
 // out_strides[3]] = clamp(bias[oc] + sum_i values[i] * src[n * image_stride + offset[i] + q]),
 // i over the non-zeros of oc. ops.cc lays out src (zero-padded, stride-phase-split NCHW planes)
 // so that every tap is a constant offset from q; `src` must be readable up to offset + q_count
-// rounded up to 64. The non-zeros come in `chunks` slices of the input channels, chunk-major:
-// those of chunk j and channel oc are [row_ptr[j * OC + oc], row_ptr[j * OC + oc + 1]). A kernel
-// sums chunk by chunk over all its channels, so the input it reads at a time (one chunk's
-// channels around a pixel tile) stays in L1, keeping the partial sums in a per-thread buffer.
+// rounded up to 64. The input channels are cut into `slices` slices: the non-zeros of output
+// channel oc in slice j are [bounds[j * OC + oc], bounds[(j + 1) * OC + oc]) (rows sorted by
+// column). A kernel sums slice by slice over all its channels, so the input it reads at a time
+// (one slice's channels around a pixel tile) stays in L1, keeping the partial sums in a
+// per-thread buffer.
 struct SparsePlanesArgs {
   const float* src;
   int64_t N, image_stride, q_count, Wq;
-  int64_t OC, chunks;
-  const int64_t* row_ptr;  // [chunks * OC + 1]
+  int64_t OC, slices;
+  const int64_t* bounds;  // [(slices + 1) * OC]
   const int64_t* offset;   // per non-zero, in floats
   const float* values;
   const float* bias;  // [OC] or null
