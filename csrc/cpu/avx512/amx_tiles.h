@@ -95,20 +95,24 @@ ATile plan_tile(const RowSource& src, int t) {
 }
 
 // a[r][0 .. ld) = bytes k0 .. k0 + kc of row r of tile t (zero past K and for rows past the
-// live ones). Copied 64 bytes at a time with masked loads (runs are short: a kernel row).
+// live ones). Copied 64 bytes at a time with masked loads (runs are short: a kernel row). The
+// pass starts at the same segment and offset in every row: found once (a division per run and
+// row made gathering the stem's 24-byte runs cost 50x its tile work).
 void gather(const RowSource& src, int t, int64_t k0, int64_t kc, int64_t ld, uint8_t* a) {
   const int64_t K = src.num_segments * src.segment_len, end = k0 + kc < K ? k0 + kc : K;
+  const int64_t first_segment = k0 / src.segment_len, first_within = k0 % src.segment_len;
   const __m512i bits = _mm512_set1_epi8(static_cast<char>(src.flip ? 0x80 : 0));
   for (int r = 0; r < 16; ++r) {
     uint8_t* dst = a + r * ld;
     int64_t done = 0;
     if (r < src.live[t]) {
       const uint8_t* base = src.base[16 * t + r];
-      for (int64_t k = k0; k < end;) {
-        const int64_t s = k / src.segment_len, within = k % src.segment_len;
+      const int64_t* offset = src.segment_offset + first_segment;
+      int64_t within = first_within;
+      for (int64_t k = k0; k < end; ++offset, within = 0) {
         int64_t len = src.segment_len - within;
         if (len > end - k) len = end - k;
-        const uint8_t* from = base + src.segment_offset[s] + within;
+        const uint8_t* from = base + *offset + within;
         uint8_t* to = dst + (k - k0);
         for (int64_t i = 0; i < len; i += 64) {
           const __mmask64 m = len - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (len - i)) - 1;
