@@ -15,14 +15,16 @@ from ..ops.sparse_conv import BLOCK_COLS, _block_rows
 from .masks import remove
 
 # Speed-ups of the sparse kernels over dense oneDNN F.conv2d (channels_last), geomean over
-# ResNet-50 layers, batch 1 and 8, on AMD Zen 5 (AVX-512); README "sparse conv" table.
-# Index: sparsity. "csr" is measured on NCHW input, its fast layout.
+# ResNet-50 layers, batch 1 and 8, on the Xeon with AMX of 2026-12-07 (AVX-512 FP32 kernels;
+# oneDNN's FP32 conv does not use AMX); benchmarks/results/cpu-amx-sparse.json. On the AMD Zen 5
+# of earlier runs the block kernel measured ~1.4x these, the csr one (before its input-channel
+# slices) ~0.8x. Index: sparsity. "csr" is measured on NCHW input, its fast layout.
 _SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 _MEASURED = {
-    ("csr", 1): (0.51, 0.81, 1.12, 1.95, 3.13, 5.26),
-    ("csr", 2): (0.35, 0.53, 0.72, 1.21, 1.90, 2.99),
-    ("block", 1): (2.51, 3.75, 5.19, 8.37, 12.42, 18.25),
-    ("block", 2): (1.91, 2.90, 3.84, 6.01, 8.74, 11.82),
+    ("csr", 1): (0.77, 1.19, 1.59, 2.48, 3.74, 5.32),
+    ("csr", 2): (0.71, 1.07, 1.41, 2.06, 2.75, 3.59),
+    ("block", 1): (1.81, 2.84, 3.83, 5.91, 8.07, 10.81),
+    ("block", 2): (1.72, 2.52, 3.25, 4.53, 5.79, 7.05),
 }
 # Layer geometry (c_in, c_out, c_in per group, kh, kw, stride_h, stride_w), for the terms below.
 Geometry = Tuple[int, int, int, int, int, int, int]
