@@ -109,6 +109,13 @@ const QuantizeFn kQuantize[kNumIsas] = {
     avx512::quantize,
 #endif
 };
+const TransposeF32Fn kTransposeF32[kNumIsas] = {
+    ref::transpose_f32,
+#ifdef PYFASTCNN_X86
+    avx2::transpose_f32,
+    avx512::transpose_f32,
+#endif
+};
 const QuantMaxPoolFn kQuantMaxPool[kNumIsas] = {
     ref::quantized_max_pool2d,
 #ifdef PYFASTCNN_X86
@@ -179,6 +186,9 @@ Int8DepthwiseFn int8_depthwise_kernel() {
 }
 QuantAddFn quantized_add_kernel() { return kQuantAdd[fn_level(kQuantAdd, selected_isa())]; }
 QuantizeFn quantize_kernel() { return kQuantize[fn_level(kQuantize, selected_isa())]; }
+TransposeF32Fn transpose_f32_kernel() {
+  return kTransposeF32[fn_level(kTransposeF32, selected_isa())];
+}
 QuantMaxPoolFn quantized_max_pool2d_kernel() {
   return kQuantMaxPool[fn_level(kQuantMaxPool, selected_isa())];
 }
@@ -208,6 +218,8 @@ const char* kernel_isa(const char* op) {
     level = fn_level(kQuantMaxPool, isa);
   } else if (std::strcmp(op, "quantized_adaptive_avg_pool2d") == 0) {
     level = fn_level(kQuantAdaptiveAvgPool, isa);
+  } else if (std::strcmp(op, "transpose_f32") == 0) {
+    level = fn_level(kTransposeF32, isa);
   } else if (std::strcmp(op, "conv2d_dense") == 0) {
     level = f32_conv_level(isa);
   } else {

@@ -49,6 +49,7 @@ Int8DepthwiseFn int8_depthwise_kernel();
 // reference at worst).
 QuantAddFn quantized_add_kernel();
 QuantizeFn quantize_kernel();
+TransposeF32Fn transpose_f32_kernel();
 QuantMaxPoolFn quantized_max_pool2d_kernel();
 QuantAdaptiveAvgPoolFn quantized_adaptive_avg_pool2d_kernel();
 

@@ -313,6 +313,16 @@ struct QuantizeArgs {
 };
 using QuantizeFn = void (*)(const QuantizeArgs& args);
 
+// ---- Layout --------------------------------------------------------------------------------
+// Float transpose: out[c * out_ld + j] = in[j * in_ld + c] for j < rows, c < cols (channels_last
+// pixels <-> NCHW rows, for the kernels that read or write one layout only).
+struct TransposeF32Args {
+  const float* in;
+  float* out;
+  int64_t rows, cols, in_ld, out_ld;
+};
+using TransposeF32Fn = void (*)(const TransposeF32Args& args);
+
 // ---- INT8 pooling on NHWC codes ------------------------------------------------------------
 // in [N, H, W, C] and out [N, OH, OW, C], both dense NHWC; bytes are uint8 codes, or int8 when
 // is_signed. Scale and zero point pass through (the ops work on codes).
@@ -385,6 +395,7 @@ void quantize(const QuantizeArgs& args);
 void quantized_max_pool2d(const QuantMaxPoolArgs& args);
 void quantized_adaptive_avg_pool2d(const QuantAdaptiveAvgPoolArgs& args);
 void int8_depthwise(const Int8DepthwiseArgs& args);
+void transpose_f32(const TransposeF32Args& args);
 }  // namespace ref
 namespace avx2 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -398,6 +409,7 @@ void quantized_add(const QuantAddArgs& args);
 void quantize(const QuantizeArgs& args);
 void quantized_max_pool2d(const QuantMaxPoolArgs& args);
 void quantized_adaptive_avg_pool2d(const QuantAdaptiveAvgPoolArgs& args);
+void transpose_f32(const TransposeF32Args& args);
 }
 namespace avx512 {
 PYFASTCNN_DECLARE_INT8_GEMM
@@ -411,6 +423,7 @@ void quantized_add(const QuantAddArgs& args);
 void quantize(const QuantizeArgs& args);
 void quantized_max_pool2d(const QuantMaxPoolArgs& args);
 void quantized_adaptive_avg_pool2d(const QuantAdaptiveAvgPoolArgs& args);
+void transpose_f32(const TransposeF32Args& args);
 }
 namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM
