@@ -149,3 +149,15 @@ def test_compress_with_image_folder(tmp_path):
     r = cli("compress", "--model", "cifar_resnet20", "--quantize", "int8", "--calib-data",
             str(tmp_path / "images"), "--calib-samples", "0", "--out", str(out))
     assert r.returncode == 2 and "--calib-samples" in r.stderr
+
+
+def test_demo_training_dtype():
+    from pyfastcnn import demo
+
+    native = any(isa in pyfastcnn.supported_isas() for isa in ("avx512_bf16", "avx512_amx"))
+    auto = demo.training_dtype(demo.DemoSettings())
+    assert auto == (torch.bfloat16 if native else torch.float32)
+    assert demo.training_dtype(demo.DemoSettings(train_dtype="float32")) == torch.float32
+    assert demo.training_dtype(demo.DemoSettings(train_dtype="bfloat16")) == torch.bfloat16
+    with pytest.raises(ValueError, match="train_dtype"):
+        demo.training_dtype(demo.DemoSettings(train_dtype="fp16"))
