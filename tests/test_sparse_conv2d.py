@@ -52,6 +52,9 @@ CHUNKED_CASES = [
     ConvCase("1x1-c200-14x14", 2, 200, 14, 14, 7, (1, 1)),
     ConvCase("1x1-c130-s2", 1, 130, 13, 11, 6, (1, 1), stride=2),
     ConvCase("5x5-c60-s2-dil2", 1, 60, 23, 21, 4, (5, 5), stride=2, padding=3, dilation=2),
+    # last tiles of 100 and 96 pixels (the AVX-512 kernel's 128-pixel tiles cut short)
+    ConvCase("1x1-12x19", 2, 20, 12, 19, 5, (1, 1)),
+    ConvCase("1x1-14x16", 1, 20, 14, 16, 5, (1, 1)),
 ]
 
 

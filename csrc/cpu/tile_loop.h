@@ -93,7 +93,7 @@ void for_each_pixel_tile(int64_t N, int64_t q_count, int64_t tile, int64_t OC, c
 // (q = oh * Wq + ow; columns ow >= OW are padding): runs of consecutive lanes that are one
 // output row each, with the offset oh * row_stride + ow * col_stride of their first pixel.
 struct PlaneRuns {
-  static constexpr int kMax = 72;  // len <= 64: at most len / Wq + 2 runs
+  static constexpr int kMax = 136;  // len <= 128: at most len / Wq + 2 runs
   int n = 0;
   int lane[kMax], count[kMax];
   int64_t offset[kMax];

@@ -1,7 +1,8 @@
 // Sparse (pruned-weight) convolution for AVX-512 over virtual output planes (see
-// SparsePlanesArgs). A task owns up to 64 consecutive virtual pixels of one image for every
-// output channel: each non-zero weight is one broadcast and up to four contiguous 16-pixel loads
-// + FMAs, so work is proportional to the non-zeros; slice by slice of the input channels, so the
+// SparsePlanesArgs). A task owns up to 128 consecutive virtual pixels of one image for every
+// output channel: each non-zero weight is one broadcast and up to eight contiguous 16-pixel
+// loads + FMAs (8 rather than 4: 8% faster at 1 thread, the scalar work per non-zero shared by
+// twice the FMAs), so work is proportional to the non-zeros; slice by slice of the input channels, so the
 // window the loads hit stays in L1 (the whole window, in L2, held 3x3 layers to 10-20% of the
 // FMA peak). Bias and clamp (ReLU) are applied before the store, which writes the output pixels
 // straight to the output tensor (a virtual-plane buffer copied afterwards cost a quarter of the
@@ -20,7 +21,7 @@ namespace pyfastcnn {
 namespace avx512 {
 namespace {
 
-constexpr int64_t kTile = 64;  // virtual pixels per task: up to 4 zmm accumulators
+constexpr int64_t kTile = 128;  // virtual pixels per task: up to 8 zmm accumulators
 
 __mmask16 lane_mask(int64_t valid) {
   return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
@@ -104,17 +105,15 @@ void sparse_conv_planes(const SparsePlanesArgs& a) {
   for_each_pixel_tile(a.N, a.q_count, kTile, a.OC,
                       [&](int64_t n, int64_t q0, int64_t oc_begin, int64_t oc_end) {
                         const int64_t len = a.q_count - q0 < kTile ? a.q_count - q0 : kTile;
-                        const bool masked = len % 16 != 0;
-                        switch ((len + 15) / 16 * 2 + (masked ? 1 : 0)) {
-                          case 2: return tile<1, false>(a, n, q0, oc_begin, oc_end);
-                          case 3: return tile<1, true>(a, n, q0, oc_begin, oc_end);
-                          case 4: return tile<2, false>(a, n, q0, oc_begin, oc_end);
-                          case 5: return tile<2, true>(a, n, q0, oc_begin, oc_end);
-                          case 6: return tile<3, false>(a, n, q0, oc_begin, oc_end);
-                          case 7: return tile<3, true>(a, n, q0, oc_begin, oc_end);
-                          case 8: return tile<4, false>(a, n, q0, oc_begin, oc_end);
-                          default: return tile<4, true>(a, n, q0, oc_begin, oc_end);
-                        }
+                        using TileFn = void (*)(const SparsePlanesArgs&, int64_t, int64_t,
+                                                int64_t, int64_t);
+                        static constexpr TileFn kTiles[2][9] = {
+                            {nullptr, tile<1, false>, tile<2, false>, tile<3, false>,
+                             tile<4, false>, tile<5, false>, tile<6, false>, tile<7, false>,
+                             tile<8, false>},
+                            {nullptr, tile<1, true>, tile<2, true>, tile<3, true>, tile<4, true>,
+                             tile<5, true>, tile<6, true>, tile<7, true>, tile<8, true>}};
+                        kTiles[len % 16 != 0][(len + 15) / 16](a, n, q0, oc_begin, oc_end);
                       });
 }
 
