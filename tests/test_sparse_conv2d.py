@@ -305,6 +305,21 @@ def test_native_refuses_corrupt_sparse_weight():
     bad_col[0] = 4 * 9  # one past the last tap
     with pytest.raises(ValueError, match="col_idx entry out of range"):
         _native_call(ok.row_ptr, bad_col, ok.values)
+    negative = ok.col_idx.clone()
+    negative[-1] = -1
+    with pytest.raises(ValueError, match="col_idx entry out of range"):
+        _native_call(ok.row_ptr, negative, ok.values)
+    # the kernels walk each row in column order: a swapped or repeated pair is refused
+    row = int(torch.argmax(ok.row_ptr[1:] - ok.row_ptr[:-1]))
+    first = int(ok.row_ptr[row])
+    swapped = ok.col_idx.clone()
+    swapped[first], swapped[first + 1] = ok.col_idx[first + 1], ok.col_idx[first]
+    with pytest.raises(ValueError, match="strictly increasing within each row"):
+        _native_call(ok.row_ptr, swapped, ok.values)
+    repeated = ok.col_idx.clone()
+    repeated[first + 1] = repeated[first]
+    with pytest.raises(ValueError, match="strictly increasing within each row"):
+        _native_call(ok.row_ptr, repeated, ok.values)
     bad_rows = ok.row_ptr.clone()
     bad_rows[-1] += 1
     with pytest.raises(ValueError, match="row_ptr must start at 0 and end at nnz"):

@@ -250,12 +250,15 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
   int64_t* col_offset = bounds + (slices + 1) * g.OC;
   int64_t* col_slice = col_offset + cols;
   int64_t* offset = col_slice + cols;
-  for (int64_t col = 0; col < cols; ++col) {
-    const int64_t c = col / taps, t = col % taps;
+  for (int64_t t = 0; t < taps; ++t) {  // the taps of channel 0, then shifted per channel
     const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
-    col_offset[col] =
-        c * chan_stride + ((dh % sh) * sw + dw % sw) * plane + (dh / sh) * Wq + dw / sw;
-    col_slice[col] = c / slice_channels;
+    col_offset[t] = ((dh % sh) * sw + dw % sw) * plane + (dh / sh) * Wq + dw / sw;
+  }
+  for (int64_t c = 0; c < cg; ++c) {
+    for (int64_t t = 0; t < taps; ++t) {
+      col_offset[c * taps + t] = col_offset[t] + c * chan_stride;
+      col_slice[c * taps + t] = c / slice_channels;
+    }
   }
   const int64_t OC = g.OC;
   parallel_for(OC, 16, [=](int64_t begin, int64_t end) {
@@ -304,13 +307,26 @@ void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const T
   }
   const int64_t taps = g.C / g.groups * KH * KW;
   const int32_t* ci = static_cast<const int32_t*>(col_idx.data);
-  for (int64_t oc = 0; oc < OC; ++oc) {
-    for (int64_t i = rp[oc]; i < rp[oc + 1]; ++i) {
-      if (ci[i] < 0 || ci[i] >= taps) fail("col_idx entry out of range [0, C/groups*KH*KW)");
-      // the kernels find each row's input-channel slices by walking it in order
-      if (i > rp[oc] && ci[i] <= ci[i - 1]) {
-        fail("col_idx must be strictly increasing within each row (as pack_sparse makes it)");
+  // Every entry in range, and rows strictly increasing (the kernels find each row's
+  // input-channel slices by walking it in order). Branch-free per row, in parallel: checked
+  // one by one it cost a quarter of a 90%-sparse 512-512-7 layer at 2 threads.
+  std::vector<uint8_t> row_bad(static_cast<size_t>(OC), 0);
+  parallel_for(OC, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t oc = begin; oc < end; ++oc) {
+      const int32_t* __restrict row = ci + rp[oc];
+      const int64_t count = rp[oc + 1] - rp[oc];
+      bool out_of_range = false, unordered = false;
+      for (int64_t i = 0; i < count; ++i) {
+        out_of_range |= static_cast<uint32_t>(row[i]) >= static_cast<uint64_t>(taps);
       }
+      for (int64_t i = 1; i < count; ++i) unordered |= row[i] <= row[i - 1];
+      row_bad[oc] = static_cast<uint8_t>((out_of_range ? 1 : 0) | (unordered ? 2 : 0));
+    }
+  });
+  for (int64_t oc = 0; oc < OC; ++oc) {
+    if (row_bad[oc] & 1) fail("col_idx entry out of range [0, C/groups*KH*KW)");
+    if (row_bad[oc] & 2) {
+      fail("col_idx must be strictly increasing within each row (as pack_sparse makes it)");
     }
   }
   if (output.numel() == 0) return;
