@@ -70,6 +70,37 @@ def test_channel_slices_and_direct_stores(isa, case: ConvCase, layout):
         assert rel_error(out, ref) <= TOL
 
 
+@pytest.mark.parametrize("threads", [2, 6])
+def test_more_threads_than_channel_chunks(isa, threads):
+    """Few pixel tiles: threads share out output channels (20 channels over 16 wanted chunks
+    once made empty chunks, whose buffer size went negative and aborted the process)."""
+    case = ConvCase("c150-oc20-7x7", 1, 150, 7, 7, 20, (3, 3), padding=1)
+    x, w, bias = case.input(), prune(case.weight(), 0.2), torch.randn(case.oc)
+    before = pyfastcnn.get_num_threads()
+    pyfastcnn.set_num_threads(threads)
+    try:
+        out = pyfastcnn.sparse_conv2d(x, pyfastcnn.pack_sparse(w, "csr"), bias, **case.kwargs())
+    finally:
+        pyfastcnn.set_num_threads(before)
+    assert rel_error(out, reference.conv2d(x, w, bias, **case.kwargs())) <= TOL
+
+
+@pytest.mark.parametrize("out_hw", [(2, 2), (4, 3), (5, 5)])
+def test_native_1x1_output_size_sets_padding(isa, out_hw):
+    """The native op takes OH, OW from `out` (bottom/right padding follows): a 1x1 stride-1
+    conv whose output is not the input's size must not read the input in place."""
+    x = torch.randn(1, 4, 4, 4)
+    w = prune(torch.randn(3, 4, 1, 1), 0.7)
+    packed = pyfastcnn.pack_sparse(w, "csr")
+    out = torch.empty(1, 3, *out_hw)
+    _native.C.sparse_conv2d_csr(
+        _native.tensor_arg(x), _native.tensor_arg(packed.row_ptr),
+        _native.tensor_arg(packed.col_idx), _native.tensor_arg(packed.values), None, 3, 4, 1, 1,
+        1, 1, 0, 0, 1, 1, 1, float("-inf"), float("inf"), _native.tensor_arg(out))
+    full = reference.conv2d(torch.nn.functional.pad(x, (0, 1, 0, 1)), w, None)  # 5 x 5
+    assert rel_error(out, full[:, :, :out_hw[0], :out_hw[1]]) <= TOL
+
+
 @pytest.mark.parametrize("density", [1.0, 0.5, 0.1, 0.02, 0.0])
 def test_densities_and_relu(isa, density):
     case = ConvCase("d", 2, 12, 11, 10, 9, (3, 3), padding=1, stride=(1, 2))

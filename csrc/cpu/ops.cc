@@ -128,8 +128,10 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
   const int64_t Wq = g.OW + (g.KW - 1) * g.dil_w / sw;
   const int64_t* is = input.strides;
   const int64_t* os = output.strides;
+  // (OH, OW come from `out`: other sizes mean other bottom/right padding, for the copy)
   const bool in_place_source = g.KH == 1 && g.KW == 1 && sh == 1 && sw == 1 && g.pad_top == 0 &&
-                               g.pad_left == 0 && (g.N == 1 || is[0] == g.C * g.H * g.W) &&
+                               g.pad_left == 0 && g.OH == g.H && g.OW == g.W &&
+                               (g.N == 1 || is[0] == g.C * g.H * g.W) &&
                                (g.C == 1 || is[1] == g.H * g.W) && (g.H == 1 || is[2] == g.W) &&
                                (g.W == 1 || is[3] == 1);
   // + 1 row: slack for the columns ow >= OW of the last row (none when reading in place)

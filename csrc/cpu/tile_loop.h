@@ -77,8 +77,11 @@ template <class Task>
 void for_each_pixel_tile(int64_t N, int64_t q_count, int64_t tile, int64_t OC, const Task& task) {
   const int64_t tiles = (q_count + tile - 1) / tile;
   const int64_t per_tile = 8 * get_num_threads() / (N * tiles);
-  const int64_t oc_chunks = per_tile < 1 ? 1 : (per_tile > OC ? OC : per_tile);
-  const int64_t oc_step = (OC + oc_chunks - 1) / oc_chunks;
+  const int64_t wanted = per_tile < 1 ? 1 : (per_tile > OC ? OC : per_tile);
+  const int64_t oc_step = (OC + wanted - 1) / wanted;
+  // As many chunks as that step needs: none empty (20 channels in 16 steps of 2 left chunks
+  // starting past OC, and a kernel sizing a buffer by oc_end - oc_begin asked for 2^64 bytes).
+  const int64_t oc_chunks = (OC + oc_step - 1) / oc_step;
   parallel_for(N * tiles * oc_chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t chunk = t % oc_chunks, nt = t / oc_chunks;
