@@ -17,14 +17,14 @@ from .masks import remove
 # Speed-ups of the sparse kernels over dense oneDNN F.conv2d (channels_last), geomean over
 # ResNet-50 layers, batch 1 and 8, on the Xeon with AMX of 2026-12-07 (AVX-512 FP32 kernels;
 # oneDNN's FP32 conv does not use AMX); benchmarks/results/cpu-amx-sparse.json. On the AMD Zen 5
-# of earlier runs the block kernel measured ~1.4x these, the csr one (before its input-channel
-# slices) ~0.8x. Index: sparsity. "csr" is measured on NCHW input, its fast layout.
+# of earlier runs the block kernel measured ~1.5x these, the csr one (before its input-channel
+# slices) ~0.75x. Index: sparsity. "csr" is measured on NCHW input, its fast layout.
 _SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 _MEASURED = {
-    ("csr", 1): (0.77, 1.19, 1.59, 2.48, 3.74, 5.32),
-    ("csr", 2): (0.71, 1.07, 1.41, 2.06, 2.75, 3.59),
-    ("block", 1): (1.81, 2.84, 3.83, 5.91, 8.07, 10.81),
-    ("block", 2): (1.72, 2.52, 3.25, 4.53, 5.79, 7.05),
+    ("csr", 1): (0.79, 1.23, 1.69, 2.64, 3.78, 5.18),
+    ("csr", 2): (0.74, 1.08, 1.44, 2.09, 2.77, 3.56),
+    ("block", 1): (1.84, 2.64, 3.67, 5.54, 7.52, 10.12),
+    ("block", 2): (1.62, 2.33, 3.03, 4.20, 5.15, 6.31),
 }
 # Layer geometry (c_in, c_out, c_in per group, kh, kw, stride_h, stride_w), for the terms below.
 Geometry = Tuple[int, int, int, int, int, int, int]
