@@ -136,7 +136,25 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
                                (g.W == 1 || is[3] == 1);
   // + 1 row: slack for the columns ow >= OW of the last row (none when reading in place)
   const int64_t Hq = g.OH + (g.KH - 1) * g.dil_h / sh + (in_place_source ? 0 : 1);
-  const int64_t plane = Hq * Wq, chan_stride = sh * sw * plane, image_stride = g.C * chan_stride;
+  // Only the stride phases some tap reads get a plane (a 1x1 stride-2 conv reads one of four:
+  // copying all four cost it ~40% of its time). phase_slot[ph * sw + pw]: its plane, or -1.
+  const int64_t taps = g.KH * g.KW;
+  std::vector<int64_t> phase_slot(static_cast<size_t>(sh * sw), -1);
+  int64_t reach = 0, phases_used = 0;
+  for (int64_t ph = 0; ph < sh; ++ph) {
+    for (int64_t pw = 0; pw < sw; ++pw) {
+      bool used = false;
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
+        if (dh % sh != ph || dw % sw != pw) continue;
+        used = true;
+        reach = std::max(reach, (dh / sh) * Wq + dw / sw);
+      }
+      if (used) phase_slot[ph * sw + pw] = phases_used++;
+    }
+  }
+  const int64_t plane = Hq * Wq, chan_stride = phases_used * plane,
+                image_stride = g.C * chan_stride;
   const int64_t q_count = g.OH * Wq;
   const float* src = static_cast<const float*>(input.data);
   if (!in_place_source) {
@@ -157,9 +175,11 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
         for (int64_t item = begin; item < end; ++item) {
           const int64_t n = item / c_blocks, c0 = item % c_blocks * 16;
           const int64_t cols = std::min<int64_t>(16, C - c0);
-          float* dst = dst_all + n * image_stride + c0 * chan_stride;
           for (int64_t ph = 0; ph < sh; ++ph) {
-            for (int64_t pw = 0; pw < sw; ++pw, dst += plane) {
+            for (int64_t pw = 0; pw < sw; ++pw) {
+              if (phase_slot[ph * sw + pw] < 0) continue;
+              float* dst = dst_all + n * image_stride + c0 * chan_stride +
+                           phase_slot[ph * sw + pw] * plane;
               for (int64_t i = 0; i < Hq; ++i) {
                 const int64_t ih = i * sh + ph - pt;
                 // Columns j0 .. j1 read the image (iw = j * sw + pw - pl in [0, W)).
@@ -188,9 +208,10 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
       for (int64_t nc = begin; nc < end; ++nc) {
         const float* __restrict in = x + (nc / (image_stride / chan_stride)) * sN +
                                      (nc % (image_stride / chan_stride)) * sC;
-        float* __restrict dst = dst_all + nc * chan_stride;
         for (int64_t ph = 0; ph < sh; ++ph) {
-          for (int64_t pw = 0; pw < sw; ++pw, dst += plane) {
+          for (int64_t pw = 0; pw < sw; ++pw) {
+            if (phase_slot[ph * sw + pw] < 0) continue;
+            float* __restrict dst = dst_all + nc * chan_stride + phase_slot[ph * sw + pw] * plane;
             for (int64_t i = 0; i < Hq; ++i) {
               const int64_t ih = i * sh + ph - pt;
               float* __restrict row = dst + i * Wq;
@@ -222,20 +243,7 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
   }
   // Input channels per slice: a task's window is, per channel, the phase planes its taps use,
   // each from the tile's first pixel to the last pixel of the farthest tap.
-  const int64_t cg = g.C / g.groups, ocg = g.OC / g.groups, taps = g.KH * g.KW;
-  int64_t reach = 0, phases_used = 0;
-  for (int64_t ph = 0; ph < sh; ++ph) {
-    for (int64_t pw = 0; pw < sw; ++pw) {
-      bool used = false;
-      for (int64_t t = 0; t < taps; ++t) {
-        const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
-        if (dh % sh != ph || dw % sw != pw) continue;
-        used = true;
-        reach = std::max(reach, (dh / sh) * Wq + dw / sw);
-      }
-      phases_used += used ? 1 : 0;
-    }
-  }
+  const int64_t cg = g.C / g.groups, ocg = g.OC / g.groups;
   const int64_t channel_bytes = phases_used * (kSparseTile + reach) * 4;
   const int64_t window = taps == 1 ? 2 * kSparseWindowBytes : kSparseWindowBytes;
   const int64_t per_slice = std::max<int64_t>(1, window / channel_bytes);
@@ -254,7 +262,7 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
   int64_t* offset = col_slice + cols;
   for (int64_t t = 0; t < taps; ++t) {  // the taps of channel 0, then shifted per channel
     const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
-    col_offset[t] = ((dh % sh) * sw + dw % sw) * plane + (dh / sh) * Wq + dw / sw;
+    col_offset[t] = phase_slot[(dh % sh) * sw + dw % sw] * plane + (dh / sh) * Wq + dw / sw;
   }
   for (int64_t c = 0; c < cg; ++c) {
     for (int64_t t = 0; t < taps; ++t) {
