@@ -153,8 +153,10 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
       if (used) phase_slot[ph * sw + pw] = phases_used++;
     }
   }
-  const int64_t plane = Hq * Wq, chan_stride = phases_used * plane,
-                image_stride = g.C * chan_stride;
+  // Planes a multiple of 16 floats (64 bytes) apart: a 1x1 conv's loads are then whole cache
+  // lines (57 x 56 floats per plane split every other channel's: 2x slower at 256-64-56).
+  const int64_t plane = in_place_source ? Hq * Wq : (Hq * Wq + 15) / 16 * 16;
+  const int64_t chan_stride = phases_used * plane, image_stride = g.C * chan_stride;
   const int64_t q_count = g.OH * Wq;
   const float* src = static_cast<const float*>(input.data);
   if (!in_place_source) {

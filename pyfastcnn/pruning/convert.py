@@ -28,10 +28,13 @@ _MEASURED = {
 }
 # Layer geometry (c_in, c_out, c_in per group, kh, kw, stride_h, stride_w), for the terms below.
 Geometry = Tuple[int, int, int, int, int, int, int]
-# A layer whose input is not in its kernel's layout (csr: NCHW, block: channels_last) pays two
-# transposing copies: time += LAYOUT_COPY * (c_in * stride^2 + c_out) / (c_out * c_in/g * k^2)
-# of the dense time per output pixel. Fitted (median) on ResNet-18 layers at 90% here.
-LAYOUT_COPY = 90.0
+# A layer whose input is not in its kernel's layout (csr: NCHW, block: channels_last) pays
+# transposing copies: time += LAYOUT_COPY[format] * (c_in * stride^2 + c_out) /
+# (c_out * c_in/g * k^2) of the dense time per output pixel. block: fitted (median) on
+# ResNet-18 layers at 90% (AMD). csr: on the ResNet-50 layers at 90% (Xeon, 2026-12-07), where
+# the median is ~11 but 1x1 layers with many input channels on 56x56 maps measure ~45 (their
+# channels_last input copy costs as much as the sparse conv): 20 keeps those dense.
+LAYOUT_COPY = {"csr": 20.0, "block": 90.0}
 
 
 def _stride_factor(kh: int, kw: int, sh: int, sw: int) -> float:
@@ -75,7 +78,8 @@ def estimate_speedup(format: str, density: float, threads: int = 1,
         if format == "csr":
             r *= _stride_factor(kh, kw, sh, sw)
         if channels_last == (format == "csr"):
-            r = 1.0 / (1.0 / r + LAYOUT_COPY * (c_in * sh * sw + c_out) / (c_out * cg * kh * kw))
+            r = 1.0 / (1.0 / r + LAYOUT_COPY[format] * (c_in * sh * sw + c_out)
+                       / (c_out * cg * kh * kw))
     return r
 
 
