@@ -26,7 +26,10 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
   float* out = a.out + n * os[0];
   const bool direct = a.Wq == a.OW && os[3] == 1 && os[2] == a.OW;
   const PlaneRuns runs(q0, direct ? 0 : len, a.Wq, a.OW, os[2], os[3]);
-  float* partial = a.slices > 1 ? static_cast<float*>(scratch(
+  // Channels innermost (channels_last): final sums wait in the buffer and are transposed into
+  // the output's pixels at the end of the task (as in the AVX-512 kernel).
+  const bool pixels = !direct && os[1] == 1;
+  float* partial = a.slices > 1 || pixels ? static_cast<float*>(scratch(
                                       ScratchSlot::columns,
                                       static_cast<size_t>((oc_end - oc_begin) * kTile * 4)))
                                 : nullptr;
@@ -57,6 +60,10 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
         _mm256_maskstore_ps(o + q0 + 8 * (NV - 1), last, c[NV - 1]);
         continue;
       }
+      if (pixels) {
+        for (int k = 0; k < NV; ++k) _mm256_store_ps(sums + 8 * k, c[k]);
+        continue;
+      }
       alignas(32) float lanes[kTile + 8];
       for (int k = 0; k < NV; ++k) _mm256_store_ps(lanes + 8 * k, c[k]);
       if (os[3] != 1) {
@@ -71,6 +78,10 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
         }
       }
     }
+  }
+  for (int r = 0; pixels && r < runs.n; ++r) {
+    transpose_f32(TransposeF32Args{partial + runs.lane[r], out + runs.offset[r] + oc_begin,
+                                   oc_end - oc_begin, runs.count[r], kTile, os[3]});
   }
 }
 
