@@ -92,6 +92,10 @@ void for_each_pixel_tile(int64_t N, int64_t q_count, int64_t tile, int64_t OC, c
   });
 }
 
+// Anonymous namespace: PlaneRuns is not a template, and each ISA unit that includes this must
+// keep its own copy compiled with its own flags (see epilogue_avx512.h).
+namespace {
+
 // The output pixels among the virtual pixels [q0, q0 + len) of a plane with rows of Wq
 // (q = oh * Wq + ow; columns ow >= OW are padding): runs of consecutive lanes that are one
 // output row each, with the offset oh * row_stride + ow * col_stride of their first pixel.
@@ -127,6 +131,8 @@ struct PlaneRuns {
     }
   }
 };
+
+}  // namespace
 
 // Source-image rows of a task's output pixels for an implicit-GEMM conv (see Int8ConvArgs):
 // pixel m = (n, oh, ow) starts at src + ((n * Hs + oh * sh) * Ws + ow * sw) * Cs + offset.
