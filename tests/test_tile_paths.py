@@ -1,9 +1,9 @@
 """INT8 GEMM/conv and BF16 conv shapes chosen for the paths of the AMX tile kernels
-(csrc/cpu/avx512/amx_tiles.h, *_avx512amx.cc), run at every ISA level: rows loaded straight from the input or
-gathered (rows crossing an output row, rows 2 KB apart, int8 rows flipped on the way), tiles
-cut by output row with rows past the live ones read and dropped (also at the end of the
-input, where they must be gathered instead), K in several 512-byte passes, one or two A tiles,
-several panel groups, tails everywhere."""
+(csrc/cpu/avx512/amx_tiles.h, *_avx512amx.cc), run at every ISA level: rows loaded straight
+from the input or gathered (rows crossing an output row, rows 2 KB apart, int8 rows flipped on
+the way), tiles cut by output row with rows past the live ones read and dropped (also at the
+end of the input, where they must be gathered instead), K in one or several even passes of at
+most 640 bytes, one or two A tiles, several panel groups, tails everywhere."""
 
 import pytest
 import torch
@@ -15,7 +15,8 @@ from pyfastcnn.ops import reference
 GEMMS = [  # (M, N, K)
     (16, 32, 64),      # one A tile, one panel, one k-step
     (20, 33, 100),     # one A tile + tail rows, K tail (gathered)
-    (48, 70, 640),     # rows 640 B apart: direct loads, two passes over K
+    (48, 70, 640),     # rows 640 B apart: direct loads, one pass over K
+    (48, 70, 704),     # two passes over K: 384 + 320 bytes
     (40, 300, 1024),   # rows 1 KB apart (read in place), two panel groups
     (33, 40, 2048),    # rows 2 KB apart (gathered), four passes over K
     (65, 17, 1600),    # partial last pass, N < one tile
@@ -34,7 +35,7 @@ def test_gemm_paths_are_exact(isa, m, n, k):
 
 CONVS = [  # (N, C, H, W, OC, k, stride, padding, groups)
     (2, 64, 20, 20, 80, 3, 1, 1, 1),    # 20-wide rows: direct tiles and tiles across rows
-    (1, 128, 9, 9, 300, 3, 1, 1, 1),    # K = 1152: three passes; two panel groups
+    (1, 128, 9, 9, 300, 3, 1, 1, 1),    # K = 1152: two passes of 576; two panel groups
     (3, 128, 6, 7, 40, 1, 1, 0, 1),     # 1x1: rows contiguous across output rows
     (1, 64, 15, 15, 33, 3, 2, 1, 1),    # stride 2
     (1, 128, 8, 8, 48, 3, 1, 1, 2),     # groups: 64-channel runs per tap
