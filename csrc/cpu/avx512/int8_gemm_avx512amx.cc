@@ -65,6 +65,14 @@ void store_panel_bytes(const int32_t (*sums)[kPanelCols], int rows, const Int8Ep
   // (dwords 2, 3 of each lane repeat them): gather dwords 0, 4, 8, 12, 1, 5, 9, 13 in front.
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   for (int r = 0; r < rows; ++r) {
+    // The rows 32 further on are the next task's (row tasks run in order): their output lines
+    // and residual codes are fetched now, a task ahead (the stores and the residual loads
+    // waited on memory: ResNet-50 INT8 4-7% faster; prefetchw instead: no better).
+    _mm_prefetch(out + (m + r + 32) * row_bytes + ch, _MM_HINT_T0);
+    if (epi.residual) {
+      const uint8_t* next = epi.residual + (m + r + 32) * epi.residual_ld + ch;
+      _mm_prefetch(reinterpret_cast<const char*>(next), _MM_HINT_T0);
+    }
     // The fused residual add's codes for this row's 32 channels (null without one).
     const uint8_t* res = epi.residual ? epi.residual + (m + r) * epi.residual_ld + ch : nullptr;
     const __m512i y0 = avx512_vnni::requantize_epi32(
