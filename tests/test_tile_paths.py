@@ -41,6 +41,10 @@ CONVS = [  # (N, C, H, W, OC, k, stride, padding, groups)
     (1, 128, 8, 8, 48, 3, 1, 1, 2),     # groups: 64-channel runs per tap
     (2, 96, 7, 7, 64, 3, 1, 1, 1),      # 288-byte runs (gathered), 7x7 map
     (1, 48, 5, 37, 20, 1, 1, 0, 1),     # 48-byte runs: the VNNI kernel on AMX
+    (2, 3, 33, 33, 40, 7, 2, 3, 1),     # 7x7 stem: 3 image rows per pixel, 3 chunks on AMX
+    (1, 3, 9, 12, 20, 3, 1, 1, 1),      # 3x3 over 3 channels: too little to stack
+    (1, 5, 10, 10, 16, 5, 1, 2, 1),     # 5x5 over 5 channels: 2 rows per chunk, 3 chunks
+    (1, 4, 15, 16, 24, 7, 1, 3, 1),     # 4 channels (no channel padding): 2 rows, 4 chunks
     (2, 64, 14, 14, 40, 3, 1, 1, 1),    # tiles by output row: 14 live rows of 16
     (1, 128, 28, 28, 64, 1, 1, 0, 1),   # by output row, pieces of 16 + 12
     (1, 64, 28, 28, 32, 3, 2, 1, 1),    # by output row, stride 2 (OW = 14)

@@ -241,10 +241,10 @@ void int8_conv(const Int8ConvArgs& args) {
 }
 
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
-                           void* out) {
-  avx512_vnni::int8_repack_conv_rows(packed, KH, KW, C, N, out);
-  const int64_t lq = (KW * C + 3) / 4 * 4;
-  std::memset(static_cast<int8_t*>(out) + num_panels(N) * panel_bytes(KH * lq), 0, kSlackBytes);
+                           int64_t stack, int64_t Lq, void* out) {
+  avx512_vnni::int8_repack_conv_rows(packed, KH, KW, C, N, stack, Lq, out);
+  const int64_t K = (KH + stack - 1) / stack * Lq;
+  std::memset(static_cast<int8_t*>(out) + num_panels(N) * panel_bytes(K), 0, kSlackBytes);
 }
 
 }  // namespace avx512_amx

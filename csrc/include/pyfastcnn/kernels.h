@@ -71,15 +71,19 @@ struct Int8ConvArgs {
 };
 using Int8ConvFn = void (*)(const Int8ConvArgs& args);
 
-// Compact kernel rows for convs with few channels (groups == 1, C % 4 != 0, no horizontal
-// dilation): a conv weight packed with K = KH * KW * c4 rows (c4 = C rounded up to 4, row
-// (kh * KW + kw) * c4 + c) is repacked with K = KH * Lq rows, Lq = KW * C rounded up to 4: row
-// kh * Lq + kw * C + c, rows kh * Lq + KW * C .. kh * Lq + Lq - 1 zero. One kernel row of an
-// unpadded NHWC source (Cs = C) is then one segment of Lq contiguous bytes, whose last
-// Lq - KW * C bytes belong to the next pixel and meet zero weights: the 3x7 stem reduces over
-// 7 * 24 bytes instead of 49 * 4. `out` holds packed_bytes(KH * Lq, N).
+// Compact kernel rows for convs with few channels (groups == 1, no horizontal dilation): a
+// conv weight packed with K = KH * KW * c4 rows (c4 = C rounded up to 4, row
+// (kh * KW + kw) * c4 + c) is repacked for a source whose pixels hold `stack` image rows of C
+// channels each (pixel (h, w) = C bytes of rows h, h + 1, ..., h + stack - 1: Cs = stack * C),
+// so that one segment of Lq bytes (a multiple of 4, >= KW * stack * C) covers `stack` kernel
+// rows: K = ceil(KH / stack) * Lq rows, row j * Lq + kw * stack * C + s * C + c holding weight
+// (kh = j * stack + s, kw, c), the others (kh >= KH, or past KW * stack * C in the segment)
+// zero. The bytes a segment reads past its KW pixels belong to the next pixel and meet those
+// zeros. stack = 1, Lq = KW * C rounded up to 4: the 3x7 stem reduces over 7 * 24 bytes
+// instead of 49 * 4; stack = 3, Lq = 64 (AMX reads whole 64-byte chunks in place): over
+// 3 * 64. `out` holds packed_bytes(K, N).
 using Int8RepackConvRowsFn = void (*)(const void* packed, int64_t KH, int64_t KW, int64_t C,
-                                      int64_t N, void* out);
+                                      int64_t N, int64_t stack, int64_t Lq, void* out);
 
 // ---- FP32 convolution as an implicit GEMM -----------------------------------------------------
 // Source as in Int8ConvArgs, in floats (no channel padding), zero-padded. Segment s is
@@ -429,7 +433,7 @@ namespace avx512_vnni {
 PYFASTCNN_DECLARE_INT8_GEMM
 void int8_conv(const Int8ConvArgs& args);
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
-                           void* out);
+                           int64_t stack, int64_t Lq, void* out);
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
 void int8_depthwise(const Int8DepthwiseArgs& args);
 }
@@ -438,7 +442,7 @@ namespace avx512_amx {
 PYFASTCNN_DECLARE_INT8_GEMM
 void int8_conv(const Int8ConvArgs& args);
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
-                           void* out);
+                           int64_t stack, int64_t Lq, void* out);
 // BF16 weights in avx512_bf16's packed layout.
 void conv2d_bf16(const Bf16ConvArgs& args);
 }
