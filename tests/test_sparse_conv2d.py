@@ -44,7 +44,8 @@ def test_matches_reference(isa, case: ConvCase, layout, fmt):
 
 # The CSR kernels sum a large layer in slices of its input channels (about 24 KiB of input per
 # 64-pixel tile) and store each tile's output pixels straight into the output; a 1x1 stride-1
-# unpadded conv of an NCHW input reads it in place. Shapes where those paths meet their edges:
+# unpadded conv of an NCHW input reads it in place, of a channels_last one transposes each
+# tile's channels slice by slice into a buffer. Shapes where those paths meet their edges:
 # several channel slices, tiles that end mid-row or hold a 4-pixel remainder, padding columns.
 CHUNKED_CASES = [
     ConvCase("3x3-c80-30x30", 2, 80, 30, 30, 9, (3, 3), padding=1),

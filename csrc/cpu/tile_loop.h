@@ -71,12 +71,13 @@ void for_each_tile(int64_t M, int64_t N, int64_t panel_cols, int64_t k_blocks,
 
 // Runs task(n, q0, oc_begin, oc_end) over the tiles of `tile` virtual pixels of N images
 // (q_count pixels each) for all OC output channels: one task per image tile, or per image tile
-// and output-channel chunk when there are too few tiles to give every thread work (small maps
-// at batch 1).
+// and output-channel chunk when there are too few tiles to give every thread
+// `tasks_per_thread` tasks (small maps at batch 1).
 template <class Task>
-void for_each_pixel_tile(int64_t N, int64_t q_count, int64_t tile, int64_t OC, const Task& task) {
+void for_each_pixel_tile(int64_t N, int64_t q_count, int64_t tile, int64_t OC, const Task& task,
+                         int64_t tasks_per_thread = 8) {
   const int64_t tiles = (q_count + tile - 1) / tile;
-  const int64_t per_tile = 8 * get_num_threads() / (N * tiles);
+  const int64_t per_tile = tasks_per_thread * get_num_threads() / (N * tiles);
   const int64_t wanted = per_tile < 1 ? 1 : (per_tile > OC ? OC : per_tile);
   const int64_t oc_step = (OC + wanted - 1) / wanted;
   // As many chunks as that step needs: none empty (20 channels in 16 steps of 2 left chunks

@@ -21,7 +21,12 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
   const __m256i last = _mm256_cmpgt_epi32(
       _mm256_set1_epi32(static_cast<int>(len - 8 * (NV - 1))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   const Epilogue256 epi(a.clamp_min, a.clamp_max);
-  const float* base = a.src + n * a.image_stride + q0;
+  // Window mode: each slice's channels of the tile's pixels, transposed into `window`.
+  float* window = a.window_ld ? static_cast<float*>(scratch(
+                                    ScratchSlot::activations,
+                                    static_cast<size_t>(a.slice_channels * kSparseWindowLd * 4)))
+                              : nullptr;
+  const float* base = window ? window : a.src + n * a.image_stride + q0;
   const int64_t* os = a.out_strides;
   float* out = a.out + n * os[0];
   const bool direct = a.Wq == a.OW && os[3] == 1 && os[2] == a.OW;
@@ -36,6 +41,13 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
   for (int64_t j = 0; j < a.slices; ++j) {
     const int64_t* first = a.bounds + j * a.OC;
     const int64_t* stop = first + a.OC;
+    if (window) {
+      const int64_t c0 = j * a.slice_channels;
+      const int64_t count =
+          a.window_ld - c0 < a.slice_channels ? a.window_ld - c0 : a.slice_channels;
+      transpose_f32(TransposeF32Args{a.src + n * a.image_stride + q0 * a.window_ld + c0, window,
+                                     len, count, a.window_ld, kSparseWindowLd});
+    }
     for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
       float* sums = partial + (oc - oc_begin) * kTile;
       __m256 c[NV];
@@ -101,7 +113,8 @@ void sparse_conv_planes(const SparsePlanesArgs& a) {
                           case 7: return tile<7>(a, n, q0, oc_begin, oc_end);
                           default: return tile<8>(a, n, q0, oc_begin, oc_end);
                         }
-                      });
+                      },
+                      a.window_ld ? 2 : 8);  // output-channel chunks transpose the window again
 }
 
 }  // namespace avx2
