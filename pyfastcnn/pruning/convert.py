@@ -32,9 +32,12 @@ Geometry = Tuple[int, int, int, int, int, int, int]
 # transposing copies: time += LAYOUT_COPY[format] * (c_in * stride^2 + c_out) /
 # (c_out * c_in/g * k^2) of the dense time per output pixel. block: fitted (median) on
 # ResNet-18 layers at 90% (AMD). csr: on the ResNet-50 layers at 90% (Xeon, 2026-12-07), where
-# the median is ~11 but 1x1 layers with many input channels on 56x56 maps measure ~45 (their
-# channels_last input copy costs as much as the sparse conv): 20 keeps those dense.
+# the median is ~11 but 1x1 layers with many input channels on 56x56 maps measured ~45 (their
+# channels_last input copy cost as much as the sparse conv): 20 keeps those dense. A 1x1
+# stride-1 csr layer (groups 1) transposes its input tile by tile in cache instead
+# (LAYOUT_COPY_1X1: 4-8 on the 56x56 and 28x28 ResNet-50 layers, <= 0 on 14x14 and 7x7).
 LAYOUT_COPY = {"csr": 20.0, "block": 90.0}
+LAYOUT_COPY_1X1 = 5.0
 
 
 def _stride_factor(kh: int, kw: int, sh: int, sw: int) -> float:
@@ -78,8 +81,9 @@ def estimate_speedup(format: str, density: float, threads: int = 1,
         if format == "csr":
             r *= _stride_factor(kh, kw, sh, sw)
         if channels_last == (format == "csr"):
-            r = 1.0 / (1.0 / r + LAYOUT_COPY[format] * (c_in * sh * sw + c_out)
-                       / (c_out * cg * kh * kw))
+            window = format == "csr" and kh * kw * sh * sw == 1 and cg == c_in
+            copy = LAYOUT_COPY_1X1 if window else LAYOUT_COPY[format]
+            r = 1.0 / (1.0 / r + copy * (c_in * sh * sw + c_out) / (c_out * cg * kh * kw))
     return r
 
 
