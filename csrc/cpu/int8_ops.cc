@@ -455,20 +455,13 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
                              bias ? static_cast<const float*>(bias->data) : nullptr, q);
   set_residual(q, out, e.out_inv_scale, &e.epi);
   const uint8_t flip = x.dtype == DType::i8 ? 0x80 : 0;
-  // Few channels: reduce over whole kernel rows of unpadded pixels (Int8RepackConvRowsFn).
-  // The weight is repacked per call (~1 cycle per byte, per 32-column panel) to save one
-  // vpdpbusd pair per output pixel and saved quad (per panel): taken when that saves at least
-  // twice the repacking (always for the stem; not for a large weight over a few pixels). With
-  // no quads saved (3x3 over 3 channels: 12 bytes either way) it still pays where the input
-  // is large: the unpadded source is copied a row at a time, the channel-padded one a pixel at
-  // a time (MobileNetV2's 3x3 stem at 224: 282 -> 80 us).
+  const int64_t row_lq = (KW * C_per_group + 3) / 4 * 4;
   // AMX reads a source row in place only in whole 64-byte chunks: with kernel rows of at most
   // 32 bytes, `stack` image rows go into each source pixel so that one chunk covers `stack`
   // kernel rows (the 7x7 stem over 3 channels: 3 chunks per output pixel read in place, 1.5x
   // (batch 1) to 1.7x (batch 8) faster than the VNNI kernel). Only where the kernel rows add
   // up to 2 chunks or more: MobileNetV2's 3x3 stem (36 bytes in one chunk) ran 25% slower
   // than on the VNNI kernel, the stacking copy costing more than the tiles save.
-  const int64_t row_lq = (KW * C_per_group + 3) / 4 * 4;
   const int64_t stack =
       KW * C_per_group <= 32 ? std::min<int64_t>(KH, 64 / (KW * C_per_group)) : 1;
   if (layout == Isa::avx512_amx && k.conv && k.repack_conv_rows && g.groups == 1 &&
@@ -487,6 +480,13 @@ void int8_conv2d(const TensorRef& x, Isa layout, const TensorRef& packed,
                         0, out.data, e.epi});
     return;
   }
+  // Few channels: reduce over whole kernel rows of unpadded pixels (Int8RepackConvRowsFn).
+  // The weight is repacked per call (~1 cycle per byte, per 32-column panel) to save one
+  // vpdpbusd pair per output pixel and saved quad (per panel): taken when that saves at least
+  // twice the repacking (always for the stem; not for a large weight over a few pixels). With
+  // no quads saved (3x3 over 3 channels: 12 bytes either way) it still pays where the input
+  // is large: the unpadded source is copied a row at a time, the channel-padded one a pixel at
+  // a time (MobileNetV2's 3x3 stem at 224: 282 -> 80 us).
   const int64_t saved = KW * cg4 - row_lq;
   if (k.conv && k.repack_conv_rows && g.groups == 1 && C_per_group % 4 != 0 && g.dil_w == 1 &&
       saved >= 0 &&
