@@ -98,8 +98,10 @@ void for_each_pixel_tile(int64_t N, int64_t q_count, int64_t tile, int64_t OC, c
 namespace {
 
 // The output pixels among the virtual pixels [q0, q0 + len) of a plane with rows of Wq
-// (q = oh * Wq + ow; columns ow >= OW are padding): runs of consecutive lanes that are one
-// output row each, with the offset oh * row_stride + ow * col_stride of their first pixel.
+// (q = oh * Wq + ow; columns ow >= OW are padding): runs of consecutive lanes, one output row
+// each or several when they follow each other in the output too (no padding columns, rows
+// contiguous: a 1x1 conv's 7x7 map is one run, not 7 transposed 7 pixels at a time), with the
+// offset oh * row_stride + ow * col_stride of their first pixel.
 struct PlaneRuns {
   static constexpr int kMax = 136;  // len <= 128: at most len / Wq + 2 runs
   int n = 0;
@@ -112,10 +114,14 @@ struct PlaneRuns {
     for (int64_t l = 0; l < len;) {
       const int64_t take = Wq - ow < len - l ? Wq - ow : len - l;  // to the end of the row
       const int64_t live = ow < OW ? (OW - ow < take ? OW - ow : take) : 0;
-      if (live > 0) {
+      const int64_t at = oh * row_stride + ow * col_stride;
+      if (live > 0 && n > 0 && lane[n - 1] + count[n - 1] == l &&
+          offset[n - 1] + count[n - 1] * col_stride == at) {
+        count[n - 1] += static_cast<int>(live);
+      } else if (live > 0) {
         lane[n] = static_cast<int>(l);
         count[n] = static_cast<int>(live);
-        offset[n] = oh * row_stride + ow * col_stride;
+        offset[n] = at;
         ++n;
       }
       l += take;
