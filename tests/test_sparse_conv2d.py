@@ -303,9 +303,9 @@ def test_pack_sparse_bad_input():
         pyfastcnn.pack_sparse(_w(), groups=4)
 
 
-def _native_call(row_ptr, col_idx, values, c_per_group=4):
-    x = _x()
-    out = torch.empty(2, row_ptr.numel() - 1, 6, 6)
+def _native_call(row_ptr, col_idx, values, c_per_group=4, batch=2):
+    x = _x()[:batch]
+    out = torch.empty(batch, row_ptr.numel() - 1, 6, 6)
     _native.C.sparse_conv2d_csr(
         _native.tensor_arg(x),
         _native.tensor_arg(row_ptr),
@@ -329,14 +329,17 @@ def _native_call(row_ptr, col_idx, values, c_per_group=4):
     )
 
 
-def test_native_refuses_corrupt_sparse_weight():
-    """Indices decide which memory the kernel reads: C++ checks each one."""
+def test_native_refuses_corrupt_sparse_weight(isa):
+    """Indices decide which memory the kernel reads: C++ checks each one (at every ISA level:
+    the vector kernels check them while preparing, the scalar one before; an empty batch too)."""
     ok = pyfastcnn.pack_sparse(prune(_w(), 0.5))
     _native_call(ok.row_ptr, ok.col_idx, ok.values)
     bad_col = ok.col_idx.clone()
     bad_col[0] = 4 * 9  # one past the last tap
     with pytest.raises(ValueError, match="col_idx entry out of range"):
         _native_call(ok.row_ptr, bad_col, ok.values)
+    with pytest.raises(ValueError, match="col_idx entry out of range"):
+        _native_call(ok.row_ptr, bad_col, ok.values, batch=0)
     negative = ok.col_idx.clone()
     negative[-1] = -1
     with pytest.raises(ValueError, match="col_idx entry out of range"):

@@ -121,6 +121,39 @@ constexpr int64_t kSparseTile = 128;
 // store and reload (measured: 1x1 layers 10-15% faster at 48 KiB, 3x3 ones 3-20% slower).
 constexpr int64_t kSparseWindowBytes = 24 << 10;
 
+// CSR rows as the kernels need them: every entry in [0, cols), and each row strictly
+// increasing (the kernels find a row's input-channel slices by walking it in order). Flags of
+// one row, branch-free (checked one by one, per entry, the indices cost a quarter of a
+// 90%-sparse 512-512-7 layer at 2 threads): 1 out of range, 2 not increasing.
+uint8_t csr_row_flags(const int32_t* __restrict row, int64_t count, int64_t cols) {
+  bool out_of_range = false, unordered = false;
+  for (int64_t i = 0; i < count; ++i) {
+    out_of_range |= static_cast<uint32_t>(row[i]) >= static_cast<uint64_t>(cols);
+  }
+  for (int64_t i = 1; i < count; ++i) unordered |= row[i] <= row[i - 1];
+  return static_cast<uint8_t>((out_of_range ? 1 : 0) | (unordered ? 2 : 0));
+}
+
+void report_bad_csr_rows(const std::vector<uint8_t>& row_bad) {
+  for (const uint8_t flags : row_bad) {
+    if (flags & 1) fail("col_idx entry out of range [0, C/groups*KH*KW)");
+    if (flags & 2) {
+      fail("col_idx must be strictly increasing within each row (as pack_sparse makes it)");
+    }
+  }
+}
+
+// Checks every row (csr_row_flags), in parallel over output channels.
+void check_csr_rows(const int64_t* row_ptr, const int32_t* col_idx, int64_t OC, int64_t cols) {
+  std::vector<uint8_t> row_bad(static_cast<size_t>(OC), 0);
+  parallel_for(OC, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t oc = begin; oc < end; ++oc) {
+      row_bad[oc] = csr_row_flags(col_idx + row_ptr[oc], row_ptr[oc + 1] - row_ptr[oc], cols);
+    }
+  });
+  report_bad_csr_rows(row_bad);
+}
+
 void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const int64_t* row_ptr,
                           const int32_t* col_idx, const float* values, const Conv2dGeometry& g,
                           const Conv2dEpilogue& epi, const TensorRef& output) {
@@ -281,7 +314,11 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
       col_slice[c * taps + t] = c / slice_channels;
     }
   }
+  // The row's indices are checked here (see check_csr_rows) while it is in L1: a separate
+  // pass over col_idx cost a sixth of a 90%-sparse 1x1 layer on a 7x7 map at batch 1.
   const int64_t OC = g.OC;
+  std::vector<uint8_t> row_bad(static_cast<size_t>(OC), 0);
+  uint8_t* bad = row_bad.data();
   parallel_for(OC, 16, [=](int64_t begin, int64_t end) {
     for (int64_t oc = begin; oc < end; ++oc) {
       const int64_t group_offset = (oc / ocg) * cg * chan_stride, last = row_ptr[oc + 1];
@@ -289,6 +326,8 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
       const int64_t* __restrict col_off = col_offset;
       int64_t* __restrict off = offset;
       int64_t i = row_ptr[oc];
+      bad[oc] = csr_row_flags(col + i, last - i, cols);
+      if (bad[oc]) i = last;  // (reported below)
       for (int64_t j = 0; j < slices; ++j) {
         bounds[j * OC + oc] = i;
         for (; i < last && col_slice[col[i]] == j; ++i) off[i] = group_offset + col_off[col[i]];
@@ -296,6 +335,7 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
       bounds[slices * OC + oc] = last;
     }
   });
+  report_bad_csr_rows(row_bad);
   kernel(SparsePlanesArgs{src, g.N, window_mode ? g.H * g.W * g.C : image_stride, q_count, Wq,
                           window_mode ? g.C : 0, slice_channels, g.OC, slices, bounds, offset,
                           values, epi.bias, epi.clamp_min, epi.clamp_max,
@@ -327,32 +367,11 @@ void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const T
   for (int64_t oc = 0; oc < OC; ++oc) {
     if (rp[oc + 1] < rp[oc]) fail("row_ptr must be non-decreasing");
   }
-  const int64_t taps = g.C / g.groups * KH * KW;
   const int32_t* ci = static_cast<const int32_t*>(col_idx.data);
-  // Every entry in range, and rows strictly increasing (the kernels find each row's
-  // input-channel slices by walking it in order). Branch-free per row, in parallel: checked
-  // one by one it cost a quarter of a 90%-sparse 512-512-7 layer at 2 threads.
-  std::vector<uint8_t> row_bad(static_cast<size_t>(OC), 0);
-  parallel_for(OC, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t oc = begin; oc < end; ++oc) {
-      const int32_t* __restrict row = ci + rp[oc];
-      const int64_t count = rp[oc + 1] - rp[oc];
-      bool out_of_range = false, unordered = false;
-      for (int64_t i = 0; i < count; ++i) {
-        out_of_range |= static_cast<uint32_t>(row[i]) >= static_cast<uint64_t>(taps);
-      }
-      for (int64_t i = 1; i < count; ++i) unordered |= row[i] <= row[i - 1];
-      row_bad[oc] = static_cast<uint8_t>((out_of_range ? 1 : 0) | (unordered ? 2 : 0));
-    }
-  });
-  for (int64_t oc = 0; oc < OC; ++oc) {
-    if (row_bad[oc] & 1) fail("col_idx entry out of range [0, C/groups*KH*KW)");
-    if (row_bad[oc] & 2) {
-      fail("col_idx must be strictly increasing within each row (as pack_sparse makes it)");
-    }
-  }
+  const SparsePlanesFn planes = sparse_planes_kernel();
+  if (output.numel() == 0 || !planes) check_csr_rows(rp, ci, OC, g.C / g.groups * KH * KW);
   if (output.numel() == 0) return;
-  if (const SparsePlanesFn planes = sparse_planes_kernel()) {
+  if (planes) {  // which checks the rows as it prepares them
     sparse_conv2d_planes(planes, input, rp, ci, static_cast<const float*>(values.data), g, epi,
                          output);
     return;
