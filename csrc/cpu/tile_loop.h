@@ -3,7 +3,9 @@
 // symbol compiled with that unit's flags.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
+#include "pyfastcnn/kernels.h"
 #include "pyfastcnn/parallel.h"
 
 namespace pyfastcnn {
@@ -138,6 +140,25 @@ struct PlaneRuns {
     }
   }
 };
+
+// Window mode (see SparsePlanesArgs): channels of slice j of pixels [q0, q0 + len) of image n
+// into window[channel - j * slice_channels][kSparseWindowLd], through `transpose` (this ISA's
+// transpose_f32) when the input is channels_last, row copies when it is NCHW.
+inline void fill_window(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t len, int64_t j,
+                        float* window, void (*transpose)(const TransposeF32Args&)) {
+  const int64_t c0 = j * a.slice_channels;
+  const int64_t count =
+      a.window_channels - c0 < a.slice_channels ? a.window_channels - c0 : a.slice_channels;
+  const float* from = a.src + n * a.image_stride + q0 * a.window_px + c0 * a.window_ch;
+  if (a.window_ch == 1) {
+    transpose(TransposeF32Args{from, window, len, count, a.window_px, kSparseWindowLd});
+    return;
+  }
+  for (int64_t c = 0; c < count; ++c) {
+    std::memcpy(window + c * kSparseWindowLd, from + c * a.window_ch,
+                static_cast<size_t>(len) * sizeof(float));
+  }
+}
 
 }  // namespace
 

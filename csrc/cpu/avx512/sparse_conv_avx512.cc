@@ -36,7 +36,7 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
   const __mmask16 last = lane_mask(len - 16 * (NV - 1));
   const Epilogue512 epi(a.clamp_min, a.clamp_max);
   // Window mode: each slice's channels of the tile's pixels, transposed into `window`.
-  float* window = a.window_ld ? static_cast<float*>(scratch(
+  float* window = a.window_channels ? static_cast<float*>(scratch(
                                     ScratchSlot::activations,
                                     static_cast<size_t>(a.slice_channels * kSparseWindowLd * 4)))
                               : nullptr;
@@ -72,13 +72,7 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
   for (int64_t j = 0; j < a.slices; ++j) {
     const int64_t* first = a.bounds + j * a.OC;
     const int64_t* stop = first + a.OC;
-    if (window) {
-      const int64_t c0 = j * a.slice_channels;
-      const int64_t count =
-          a.window_ld - c0 < a.slice_channels ? a.window_ld - c0 : a.slice_channels;
-      transpose_f32(TransposeF32Args{a.src + n * a.image_stride + q0 * a.window_ld + c0, window,
-                                     len, count, a.window_ld, kSparseWindowLd});
-    }
+    if (window) fill_window(a, n, q0, len, j, window, transpose_f32);
     for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
       float* sums = partial + (oc - oc_begin) * kTile;
       __m512 c[NV];
@@ -140,7 +134,7 @@ void sparse_conv_planes(const SparsePlanesArgs& a) {
                              tile<5, true>, tile<6, true>, tile<7, true>, tile<8, true>}};
                         kTiles[len % 16 != 0][(len + 15) / 16](a, n, q0, oc_begin, oc_end);
                       },
-                      a.window_ld ? 2 : 8);  // output-channel chunks transpose the window again
+                      a.window_channels ? 2 : 8);  // output-channel chunks fill the window again
 }
 
 }  // namespace avx512

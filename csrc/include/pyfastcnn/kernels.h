@@ -266,17 +266,18 @@ struct CsrWeight {
 // column). A kernel sums slice by slice over all its channels, so the input it reads at a time
 // (one slice's channels around a pixel tile) stays in L1, keeping the partial sums in a
 // per-thread buffer.
-// Window mode (window_ld > 0: a 1x1 stride-1 unpadded conv, groups 1, of a channels_last input,
-// q = oh * OW + ow): src is the input itself, channel c of pixel q of image n at
-// src[n * image_stride + q * window_ld + c], and there are no planes: a task copies (transposes)
-// the channels [j * slice_channels, (j + 1) * slice_channels) of its pixels into a buffer
-// [channel - j * slice_channels][kSparseWindowLd] slice by slice, and offset[i] is the
-// non-zero's row in that buffer times kSparseWindowLd.
+// Window mode (window_channels > 0: a 1x1 stride-1 unpadded conv, groups 1, q = oh * OW + ow,
+// of a channels_last input, or of an NCHW one whose planes are not a multiple of 16 floats):
+// src is the input itself, channel c of pixel q of image n at src[n * image_stride +
+// q * window_px + c * window_ch], and there are no planes: a task copies the channels
+// [j * slice_channels, (j + 1) * slice_channels) of its pixels into a buffer
+// [channel - j * slice_channels][kSparseWindowLd] slice by slice (transposing channels_last),
+// and offset[i] is the non-zero's row in that buffer times kSparseWindowLd.
 constexpr int64_t kSparseWindowLd = 128;
 struct SparsePlanesArgs {
   const float* src;
   int64_t N, image_stride, q_count, Wq;
-  int64_t window_ld, slice_channels;  // window mode (see above); window_ld 0: planes
+  int64_t window_channels, window_px, window_ch, slice_channels;  // window mode (see above)
   int64_t OC, slices;
   const int64_t* bounds;  // [(slices + 1) * OC]
   const int64_t* offset;   // per non-zero, in floats
