@@ -45,6 +45,8 @@ CONVS = [  # (N, C, H, W, OC, k, stride, padding, groups)
     (1, 3, 9, 12, 20, 3, 1, 1, 1),      # 3x3 over 3 channels: too little to stack
     (1, 5, 10, 10, 16, 5, 1, 2, 1),     # 5x5 over 5 channels: 2 rows per chunk, 3 chunks
     (1, 4, 15, 16, 24, 7, 1, 3, 1),     # 4 channels (no channel padding): 2 rows, 4 chunks
+    (2, 1, 14, 15, 8, 11, 1, 5, 1),     # 1 channel: 5 rows per pixel (5-byte pixels)
+    (1, 2, 20, 19, 8, 16, 1, 0, 1),     # 2 channels, 16x16 kernel: 2 rows per pixel
     (2, 64, 14, 14, 40, 3, 1, 1, 1),    # tiles by output row: 14 live rows of 16
     (1, 128, 28, 28, 64, 1, 1, 0, 1),   # by output row, pieces of 16 + 12
     (1, 64, 28, 28, 32, 3, 2, 1, 1),    # by output row, stride 2 (OW = 14)

@@ -358,24 +358,25 @@ ConvSource conv_source(const uint8_t* x, const Conv2dGeometry& g, uint8_t flip, 
 
 // One row of stack_rows: pixel w of `out` gets C bytes of each of rows[0 .. stack) at w * C, in
 // 8-byte moves in address order: each move's excess is overwritten by the next one (reads past
-// a row stay inside the compact copy: its next row or its slack). The last pixel is copied
-// exactly: the next row may be another thread's. kC: C when known at compile time (the moves
-// of the 3-channel stem cost 3x more with C a variable), else 0.
+// a row stay inside the compact copy: its next row or its slack). A move that would run past
+// the row is made exact instead: the next row may be another thread's (with 1 or 2 channels
+// the excess of the last pixels reached it). kC: C when known at compile time (the moves of
+// the 3-channel stem cost 3x more with C a variable), else 0.
 template <int kC>
 void stack_row(const uint8_t* const* rows, int64_t stack, int64_t C_runtime, int64_t W,
                uint8_t* __restrict out) {
-  const int64_t C = kC ? kC : C_runtime;
-  for (int64_t w = 0; w + 1 < W; ++w) {
-    for (int64_t j = 0; j < stack; ++j, out += C) {
-      if (kC && kC <= 8) {
-        std::memcpy(out, rows[j] + w * C, 8);
+  const int64_t C = kC ? kC : C_runtime, moved = (C + 7) / 8 * 8, end = W * stack * C;
+  for (int64_t w = 0, at = 0; w < W; ++w) {
+    for (int64_t j = 0; j < stack; ++j, at += C) {
+      const uint8_t* from = rows[j] + w * C;
+      if (at + moved > end) {
+        std::memcpy(out + at, from, static_cast<size_t>(C));
+      } else if (kC && kC <= 8) {
+        std::memcpy(out + at, from, 8);
       } else {
-        for (int64_t i = 0; i < C; i += 8) std::memcpy(out + i, rows[j] + w * C + i, 8);
+        for (int64_t i = 0; i < C; i += 8) std::memcpy(out + at + i, from + i, 8);
       }
     }
-  }
-  for (int64_t j = 0; j < stack; ++j, out += C) {
-    std::memcpy(out, rows[j] + (W - 1) * C, static_cast<size_t>(C));
   }
 }
 

@@ -168,9 +168,10 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
   const bool nchw = (g.N == 1 || is[0] == g.C * g.H * g.W) && (g.C == 1 || is[1] == g.H * g.W) &&
                     (g.H == 1 || is[2] == g.W) && (g.W == 1 || is[3] == 1);
   // A 1x1 conv's NCHW input is read in place when its planes are a multiple of 16 floats (its
-  // loads then whole cache lines), else copied tile by tile into a buffer (window mode below:
-  // the 14x14 and 7x7 ResNet-50 layers 7-26% faster than with split loads in place).
-  const bool in_place_source = one_by_one && nchw && ((g.H * g.W) % 16 == 0 || g.C == 1);
+  // loads then whole cache lines), else copied tile by tile into a buffer (window mode below,
+  // groups 1: the 14x14 and 7x7 ResNet-50 layers 7-26% faster than with split loads in place).
+  const bool in_place_source =
+      one_by_one && nchw && ((g.H * g.W) % 16 == 0 || g.C == 1 || g.groups != 1);
   // Other 1x1 stride-1 unpadded convs (groups 1): no planes, each task copies its pixels'
   // channels slice by slice into a buffer in L1 (window mode, see SparsePlanesArgs), transposing
   // channels_last input: the whole input through the planes cost a tenth of a 90%-sparse

@@ -150,7 +150,7 @@ inline void fill_window(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_
   const int64_t count =
       a.window_channels - c0 < a.slice_channels ? a.window_channels - c0 : a.slice_channels;
   const float* from = a.src + n * a.image_stride + q0 * a.window_px + c0 * a.window_ch;
-  if (a.window_ch == 1) {
+  if (a.window_ch == 1) {  // channels_last: a pixel's channels contiguous (else pixels are)
     transpose(TransposeF32Args{from, window, len, count, a.window_px, kSparseWindowLd});
     return;
   }

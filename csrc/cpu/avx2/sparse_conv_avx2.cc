@@ -13,6 +13,7 @@ namespace avx2 {
 namespace {
 
 constexpr int64_t kTile = 64;
+static_assert(kTile <= kSparseWindowLd, "a tile's pixels fill one window row");
 
 // NV vectors of 8 virtual pixels, the last one masked (read no further than the input).
 template <int NV>

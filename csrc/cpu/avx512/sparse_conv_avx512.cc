@@ -22,6 +22,7 @@ namespace avx512 {
 namespace {
 
 constexpr int64_t kTile = 128;  // virtual pixels per task: up to 8 zmm accumulators
+static_assert(kTile <= kSparseWindowLd, "a tile's pixels fill one window row");
 
 __mmask16 lane_mask(int64_t valid) {
   return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
