@@ -428,3 +428,32 @@ def test_sparse_conv2d_module(isa, fmt):
     assert torch.equal(other(x), module(x))
     with pytest.raises(TypeError, match="conv must be"):
         pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Linear(2, 3))
+
+
+def test_prepared_indices_follow_the_weight_and_the_geometry(isa):
+    """The CPU kernels keep a csr weight's prepared indices between calls (SparsePlanSlot):
+    reused for the same arrays and layout, made again for a new input size or layout, and for
+    arrays changed in place (which are checked again)."""
+    w = prune(torch.randn(12, 10, 3, 3), 0.3)
+    packed = pyfastcnn.pack_sparse(w, "csr")
+    for shape, layout in [((2, 10, 9, 11), "nchw"), ((2, 10, 9, 11), "nchw"),
+                          ((1, 10, 14, 6), "nchw"), ((2, 10, 9, 11), "channels_last")]:
+        x = torch.randn(shape)
+        out = pyfastcnn.sparse_conv2d(to_layout(x, layout), packed, None, padding=1)
+        assert rel_error(out, reference.conv2d(x, w, None, padding=(1, 1))) <= 1e-5
+    # the same positions, other values; then other positions (each row still increasing)
+    packed.values.mul_(-2.0)
+    x = torch.randn(2, 10, 9, 11)
+    w2 = packed.to_dense()
+    assert torch.equal(w2, -2.0 * w)
+    out = pyfastcnn.sparse_conv2d(x, packed, None, padding=1)
+    assert rel_error(out, reference.conv2d(x, w2, None, padding=(1, 1))) <= 1e-5
+    first, last = int(packed.row_ptr[0]), int(packed.row_ptr[1])
+    if last > first and int(packed.col_idx[last - 1]) < 10 * 9 - 1:
+        packed.col_idx[last - 1] += 1  # the row's last entry one column further on
+        w3 = packed.to_dense()
+        out = pyfastcnn.sparse_conv2d(x, packed, None, padding=1)
+        assert rel_error(out, reference.conv2d(x, w3, None, padding=(1, 1))) <= 1e-5
+    packed.col_idx[0] = 10 * 9  # out of range, written in place after the plan was made
+    with pytest.raises(ValueError, match="col_idx entry out of range"):
+        pyfastcnn.sparse_conv2d(x, packed, None, padding=1)

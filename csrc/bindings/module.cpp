@@ -201,7 +201,7 @@ PYBIND11_MODULE(_C, m) {
          const py::tuple& values, const py::object& bias, int64_t oc, int64_t c_per_group,
          int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w, int64_t pad_top,
          int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups, float clamp_min,
-         float clamp_max, const py::tuple& out) {
+         float clamp_max, const py::tuple& out, std::shared_ptr<SparsePlanSlot> plan) {
         const TensorRef ri = to_ref(input, "input"), rp = to_ref(row_ptr, "row_ptr"),
                         rc = to_ref(col_idx, "col_idx"), rv = to_ref(values, "values"),
                         ro = to_ref(out, "out");
@@ -212,9 +212,19 @@ PYBIND11_MODULE(_C, m) {
                                          groups, clamp_min, clamp_max);
         py::gil_scoped_release release;
         sparse_conv2d_csr(ri, rp, rc, rv, has_bias ? &rb : nullptr, oc, c_per_group, kh, kw, p,
-                          ro);
+                          ro, plan.get());
       },
-      "out = clamp(conv2d(input, W_csr) + bias, clamp_min, clamp_max)");
+      "out = clamp(conv2d(input, W_csr) + bias, clamp_min, clamp_max); plan: a SparsePlanSlot "
+      "kept for this weight's arrays (or None)",
+      py::arg("input"), py::arg("row_ptr"), py::arg("col_idx"), py::arg("values"),
+      py::arg("bias"), py::arg("oc"), py::arg("c_per_group"), py::arg("kh"), py::arg("kw"),
+      py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_left"),
+      py::arg("dil_h"), py::arg("dil_w"), py::arg("groups"), py::arg("clamp_min"),
+      py::arg("clamp_max"), py::arg("out"), py::arg("plan") = nullptr);
+  py::class_<SparsePlanSlot, std::shared_ptr<SparsePlanSlot>>(
+      m, "SparsePlanSlot",
+      "The prepared indices of one CSR weight for sparse_conv2d_csr (opaque; see ops.h)")
+      .def(py::init<>());
 
   m.def(
       "sparse_conv2d_block",

@@ -155,9 +155,15 @@ void check_csr_rows(const int64_t* row_ptr, const int32_t* col_idx, int64_t OC, 
   report_bad_csr_rows(row_bad);
 }
 
+void prepare_sparse_plan(const int64_t* row_ptr, const int32_t* col_idx, const Conv2dGeometry& g,
+                         int64_t cols, int64_t taps, int64_t slices, int64_t slice_channels,
+                         bool window_mode, int64_t chan_stride, int64_t plane, int64_t Wq,
+                         const int64_t* phase_slot, int64_t* plan);
+
 void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const int64_t* row_ptr,
                           const int32_t* col_idx, const float* values, const Conv2dGeometry& g,
-                          const Conv2dEpilogue& epi, const TensorRef& output) {
+                          const Conv2dEpilogue& epi, const TensorRef& output,
+                          SparsePlanSlot* slot) {
   const int64_t sh = g.stride_h, sw = g.stride_w;
   const int64_t Wq = g.OW + (g.KW - 1) * g.dil_w / sw;
   const int64_t* is = input.strides;
@@ -292,23 +298,66 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
   }
   // Input channels per slice: a task's window is, per channel, the phase planes its taps use,
   // each from the tile's first pixel to the last pixel of the farthest tap.
-  const int64_t cg = g.C / g.groups, ocg = g.OC / g.groups;
+  const int64_t cg = g.C / g.groups;
   const int64_t channel_bytes = phases_used * (kSparseTile + reach) * 4;
   const int64_t window = taps == 1 ? 2 * kSparseWindowBytes : kSparseWindowBytes;
   const int64_t per_slice = std::max<int64_t>(1, window / channel_bytes);
   const int64_t slices = (cg + per_slice - 1) / per_slice;
   const int64_t slice_channels = (cg + slices - 1) / slices;
-  // Per column of a group (c, kh, kw): its offset in this layout and its slice; per output
-  // channel the bounds of its slices (rows are sorted by column) and its non-zeros' offsets, in
-  // parallel over output channels. (A serial regrouping per call cost as much as the conv on
-  // 7x7 maps at batch 1.)
-  const int64_t cols = cg * taps;
-  int64_t* bounds = static_cast<int64_t*>(
-      scratch(ScratchSlot::weights,
-              static_cast<size_t>((slices + 1) * g.OC + 2 * cols + row_ptr[g.OC] + 1) * 8));
-  int64_t* col_offset = bounds + (slices + 1) * g.OC;
+  // The slice bounds and offsets: the slot's plan when it was made for this layout, else made
+  // now (and kept in the slot).
+  const int64_t cols = cg * taps, OC = g.OC, nnz = row_ptr[OC];
+  // Everything the plan depends on (the offsets: geometry, plane layout and mode; the bounds:
+  // slices; both: the arrays).
+  const std::vector<int64_t> key = {
+      g.C, g.H, g.W, g.OH, g.OW, OC, g.KH, g.KW, sh, sw, g.pad_top, g.pad_left, g.dil_h,
+      g.dil_w, g.groups, in_place_source, window_mode, channels_last, slices, nnz,
+      static_cast<int64_t>(reinterpret_cast<uintptr_t>(row_ptr)),
+      static_cast<int64_t>(reinterpret_cast<uintptr_t>(col_idx))};
+  std::shared_ptr<const std::vector<int64_t>> plan;
+  if (slot) {
+    std::lock_guard<std::mutex> lock(slot->mutex);
+    if (slot->key == key) plan = slot->plan;
+  }
+  if (!plan) {
+    auto made = std::make_shared<std::vector<int64_t>>(
+        static_cast<size_t>((slices + 1) * OC + nnz + 1));
+    prepare_sparse_plan(row_ptr, col_idx, g, cols, taps, slices, slice_channels, window_mode,
+                        chan_stride, plane, Wq, phase_slot.data(), made->data());
+    plan = made;
+    if (slot) {
+      std::lock_guard<std::mutex> lock(slot->mutex);
+      slot->key = key;
+      slot->plan = plan;
+    }
+  }
+  const int64_t* bounds = plan->data();
+  const int64_t* offset = bounds + (slices + 1) * OC;
+  kernel(SparsePlanesArgs{src, g.N, window_mode ? g.H * g.W * g.C : image_stride, q_count, Wq,
+                          window_mode ? g.C : 0, channels_last ? g.C : 1,
+                          channels_last ? 1 : g.H * g.W, slice_channels, g.OC, slices, bounds,
+                          offset,
+                          values, epi.bias, epi.clamp_min, epi.clamp_max,
+                          static_cast<float*>(output.data), g.OW,
+                          {os[0], os[1], os[2], os[3]}});
+}
+
+// The plan of sparse_conv2d_planes (see SparsePlanSlot) into plan[(slices + 1) * OC + nnz]:
+// per output channel the bounds of its slices (rows are sorted by column), then the non-zeros'
+// offsets, in parallel over output channels (a serial regrouping per call cost as much as the
+// conv on 7x7 maps at batch 1). Checks every index (fails on a bad one).
+void prepare_sparse_plan(const int64_t* row_ptr, const int32_t* col_idx, const Conv2dGeometry& g,
+                         int64_t cols, int64_t taps, int64_t slices, int64_t slice_channels,
+                         bool window_mode, int64_t chan_stride, int64_t plane, int64_t Wq,
+                         const int64_t* phase_slot, int64_t* plan) {
+  const int64_t sh = g.stride_h, sw = g.stride_w, OC = g.OC;
+  const int64_t cg = g.C / g.groups, ocg = OC / g.groups;
+  int64_t* bounds = plan;
+  int64_t* offset = plan + (slices + 1) * OC;
+  // Per column of a group (c, kh, kw): its offset in this layout and its slice.
+  int64_t* col_offset = static_cast<int64_t*>(
+      scratch(ScratchSlot::weights, static_cast<size_t>(2 * cols) * 8));
   int64_t* col_slice = col_offset + cols;
-  int64_t* offset = col_slice + cols;
   for (int64_t t = 0; t < taps; ++t) {  // the taps of channel 0, then shifted per channel
     const int64_t dh = (t / g.KW) * g.dil_h, dw = (t % g.KW) * g.dil_w;
     col_offset[t] = phase_slot[(dh % sh) * sw + dw % sw] * plane + (dh / sh) * Wq + dw / sw;
@@ -322,7 +371,6 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
   }
   // The row's indices are checked here (see check_csr_rows) while it is in L1: a separate
   // pass over col_idx cost a sixth of a 90%-sparse 1x1 layer on a 7x7 map at batch 1.
-  const int64_t OC = g.OC;
   std::vector<uint8_t> row_bad(static_cast<size_t>(OC), 0);
   uint8_t* bad = row_bad.data();
   parallel_for(OC, 16, [=](int64_t begin, int64_t end) {
@@ -342,13 +390,6 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
     }
   });
   report_bad_csr_rows(row_bad);
-  kernel(SparsePlanesArgs{src, g.N, window_mode ? g.H * g.W * g.C : image_stride, q_count, Wq,
-                          window_mode ? g.C : 0, channels_last ? g.C : 1,
-                          channels_last ? 1 : g.H * g.W, slice_channels, g.OC, slices, bounds,
-                          offset,
-                          values, epi.bias, epi.clamp_min, epi.clamp_max,
-                          static_cast<float*>(output.data), g.OW,
-                          {os[0], os[1], os[2], os[3]}});
 }
 
 }  // namespace
@@ -356,7 +397,7 @@ void sparse_conv2d_planes(SparsePlanesFn kernel, const TensorRef& input, const i
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
                        const TensorRef& values, const TensorRef* bias, int64_t OC,
                        int64_t C_per_group, int64_t KH, int64_t KW, const ConvParams& p,
-                       const TensorRef& output) {
+                       const TensorRef& output, SparsePlanSlot* plan) {
   check_tensor(row_ptr, "row_ptr", DType::i64, 1);
   check_contiguous(row_ptr, "row_ptr");
   if (OC < 1 || row_ptr.sizes[0] != OC + 1) fail("row_ptr must have out_channels + 1 elements");
@@ -381,7 +422,7 @@ void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const T
   if (output.numel() == 0) return;
   if (planes) {  // which checks the rows as it prepares them
     sparse_conv2d_planes(planes, input, rp, ci, static_cast<const float*>(values.data), g, epi,
-                         output);
+                         output, plan);
     return;
   }
   const CsrWeight w{rp, ci, static_cast<const float*>(values.data)};

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -282,14 +284,32 @@ def pack_sparse(weight: torch.Tensor, format: str = "auto", groups: int = 1) -> 
 
 
 def _run_sparse(native, input, row_ptr, col_idx, values, bias, weight_shape, stride, padding,
-                dilation, groups, output_size, relu) -> torch.Tensor:
+                dilation, groups, output_size, relu, *plan) -> torch.Tensor:
     out = conv_output(input, weight_shape[0], output_size)
     native(
         _native.tensor_arg(input), _native.tensor_arg(row_ptr), _native.tensor_arg(col_idx),
         _native.tensor_arg(values), _native.optional_arg(bias), *weight_shape, stride[0],
         stride[1], padding[0], padding[1], dilation[0], dilation[1], groups,
-        0.0 if relu else float("-inf"), float("inf"), _native.tensor_arg(out))
+        0.0 if relu else float("-inf"), float("inf"), _native.tensor_arg(out), *plan)
     return out
+
+
+# The CPU csr kernels' prepared indices per weight (see SparsePlanSlot in csrc/include/
+# pyfastcnn/ops.h), kept while the weight's col_idx tensor lives, and replaced when its arrays
+# change (in-place writes bump a tensor's version). Keyed by id (a WeakKeyDictionary would
+# compare tensors with ==), the weak reference telling a dead tensor's id from a reused one.
+_PLAN_SLOTS: Dict[int, tuple] = {}
+
+
+def _plan_slot(row_ptr: torch.Tensor, col_idx: torch.Tensor):
+    key = (row_ptr._version, col_idx._version, row_ptr.data_ptr(), col_idx.data_ptr())
+    ident = id(col_idx)
+    entry = _PLAN_SLOTS.get(ident)
+    if entry is None or entry[0]() is not col_idx or entry[1] != key:
+        ref = weakref.ref(col_idx, lambda _, ident=ident: _PLAN_SLOTS.pop(ident, None))
+        entry = (ref, key, _native.C.SparsePlanSlot())
+        _PLAN_SLOTS[ident] = entry
+    return entry[2]
 
 
 def _sparse_conv2d_csr_impl(
@@ -307,7 +327,8 @@ def _sparse_conv2d_csr_impl(
     relu: bool,
 ) -> torch.Tensor:
     return _run_sparse(_native.C.sparse_conv2d_csr, input, row_ptr, col_idx, values, bias,
-                       weight_shape, stride, padding, dilation, groups, output_size, relu)
+                       weight_shape, stride, padding, dilation, groups, output_size, relu,
+                       _plan_slot(row_ptr, col_idx))
 
 
 _sparse_conv2d_csr = torch.library.custom_op(

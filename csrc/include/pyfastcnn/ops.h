@@ -2,6 +2,9 @@
 // (dtypes, ranks, shapes, index ranges) and throws std::invalid_argument before any kernel runs.
 #pragma once
 #include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #include "pyfastcnn/isa.h"
 #include "pyfastcnn/kernels.h"
@@ -95,12 +98,24 @@ void quantized_max_pool2d(const TensorRef& q, const TensorRef& out, int64_t KH, 
                           int64_t dil_h, int64_t dil_w, bool ceil_mode);
 void quantized_adaptive_avg_pool2d(const TensorRef& q, const TensorRef& out);
 
+// A vectorized sparse conv's preparation for one CSR weight (the checked indices turned into
+// slice bounds and per-non-zero offsets, see SparsePlanesArgs), kept between calls: the caller
+// gives one slot per weight and a new slot when the weight's arrays change. It is reused while
+// the layout it was made for (geometry, input layout, nnz, the arrays' addresses) is the same.
+// Its offsets were checked against that layout, so a reused plan never reads outside the
+// input. (On small maps the preparation cost up to 40% of a call.)
+struct SparsePlanSlot {
+  std::mutex mutex;
+  std::vector<int64_t> key;
+  std::shared_ptr<const std::vector<int64_t>> plan;  // bounds, then offsets
+};
+
 // output[N,OC,OH,OW] = clamp(conv2d(input, W) + bias). W in CSR (see kernels.h), shape
-// [OC, C/groups, KH, KW]. input/output: any strides.
+// [OC, C/groups, KH, KW]. input/output: any strides. `plan`: optional, see SparsePlanSlot.
 void sparse_conv2d_csr(const TensorRef& input, const TensorRef& row_ptr, const TensorRef& col_idx,
                        const TensorRef& values, const TensorRef* bias, int64_t OC,
                        int64_t C_per_group, int64_t KH, int64_t KW, const ConvParams& p,
-                       const TensorRef& output);
+                       const TensorRef& output, SparsePlanSlot* plan = nullptr);
 
 // FP32 conv weights [OC, C/groups, KH, KW] packed once for the implicit-GEMM kernel of level
 // `layout` (only levels that have one: f32_conv_kernel). Size in floats, groups included.
