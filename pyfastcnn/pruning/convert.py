@@ -15,16 +15,17 @@ from ..ops.sparse_conv import BLOCK_COLS, _block_rows
 from .masks import remove
 
 # Speed-ups of the sparse kernels over dense oneDNN F.conv2d (channels_last), geomean over
-# ResNet-50 layers, batch 1 and 8, on the Xeon with AMX of 2026-12-07 (AVX-512 FP32 kernels;
-# oneDNN's FP32 conv does not use AMX); benchmarks/results/cpu-amx-sparse.json. On the AMD Zen 5
-# of earlier runs the block kernel measured ~1.5x these, the csr one (before its input-channel
-# slices) ~0.75x. Index: sparsity. "csr" is measured on NCHW input, its fast layout.
+# ResNet-50 layers, batch 1 and 8, on the Xeon with AMX, evening of 2026-12-07 (AVX-512 FP32
+# kernels; oneDNN's FP32 conv does not use AMX); benchmarks/results/cpu-amx-sparse.json. On the
+# AMD Zen 5 of earlier runs the block kernel measured ~1.5x these, the csr one (before its
+# input-channel slices) ~0.75x. Index: sparsity. "csr" is measured on NCHW input, its fast
+# layout, with the weight's prepared indices kept between calls (as a converted module does).
 _SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 _MEASURED = {
-    ("csr", 1): (0.79, 1.23, 1.69, 2.64, 3.78, 5.18),
-    ("csr", 2): (0.74, 1.08, 1.44, 2.09, 2.77, 3.56),
-    ("block", 1): (1.84, 2.64, 3.67, 5.54, 7.52, 10.12),
-    ("block", 2): (1.62, 2.33, 3.03, 4.20, 5.15, 6.31),
+    ("csr", 1): (0.89, 1.38, 1.86, 2.90, 4.30, 6.13),
+    ("csr", 2): (0.87, 1.30, 1.72, 2.52, 3.37, 4.14),
+    ("block", 1): (1.80, 2.77, 3.61, 5.80, 8.27, 11.72),
+    ("block", 2): (1.61, 2.43, 3.20, 4.59, 5.90, 7.51),
 }
 # Layer geometry (c_in, c_out, c_in per group, kh, kw, stride_h, stride_w), for the terms below.
 Geometry = Tuple[int, int, int, int, int, int, int]
