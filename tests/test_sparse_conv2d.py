@@ -457,3 +457,19 @@ def test_prepared_indices_follow_the_weight_and_the_geometry(isa):
     packed.col_idx[0] = 10 * 9  # out of range, written in place after the plan was made
     with pytest.raises(ValueError, match="col_idx entry out of range"):
         pyfastcnn.sparse_conv2d(x, packed, None, padding=1)
+
+
+def test_weight_packed_in_inference_mode():
+    """Inference tensors track no version: such a weight is prepared on every call (not kept)."""
+    with torch.inference_mode():
+        w = prune(torch.randn(8, 4, 3, 3), 0.4)
+        packed = pyfastcnn.pack_sparse(w, "csr")
+        x = torch.randn(2, 4, 7, 6)
+        out = pyfastcnn.sparse_conv2d(x, packed, None, padding=1)
+        assert rel_error(out, reference.conv2d(x, w, None, padding=(1, 1))) <= 1e-5
+        packed.col_idx[0] = 4 * 9
+        with pytest.raises(ValueError, match="col_idx entry out of range"):
+            pyfastcnn.sparse_conv2d(x, packed, None, padding=1)
+    x = torch.randn(1, 4, 5, 5)
+    with pytest.raises(ValueError, match="col_idx entry out of range"):
+        pyfastcnn.sparse_conv2d(x, packed, None, padding=1)

@@ -296,12 +296,15 @@ def _run_sparse(native, input, row_ptr, col_idx, values, bias, weight_shape, str
 
 # The CPU csr kernels' prepared indices per weight (see SparsePlanSlot in csrc/include/
 # pyfastcnn/ops.h), kept while the weight's col_idx tensor lives, and replaced when its arrays
-# change (in-place writes bump a tensor's version). Keyed by id (a WeakKeyDictionary would
-# compare tensors with ==), the weak reference telling a dead tensor's id from a reused one.
+# change (in-place writes bump a tensor's version; inference-mode tensors have no version, so
+# their weights are prepared on every call). Keyed by id (a WeakKeyDictionary would compare
+# tensors with ==), the weak reference telling a dead tensor's id from a reused one.
 _PLAN_SLOTS: Dict[int, tuple] = {}
 
 
 def _plan_slot(row_ptr: torch.Tensor, col_idx: torch.Tensor):
+    if row_ptr.is_inference() or col_idx.is_inference():
+        return None  # no version counter to tell in-place changes: prepared on every call
     key = (row_ptr._version, col_idx._version, row_ptr.data_ptr(), col_idx.data_ptr())
     ident = id(col_idx)
     entry = _PLAN_SLOTS.get(ident)
