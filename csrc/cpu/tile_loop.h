@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "pyfastcnn/kernels.h"
+#include "pyfastcnn/memory.h"
 #include "pyfastcnn/parallel.h"
 
 namespace pyfastcnn {
@@ -140,6 +141,14 @@ struct PlaneRuns {
     }
   }
 };
+
+// Window mode (see SparsePlanesArgs): this thread's buffer for one slice's window, or null when
+// the kernel reads planes.
+inline float* window_buffer(const SparsePlanesArgs& a) {
+  if (!a.window_channels) return nullptr;
+  return static_cast<float*>(scratch(ScratchSlot::activations,
+                                     static_cast<size_t>(a.slice_channels * kSparseWindowLd * 4)));
+}
 
 // Window mode (see SparsePlanesArgs): channels of slice j of pixels [q0, q0 + len) of image n
 // into window[channel - j * slice_channels][kSparseWindowLd], through `transpose` (this ISA's

@@ -23,10 +23,7 @@ void tile(const SparsePlanesArgs& a, int64_t n, int64_t q0, int64_t oc_begin, in
       _mm256_set1_epi32(static_cast<int>(len - 8 * (NV - 1))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   const Epilogue256 epi(a.clamp_min, a.clamp_max);
   // Window mode: each slice's channels of the tile's pixels, transposed into `window`.
-  float* window = a.window_channels ? static_cast<float*>(scratch(
-                                    ScratchSlot::activations,
-                                    static_cast<size_t>(a.slice_channels * kSparseWindowLd * 4)))
-                              : nullptr;
+  float* window = window_buffer(a);
   const float* base = window ? window : a.src + n * a.image_stride + q0;
   const int64_t* os = a.out_strides;
   float* out = a.out + n * os[0];
