@@ -73,7 +73,9 @@ class ModelReport:
 def _kernel(module: torch.nn.Module) -> str:
     isa = _native.C.kernel_isa
     if isinstance(module, QuantConv2d) and module.sparse:
-        return f"sparse int8 {isa('sparse_quantized_conv2d')}"
+        if module.weight.grouped:
+            return f"sparse int8 groups {isa('sparse_quantized_conv2d_groups')}"
+        return f"sparse int8 blocks {isa('sparse_quantized_conv2d')}"
     if isinstance(module, (QuantConv2d, QuantLinear)):
         return f"int8 {isa('int8_gemm')}"
     if isinstance(module, SparseConv2d):

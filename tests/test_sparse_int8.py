@@ -45,10 +45,22 @@ def quant_x(case: ConvCase, kind: str):
     return x.contiguous(memory_format=torch.channels_last), zp
 
 
+LAYOUTS = ("blocks", "groups")
+
+
+def packed_for(case: ConvCase, layout: str, sparsity: float = 0.7):
+    """A pruned weight in the structure its layout is made for (block-pruned for "blocks",
+    unstructured for "groups") and its packing in that layout."""
+    qw = pruned_qweight(case, sparsity, blocks=layout == "blocks")
+    packed = pack_sparse_int8(qw, layout=layout)
+    assert packed.layout == layout
+    return qw, packed
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
-def test_matches_dense_quantized_conv(isa, case):
-    qw = pruned_qweight(case)
-    packed = pack_sparse_int8(qw)
+def test_matches_dense_quantized_conv(isa, case, layout):
+    qw, packed = packed_for(case, layout)
     bias = torch.randn(case.oc)
     geo = dict(stride=case.stride, padding=case.padding, dilation=case.dilation)
     for kind in X_DTYPES:
@@ -66,13 +78,14 @@ def test_matches_dense_quantized_conv(isa, case):
                     assert torch.equal(y, dense)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", EXTRA + CASES[2:6], ids=lambda c: c.id)
 @pytest.mark.parametrize("blocks", (True, False), ids=("block4", "unstructured"))
-def test_integer_sums_exact(isa, case, blocks):
+def test_integer_sums_exact(isa, case, blocks, layout):
     """Float output with unit scales is the integer sum itself (|acc| < 2^24 here)."""
     qw = pruned_qweight(case, 0.6, blocks)
     ones = pyfastcnn.QuantizedWeight(qw.int_weight, torch.ones(case.oc), case.groups)
-    packed = pack_sparse_int8(ones)
+    packed = pack_sparse_int8(ones, layout=layout)
     geo = case.kwargs()
     for kind in X_DTYPES:
         x, zp = quant_x(case, kind)
@@ -83,15 +96,16 @@ def test_integer_sums_exact(isa, case, blocks):
         assert torch.equal(y.double(), acc)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kind", X_DTYPES)
-def test_extremes(isa, kind):
+def test_extremes(isa, kind, layout):
     dtype, lo, hi, _ = X_DTYPES[kind]
     case = ConvCase("extreme", 2, 32, 6, 7, 19, (3, 3), padding=1)
     for xv, wv, zp in ((hi - 1, -128, lo), (lo, -128, hi - 1), (lo, 127, hi - 1)):
         x = torch.full((2, 32, 6, 7), xv, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = torch.full((19, 32, 3, 3), wv, dtype=torch.int8)
         w[:, :, 1, 1] = 0  # a hole: blocks skipped
-        packed = pack_sparse_int8(w, 1.0)
+        packed = pack_sparse_int8(w, 1.0, layout=layout)
         y = sparse_quantized_conv2d(x, 1.0, zp, packed, None, padding=1)
         acc = torch.nn.functional.conv2d((x.long() - zp).double(), w.double(), None, padding=1)
         assert torch.equal(y.double(), acc), case.id
@@ -158,6 +172,52 @@ def test_kernel_isa_reported():
     expected = {"scalar": "scalar", "avx2": "avx2", "avx512": "avx2"}
     isa = pyfastcnn.get_isa()
     assert kernels["sparse_quantized_conv2d"] == expected.get(isa, "avx512_vnni")
+    groups = "scalar" if isa in expected else "avx512_vnni"
+    assert kernels["sparse_quantized_conv2d_groups"] == groups
+
+
+def test_group_packing():
+    """Groups of 4 non-zeros per output channel in index order, the last padded with zeros;
+    to_dense, pickling and the state-dict layout inference give the weight back."""
+    w = torch.zeros(5, 6, 3, 3, dtype=torch.int8)
+    w[0, 0, 0, 0], w[0, 5, 2, 2] = 7, -128  # 2 non-zeros: one group, 2 padding weights
+    w[2].view(-1)[:9] = torch.arange(1, 10, dtype=torch.int8)  # 9: three groups
+    w[4, 3, 1, 1] = 127  # row 1 and 3 empty
+    p = pack_sparse_int8(w, 0.5, layout="groups")
+    assert p.grouped and p.layout == "groups" and p.blocks == 1 + 3 + 1
+    assert p.row_ptr.tolist() == [0, 1, 1, 4, 4, 5]
+    assert p.block_k[:2].tolist() == [0, 5 * 9 + 8] and p.values[:4].tolist() == [7, -128, 0, 0]
+    assert p.block_k.numel() == p.values.numel() == 20
+    assert p.nnz == 12 and abs(p.block_fill - 12 / 20) < 1e-12
+    assert torch.equal(p.to_dense(), w)
+    assert torch.equal(p.col_sums, w.reshape(5, -1).sum(1).int())
+    q = pickle.loads(pickle.dumps(p))
+    assert q.grouped and torch.equal(q.to_dense(), w) and torch.equal(q.col_sums, p.col_sums)
+    from pyfastcnn.ops.sparse_int8 import grouped_from_sizes
+
+    assert grouped_from_sizes(p.block_k, p.values)
+    assert not grouped_from_sizes(pack_sparse_int8(w, 0.5, layout="blocks").block_k, p.values)
+    x = torch.randint(0, 256, (2, 6, 7, 7), dtype=torch.uint8)
+    blocks = pack_sparse_int8(w, 0.5, layout="blocks")
+    assert torch.equal(sparse_quantized_conv2d(x, 0.1, 3, p, padding=1),
+                       sparse_quantized_conv2d(x, 0.1, 3, blocks, padding=1))
+
+
+def test_auto_layout_follows_the_work():
+    """Unstructured weights pack in groups where the group kernel exists, block-pruned ones in
+    blocks; work_fraction weighs a group as GROUP_COST blocks."""
+    from pyfastcnn.ops.sparse_int8 import GROUP_COST
+
+    case = ConvCase("c", 1, 64, 8, 8, 32, (3, 3), padding=1)
+    unstructured = pack_sparse_int8(pruned_qweight(case, 0.9, blocks=False))
+    blocked = pack_sparse_int8(pruned_qweight(case, 0.9, blocks=True))
+    assert blocked.layout == "blocks"
+    vnni = pyfastcnn.config()["kernels"]["sparse_quantized_conv2d_groups"] != "scalar"
+    assert unstructured.layout == ("groups" if vnni else "blocks")
+    g = pack_sparse_int8(pruned_qweight(case, 0.9, blocks=False), layout="groups")
+    assert abs(g.work_fraction - g.blocks * GROUP_COST / (32 * 16 * 9)) < 1e-12
+    with pytest.raises(ValueError, match="layout"):
+        pack_sparse_int8(g.to_dense(), 1.0, layout="rows")
 
 
 def _packed():
@@ -206,11 +266,27 @@ def test_bad_input(call, error, match):
         ("col_sums", lambda p: p.col_sums[:-1].contiguous(), "col_sums"),
     ],
 )
-def test_native_checks_refuse_corrupt_weights(field, value, match):
-    packed = _packed()
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_native_checks_refuse_corrupt_weights(field, value, match, layout):
+    w = torch.randint(-128, 128, (4, 8, 3, 3), dtype=torch.int8)
+    packed = pack_sparse_int8(w, 0.1, layout=layout)
     bad = dataclasses.replace(packed, **{field: value(packed)})
     with pytest.raises(ValueError, match=match):
         sparse_quantized_conv2d(X, 0.1, 0, bad)
+
+
+def test_native_checks_refuse_a_partial_group():
+    """Group layout: 4 indices per group, the group count at the end of row_ptr."""
+    w = torch.randint(-128, 128, (4, 8, 3, 3), dtype=torch.int8)
+    p = pack_sparse_int8(w, 0.1, layout="groups")
+    short = dataclasses.replace(p, block_k=p.block_k[:-2].contiguous(),
+                                values=p.values[:-2].contiguous())
+    with pytest.raises(ValueError, match="4 indices per group"):
+        sparse_quantized_conv2d(X, 0.1, 0, short)
+    fewer = dataclasses.replace(p, block_k=p.block_k[:-4].contiguous(),
+                                values=p.values[:-4].contiguous())
+    with pytest.raises(ValueError, match="row_ptr"):
+        sparse_quantized_conv2d(X, 0.1, 0, fewer)
 
 
 def test_opcheck():
@@ -257,11 +333,11 @@ def test_aligned_plane_copies(isa, case):
         assert torch.equal(y, pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, None, **geo))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
-def test_residual_add_matches_dense(isa, case):
+def test_residual_add_matches_dense(isa, case, layout):
     """A fused residual add gives the dense kernel's bytes (same sums, same epilogue)."""
-    qw = pruned_qweight(case)
-    packed = pack_sparse_int8(qw)
+    qw, packed = packed_for(case, layout)
     bias = torch.randn(case.oc)
     geo = dict(stride=case.stride, padding=case.padding, dilation=case.dilation)
     x, zp = quant_x(case, "u8")

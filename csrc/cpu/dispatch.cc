@@ -85,6 +85,16 @@ const SparseInt8ConvFn kSparseInt8Conv[kNumIsas] = {
 #endif
 };
 
+// The group layout interleaves activation bytes for vpdpbusd: VNNI only (below: reference).
+const SparseInt8ConvFn kSparseInt8GroupConv[kNumIsas] = {
+    nullptr,
+#ifdef PYFASTCNN_X86
+    nullptr,
+    nullptr,
+    avx512_vnni::sparse_int8_group_conv,
+#endif
+};
+
 // No AVX-512 (non-VNNI) entry: that level runs the AVX2 kernel.
 const Int8DepthwiseFn kInt8Depthwise[kNumIsas] = {
     ref::int8_depthwise,
@@ -181,6 +191,9 @@ SparsePlanesFn sparse_planes_kernel() {
 SparseInt8ConvFn sparse_int8_conv_kernel() {
   return kSparseInt8Conv[fn_level(kSparseInt8Conv, selected_isa())];
 }
+SparseInt8ConvFn sparse_int8_group_conv_kernel() {
+  return kSparseInt8GroupConv[fn_level(kSparseInt8GroupConv, selected_isa())];
+}
 Int8DepthwiseFn int8_depthwise_kernel() {
   return kInt8Depthwise[fn_level(kInt8Depthwise, selected_isa())];
 }
@@ -208,6 +221,8 @@ const char* kernel_isa(const char* op) {
     level = bf16_conv_level(isa);
   } else if (std::strcmp(op, "sparse_quantized_conv2d") == 0) {
     level = fn_level(kSparseInt8Conv, isa);
+  } else if (std::strcmp(op, "sparse_quantized_conv2d_groups") == 0) {
+    level = fn_level(kSparseInt8GroupConv, isa);
   } else if (std::strcmp(op, "quantized_depthwise_conv2d") == 0) {
     level = fn_level(kInt8Depthwise, isa);
   } else if (std::strcmp(op, "quantized_add") == 0) {

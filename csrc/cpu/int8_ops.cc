@@ -600,20 +600,23 @@ void int8_depthwise_conv2d(const TensorRef& x, const TensorRef& weight, const Te
 
 namespace {
 
-// Where the sparse INT8 kernels' virtual planes go (see SparseInt8ConvArgs).
-void set_sparse_int8_planes(const Conv2dGeometry& g, SparseInt8ConvArgs* a) {
-  const int64_t cq = (g.C / g.groups + 3) / 4;
+// Where the sparse INT8 kernels' virtual planes go (see SparseInt8ConvArgs): 4 channels of a
+// pixel in 4 bytes (blocks), or one byte per pixel and channel (groups).
+void set_sparse_int8_planes(const Conv2dGeometry& g, bool grouped, SparseInt8ConvArgs* a) {
+  const int64_t sets = grouped ? g.C / g.groups : (g.C / g.groups + 3) / 4;
+  const int64_t pixel_bytes = grouped ? 1 : 4;
   a->Wq = g.OW + (g.KW - 1) * g.dil_w / g.stride_w;
   // Rows a multiple of 16 pixels (64 bytes) when that adds at most 1/8 of dropped columns: every
   // kh shift is then a whole number of cache lines, and the VNNI kernel aligns the kw shifts
   // with shifted copies of the planes (split cache-line loads cost ~30% there).
   const int64_t aligned_wq = (a->Wq + 15) / 16 * 16;
-  if (g.KH * g.KW > 1 && (aligned_wq - a->Wq) * 8 <= a->Wq) a->Wq = aligned_wq;
+  if (!grouped && g.KH * g.KW > 1 && (aligned_wq - a->Wq) * 8 <= a->Wq) a->Wq = aligned_wq;
   a->Hq = g.OH + (g.KH - 1) * g.dil_h / g.stride_h + 1;  // + 1 row: slack for ow >= OW
   // Planes start 64-byte aligned: a 1x1 conv reads whole cache lines only.
-  a->plane_pixels = (a->Hq * a->Wq + 15) / 16 * 16;
-  a->quad_bytes = g.stride_h * g.stride_w * a->plane_pixels * 4;
-  a->group_bytes = cq * a->quad_bytes;
+  const int64_t align = 64 / pixel_bytes;
+  a->plane_pixels = (a->Hq * a->Wq + align - 1) / align * align;
+  a->quad_bytes = g.stride_h * g.stride_w * a->plane_pixels * pixel_bytes;
+  a->group_bytes = sets * a->quad_bytes;
   a->image_bytes = g.groups * a->group_bytes;
   a->q_count = g.OH * a->Wq;
 }
@@ -639,21 +642,40 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   const int64_t blocks = block_k.sizes[0];
   check_tensor(values, "values", DType::i8, 1);
   check_contiguous(values, "values");
-  if (values.sizes[0] != 4 * blocks) fail("values must hold 4 weights per block");
+  // The layout shows in the sizes: 4 weights per block index (blocks), or one weight per index
+  // (groups of 4 indices).
+  const bool grouped = blocks > 0 && values.sizes[0] == blocks;
+  if (grouped && blocks % 4 != 0) fail("block_k of the group layout must hold 4 indices per group");
+  if (!grouped && values.sizes[0] != 4 * blocks) {
+    fail("values must hold 4 weights per block (or one per index in the group layout)");
+  }
+  const int64_t units = grouped ? blocks / 4 : blocks;  // blocks or groups
   if (reinterpret_cast<uintptr_t>(values.data) % 4 != 0) fail("values must be 4-byte aligned");
   detail::check_vector(col_sums, "col_sums", DType::i32, OC);
   check_quant(q, x.dtype, &w_scale, OC, bias);
   // The block arrays decide which memory the kernels read: check every index.
   const int64_t* rp = static_cast<const int64_t*>(row_ptr.data);
-  if (rp[0] != 0 || rp[OC] != blocks) fail("row_ptr must start at 0 and end at the block count");
+  if (rp[0] != 0 || rp[OC] != units) {
+    fail("row_ptr must start at 0 and end at the block (or group) count");
+  }
   for (int64_t oc = 0; oc < OC; ++oc) {
     if (rp[oc + 1] < rp[oc]) fail("row_ptr must be non-decreasing");
   }
-  const int64_t cq = (C_per_group + 3) / 4, k_count = cq * KH * KW;
+  const int64_t k_count = (grouped ? C_per_group : (C_per_group + 3) / 4) * KH * KW;
   const int32_t* bk = static_cast<const int32_t*>(block_k.data);
-  bool bad = false;
-  for (int64_t j = 0; j < blocks; ++j) bad |= static_cast<uint32_t>(bk[j]) >= k_count;
-  if (bad) fail("block_k entry out of range [0, ceil(C/groups/4)*KH*KW)");
+  // 0 <= k < k_count for all: no negative k (OR keeps a sign bit) and every k - k_count
+  // negative (AND keeps the sign bit). Two plain reductions: they vectorize, a compare per
+  // entry did not (it was ~15% of a batch-1 layer's time).
+  int32_t any_bits = 0, all_below = -1;
+  const uint32_t limit = static_cast<uint32_t>(k_count);
+  for (int64_t j = 0; j < blocks; ++j) {
+    any_bits |= bk[j];
+    all_below &= static_cast<int32_t>(static_cast<uint32_t>(bk[j]) - limit);  // no overflow
+  }
+  if (any_bits < 0 || all_below >= 0) {
+    fail(grouped ? "block_k entry out of range [0, C/groups*KH*KW)"
+                 : "block_k entry out of range [0, ceil(C/groups/4)*KH*KW)");
+  }
   const int64_t M = g.N * g.OH * g.OW;
   if (M == 0) return;
 
@@ -665,10 +687,11 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   set_residual(q, out, e.out_inv_scale, &e.epi);
   const int32_t* values32 = static_cast<const int32_t*>(values.data);
   const uint8_t* xp = static_cast<const uint8_t*>(x.data);
-  const SparseInt8ConvFn kernel = sparse_int8_conv_kernel();
+  const SparseInt8ConvFn kernel =
+      grouped ? sparse_int8_group_conv_kernel() : sparse_int8_conv_kernel();
   if (!kernel) {
-    ref::sparse_int8_conv2d(xp, flip, static_cast<uint8_t>(zp), g, rp, bk, values32, e.epi,
-                            out.data);
+    (grouped ? ref::sparse_int8_group_conv2d : ref::sparse_int8_conv2d)(
+        xp, flip, static_cast<uint8_t>(zp), g, rp, bk, values32, e.epi, out.data);
     return;
   }
   SparseInt8ConvArgs a{};
@@ -676,23 +699,30 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   a.g = g;
   a.flip = flip;
   a.zero_point = static_cast<uint8_t>(zp);
-  set_sparse_int8_planes(g, &a);
+  set_sparse_int8_planes(g, grouped, &a);
   if (a.image_bytes > (int64_t{1} << 31) - 1024) fail("input too large for the sparse INT8 kernel");
-  // Slack past the last plane: a task's last vector may read up to 15 pixels beyond it.
+  // Slack past the last plane: a task's last load may read up to 15 pixels (blocks, 60 bytes)
+  // or 63 pixels (groups) beyond it.
   a.planes = static_cast<uint8_t*>(
       scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * a.image_bytes + 128)));
   std::memset(a.planes + g.N * a.image_bytes, 0, 128);
+  const int64_t pixel_bytes = grouped ? 1 : 4;
+  // Offsets per tap once, then per plane set (no divisions per entry: ~10% of a batch-1 call).
   std::vector<int32_t> k_offset(k_count);
-  for (int64_t k = 0; k < k_count; ++k) {
-    const int64_t c4 = k / (KH * KW), dh = (k / KW % KH) * g.dil_h, dw = (k % KW) * g.dil_w;
-    k_offset[k] = static_cast<int32_t>(
-        c4 * a.quad_bytes +
-        ((dh % g.stride_h) * g.stride_w + dw % g.stride_w) * a.plane_pixels * 4 +
-        ((dh / g.stride_h) * a.Wq + dw / g.stride_w) * 4);
+  for (int64_t t = 0; t < KH * KW; ++t) {
+    const int64_t dh = t / KW * g.dil_h, dw = t % KW * g.dil_w;
+    k_offset[t] = static_cast<int32_t>(
+        ((dh % g.stride_h) * g.stride_w + dw % g.stride_w) * a.plane_pixels * pixel_bytes +
+        ((dh / g.stride_h) * a.Wq + dw / g.stride_w) * pixel_bytes);
   }
-  // Tiles of up to 8 vectors of 16 virtual pixels, evened out so the last one is not short.
-  const int64_t vectors = (a.q_count + 15) / 16, tiles = (vectors + 7) / 8;
-  a.tile = (vectors + tiles - 1) / tiles * 16;
+  for (int64_t k = KH * KW; k < k_count; ++k) {
+    k_offset[k] = k_offset[k - KH * KW] + static_cast<int32_t>(a.quad_bytes);
+  }
+  // Tiles of up to 128 virtual pixels in steps of 16 (blocks: one vector) or 64 (groups: one
+  // byte-plane row load), evened out so the last one is not short.
+  const int64_t step = grouped ? 64 : 16, steps = (a.q_count + step - 1) / step;
+  const int64_t tiles = (steps + 128 / step - 1) / (128 / step);
+  a.tile = (steps + tiles - 1) / tiles * step;
   a.row_ptr = rp;
   a.block_k = bk;
   a.values32 = values32;

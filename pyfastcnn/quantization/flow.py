@@ -306,34 +306,33 @@ def _float_unit(unit: QuantizableModule) -> torch.nn.Module:
 
 
 SPARSE_MODES = ("auto", True, False)
-# Largest fraction of kept 4-channel blocks at which the sparse INT8 kernel (AVX-512 VNNI) is
-# used by default: it breaks even with the dense VNNI kernel at ~65-70% sparsity (benchmarks/
-# bench_sparse_int8.py, 1 thread), so require clearly fewer blocks than that. Against the dense
-# AMX kernel it is 1.2-1.8x slower even at 90% (Xeon with AMX, 2026-12-07), so there only
-# nearly empty weights take it.
-SPARSE_INT8_MAX_BLOCK_DENSITY = 0.3
-SPARSE_INT8_MAX_BLOCK_DENSITY_AMX = 0.05
+# Largest work fraction (SparseInt8Weight.work_fraction: kept 4-channel blocks, or groups of 4
+# non-zeros weighted by GROUP_COST, over the dense weight's blocks) at which the sparse INT8
+# kernels (AVX-512 VNNI) are used by default: they break even with the dense VNNI kernel at
+# ~0.35-0.4 (benchmarks/bench_sparse_int8.py, 1 thread), so require clearly less than that.
+# Against the dense AMX kernel they are 1.2-1.8x slower even at 90% (Xeon with AMX,
+# 2026-12-07), so there only nearly empty weights take them.
+SPARSE_INT8_MAX_WORK = 0.3
+SPARSE_INT8_MAX_WORK_AMX = 0.05
 
 
-def _max_sparse_block_density() -> float:
+def _max_sparse_work() -> float:
     """The "auto" threshold for the INT8 kernel level selected now."""
     if _native.C.kernel_isa("int8_gemm") == "avx512_amx":
-        return SPARSE_INT8_MAX_BLOCK_DENSITY_AMX
-    return SPARSE_INT8_MAX_BLOCK_DENSITY
+        return SPARSE_INT8_MAX_WORK_AMX
+    return SPARSE_INT8_MAX_WORK
 
 
 def _conv_weight(w: QuantizedWeight, sparse) -> object:
     """The dense weight, or its sparse INT8 packing when ``sparse`` says so."""
     if sparse is False:
         return w
-    from ..ops.sparse_int8 import BLOCK, pack_sparse_int8
+    from ..ops.sparse_int8 import pack_sparse_int8
 
-    packed = pack_sparse_int8(w)
-    oc, cg, kh, kw = w.int_weight.shape
-    block_density = packed.blocks / (oc * -(-cg // BLOCK) * kh * kw)
+    packed = pack_sparse_int8(w)  # the layout (blocks or groups) with less work here
     if sparse is True:
-        return packed if block_density < 1 else w
-    return packed if block_density <= _max_sparse_block_density() else w
+        return packed if packed.work_fraction < 1 else w
+    return packed if packed.work_fraction <= _max_sparse_work() else w
 
 
 def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
@@ -350,10 +349,12 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
     own output observer is then unused, one rounding fewer than the fake-quant model).
     ``keep_float``: names of units to keep in float (e.g. the layers a ``quantization_report``
     shows to suffer): they become FP32 ``FusedConvBNReLU2d``/linear. ``sparse``: pruned convs
-    (e.g. ``pruning.prune(model, 0.9, "block", block_shape=(1, 4))`` before ``prepare``) run
-    the sparse INT8 kernel, same results: "auto" where at most 30% of their 4-input-channel
-    blocks hold a non-zero (where it is faster than the dense kernel; 5% on a CPU with AMX,
-    whose dense kernel is 2-3x faster), True wherever a block is empty, False never.
+    (e.g. ``pruning.prune(model, 0.9, "block", block_shape=(1, 4))`` before ``prepare``, or
+    unstructured) run a sparse INT8 kernel, same results: "auto" where the packed weight's
+    ``work_fraction`` is at most 0.3 (4-input-channel blocks holding a non-zero, or groups of
+    4 non-zeros at 1.45 blocks each, over the dense weight's blocks: where it is faster than
+    the dense kernel; 0.05 on a CPU with AMX, whose dense kernel is 2-3x faster), True
+    wherever that is below 1, False never.
     ``depthwise``: "int8" (default) quantizes depthwise convs too (the INT8 depthwise kernel:
     MobileNetV2 at 1 thread 2.7–2.8 ms at batch 1 instead of 3.3–4.0 ms with "float", 21 ms
     instead of 46–49 ms at batch 8), "float" runs them on the FP32 depthwise kernel between

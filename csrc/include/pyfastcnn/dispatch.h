@@ -43,6 +43,8 @@ SparsePlanesFn sparse_planes_kernel();
 Conv2dDenseFn conv2d_dense_kernel();
 // Vectorized sparse INT8 conv at the selected level, or null (scalar reference).
 SparseInt8ConvFn sparse_int8_conv_kernel();
+// The same for weights in the group layout (AVX-512 VNNI and up), or null (scalar reference).
+SparseInt8ConvFn sparse_int8_group_conv_kernel();
 // INT8 depthwise conv at the selected level (never null: the scalar reference at worst).
 Int8DepthwiseFn int8_depthwise_kernel();
 // INT8 elementwise and pooling kernels at the selected level (never null: the scalar

@@ -231,20 +231,28 @@ struct Conv2dIO {
 // planes + image + group_offset(oc) + k_offset[k] + 4 * q: 16 consecutive q are 64 contiguous bytes
 // (16 pixels x 4 channels), one vpdpbusd with the block's weights broadcast. Columns ow >= OW
 // are computed and dropped.
+//
+// Group layout (unstructured weights): each output channel's non-zeros in groups of four
+// arbitrary weights (the last group padded with zero weights): block_k[4j + i] is the index
+// (ci * KH + kh) * KW + kw of weight i of group j, values32[j] its 4 weights. The planes then
+// hold one byte per pixel (one plane per channel: quad_bytes is a channel's bytes), and the
+// kernel interleaves the 4 weights' activation bytes before each vpdpbusd; k_offset has one
+// entry per weight index.
 struct SparseInt8ConvArgs {
   // The input and how it becomes planes (kernels fill `planes` first; ref::
   // sparse_int8_fill_planes does it for any geometry).
   const uint8_t* x;           // NHWC [N, H, W, C], unsigned view: byte ^ flip
   Conv2dGeometry g;
   uint8_t flip, zero_point;   // zero_point: the kernel's (unsigned) zero point, pads planes
-  int64_t Hq, Wq, plane_pixels, quad_bytes, group_bytes, image_bytes;
+  int64_t Hq, Wq, plane_pixels, quad_bytes, group_bytes, image_bytes;  // quad_bytes: per plane set
   uint8_t* planes;            // N * image_bytes + 128 bytes (slack read by the last vectors)
   int64_t q_count;            // OH * Wq virtual pixels per image
   int64_t tile;               // virtual pixels per task, a multiple of 16, <= 128
-  const int64_t* row_ptr;     // [OC + 1] into block_k / values32
+  const int64_t* row_ptr;     // [OC + 1] into values32 (blocks or groups)
   const int32_t* block_k;
   const int32_t* values32;
-  const int32_t* k_offset;    // [cq * KH * KW] byte offset of block k within a group
+  const int32_t* k_offset;    // [cq * KH * KW] (groups: [C/groups * KH * KW]) byte offset of
+                              // index k within a group's planes
   void* out;                  // NHWC [N, OH, OW, OC], typed by epi.kind
   Int8Epilogue epi;           // arrays over OC (col_offset holds the zero-point correction)
 };
@@ -403,6 +411,11 @@ void sparse_int8_conv2d(const uint8_t* x, uint8_t flip, uint8_t zero_point,
                         const int32_t* values32, const Int8Epilogue& epi, void* out);
 // Fills args.planes from args.x (any channel count; the vector kernels' fallback).
 void sparse_int8_fill_planes(const SparseInt8ConvArgs& args);
+// The same for weights in the group layout (block_k: 4 weight indices per group).
+void sparse_int8_group_conv2d(const uint8_t* x, uint8_t flip, uint8_t zero_point,
+                              const Conv2dGeometry& g, const int64_t* row_ptr,
+                              const int32_t* weight_k, const int32_t* values32,
+                              const Int8Epilogue& epi, void* out);
 void quantized_add(const QuantAddArgs& args);
 void quantize(const QuantizeArgs& args);
 void quantized_max_pool2d(const QuantMaxPoolArgs& args);
@@ -444,6 +457,7 @@ void int8_conv(const Int8ConvArgs& args);
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
                            int64_t stack, int64_t Lq, void* out);
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
+void sparse_int8_group_conv(const SparseInt8ConvArgs& args);  // group layout
 void int8_depthwise(const Int8DepthwiseArgs& args);
 }
 namespace avx512_amx {

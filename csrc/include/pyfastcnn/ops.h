@@ -72,6 +72,8 @@ void int8_depthwise_conv2d(const TensorRef& x, const TensorRef& weight, const Te
 // Quantized conv with a sparse weight in 4-channel blocks (see SparseInt8ConvArgs): row_ptr
 // [OC + 1] (int64), block_k [blocks] (int32), values [4 * blocks] (int8), col_sums [OC] (int32,
 // the sum of each output channel's weights). Same math, arguments and layouts as int8_conv2d.
+// Group layout (unstructured weights): block_k and values both [4 * groups], one weight index
+// (ci * KH + kh) * KW + kw per weight, row_ptr over groups; told apart by the sizes.
 void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const TensorRef& block_k,
                         const TensorRef& values, const TensorRef& col_sums, int64_t C_per_group,
                         int64_t KH, int64_t KW, const TensorRef& w_scale, const TensorRef* bias,
