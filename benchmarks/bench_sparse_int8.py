@@ -1,6 +1,8 @@
 """Sparse INT8 conv: pyfastcnn.sparse_quantized_conv2d (uint8 in and out, per-channel weights,
 bias and ReLU fused, channels_last) with weights pruned in blocks of 4 input channels at one
-tap (the structure one vpdpbusd lane consumes), at 50/80/90% sparsity, against PyTorch's dense
+tap (the structure one vpdpbusd lane consumes; "sparse int8") and unstructured (packed with
+layout="auto": groups of 4 non-zeros where the CPU has VNNI; "unstructured int8"), at
+50/80/90% sparsity, against PyTorch's dense
 INT8 conv (torch.ao ConvReLU2d, engine x86 = oneDNN, NHWC) and dense FP32 F.conv2d + ReLU
 (oneDNN, channels_last), same thread count, same run.
 
@@ -19,7 +21,9 @@ import pyfastcnn
 
 SPARSITIES = (0.9,) if QUICK else (0.5, 0.8, 0.9)
 LAYERS = RESNET50_LAYERS[2:3] + RESNET50_LAYERS[4:5] if QUICK else RESNET50_LAYERS
-IMPLS = ("torch int8 x86", "torch fp32") + tuple(f"pyfastcnn sparse int8 {s}" for s in SPARSITIES)
+IMPLS = (("torch int8 x86", "torch fp32")
+         + tuple(f"pyfastcnn sparse int8 {s}" for s in SPARSITIES)
+         + tuple(f"pyfastcnn unstructured int8 {s}" for s in SPARSITIES))
 
 
 def prune_blocks4(int_weight: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -52,7 +56,11 @@ def test_sparse_int8_conv(benchmark, threads, layer, batch, impl):
     sparsity = None
     if impl.startswith("pyfastcnn"):
         sparsity = float(impl.split()[-1])
-        pruned = pyfastcnn.QuantizedWeight(prune_blocks4(qw.int_weight, sparsity), qw.scale)
+        if "unstructured" in impl:
+            keep = torch.rand(qw.int_weight.shape) >= sparsity
+            pruned = pyfastcnn.QuantizedWeight(qw.int_weight * keep, qw.scale)
+        else:
+            pruned = pyfastcnn.QuantizedWeight(prune_blocks4(qw.int_weight, sparsity), qw.scale)
         packed = pyfastcnn.ops.pack_sparse_int8(pruned)
 
         def fn():

@@ -44,6 +44,8 @@ def _series(groups, threads: int):
             for impl, (median, _) in impls.items():
                 if impl.startswith("pyfastcnn sparse int8"):
                     out["INT8 4-channel blocks"][key][float(impl.split()[-1])] = base / median
+                elif impl.startswith("pyfastcnn unstructured int8"):
+                    out["INT8 unstructured"][key][float(impl.split()[-1])] = base / median
                 elif impl == "torch int8 x86":
                     out["INT8 dense (PyTorch x86)"][key][0.0] = base / median
     return out

@@ -241,7 +241,10 @@ def sparse_int8_tables(groups) -> str:
     """Sparse INT8 conv (bench_sparse_int8.py): geomean speed-up over the layer set per sparsity
     and thread count against dense INT8 (torch x86) and dense FP32, and per-layer ratios."""
     impls = sorted({i for g, v in groups.items() if g.startswith("sparse_int8 ") for i in v
-                    if i.startswith("pyfastcnn sparse int8 ")})
+                    if i.startswith(("pyfastcnn sparse int8 ", "pyfastcnn unstructured int8 "))})
+    # "pyfastcnn sparse int8 0.9" -> "block-4 0.9", "pyfastcnn unstructured int8 0.9" -> ...
+    label = lambda impl: ("unstructured " if "unstructured" in impl else "block-4 ") \
+        + impl.split()[-1]  # noqa: E731
     threads = sorted({int(g.split()[-1][1:]) for g in groups if g.startswith("sparse_int8 ")})
     rows = [
         "| sparse INT8 conv, geomean over layers x batches | threads | vs dense INT8 (x86) | "
@@ -259,13 +262,13 @@ def sparse_int8_tables(groups) -> str:
                 continue
             geo = lambda r: math.exp(sum(map(math.log, r)) / len(r))  # noqa: E731
             rows.append(
-                f"| {impl.split()[-1]} | {t} | {geo(int8):.2f}× | {geo(fp32):.1f}× | "
+                f"| {label(impl)} | {t} | {geo(int8):.2f}× | {geo(fp32):.1f}× | "
                 f"{sum(r >= 3 for r in int8)}/{len(int8)} | "
                 f"{sum(r >= 2 for r in int8)}/{len(int8)} |"
             )
     out = ["\n".join(rows)]
     rows = ["| layer | batch | threads | " + " | ".join(
-        f"{i.split()[-1]} vs INT8 / FP32" for i in impls) + " |",
+        f"{label(i)} vs INT8 / FP32" for i in impls) + " |",
         "|---|---|---|" + "---|" * len(impls)]
     for g in sorted(g for g in groups if g.startswith("sparse_int8 ")):
         _, layer, b, t = g.split()
