@@ -22,6 +22,10 @@ EXTRA = [
     ConvCase("c68-dil2-pad5", 1, 68, 9, 9, 3, (3, 3), padding=5, dilation=2),
     ConvCase("c64-1x1-oc40", 3, 64, 14, 14, 40, (1, 1)),
     ConvCase("groups2-c8", 1, 16, 9, 9, 10, (3, 3), padding=1, groups=2),
+    # 1x1 unpadded: the group kernel's window mode (tasks transpose their own pixels), with a
+    # stride, a channel tail past 64 and more pixels than one task holds.
+    ConvCase("c200-1x1-s2", 2, 200, 15, 13, 24, (1, 1), stride=2),
+    ConvCase("c20-1x1-23x29", 1, 20, 23, 29, 33, (1, 1)),
 ]
 ALL_CASES = CASES + EXTRA
 

@@ -699,13 +699,28 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   a.g = g;
   a.flip = flip;
   a.zero_point = static_cast<uint8_t>(zp);
-  set_sparse_int8_planes(g, grouped, &a);
-  if (a.image_bytes > (int64_t{1} << 31) - 1024) fail("input too large for the sparse INT8 kernel");
-  // Slack past the last plane: a task's last load may read up to 15 pixels (blocks, 60 bytes)
-  // or 63 pixels (groups) beyond it.
-  a.planes = static_cast<uint8_t*>(
-      scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * a.image_bytes + 128)));
-  std::memset(a.planes + g.N * a.image_bytes, 0, 128);
+  a.window = grouped && KH == 1 && KW == 1 && g.pad_top == 0 && g.pad_left == 0 &&
+             g.groups == 1;
+  if (a.window) {  // see SparseInt8ConvArgs::window
+    a.Wq = g.OW;
+    a.Hq = g.OH;
+    a.plane_pixels = kSparseInt8WindowLd;
+    a.quad_bytes = kSparseInt8WindowLd;
+    a.group_bytes = g.C * kSparseInt8WindowLd;
+    a.image_bytes = 0;
+    a.q_count = g.OH * g.OW;
+    a.planes = nullptr;
+  } else {
+    set_sparse_int8_planes(g, grouped, &a);
+    if (a.image_bytes > (int64_t{1} << 31) - 1024) {
+      fail("input too large for the sparse INT8 kernel");
+    }
+    // Slack past the last plane: a task's last load may read up to 15 pixels (blocks, 60
+    // bytes) or 63 pixels (groups) beyond it.
+    a.planes = static_cast<uint8_t*>(
+        scratch(ScratchSlot::conv_source, static_cast<size_t>(g.N * a.image_bytes + 128)));
+    std::memset(a.planes + g.N * a.image_bytes, 0, 128);
+  }
   const int64_t pixel_bytes = grouped ? 1 : 4;
   // Offsets per tap once, then per plane set (no divisions per entry: ~10% of a batch-1 call).
   std::vector<int32_t> k_offset(k_count);

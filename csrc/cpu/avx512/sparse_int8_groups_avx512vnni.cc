@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "pyfastcnn/kernels.h"
+#include "pyfastcnn/memory.h"
 #include "pyfastcnn/parallel.h"
 #include "../tile_loop.h"
 #include "sparse_int8_store_avx512vnni.h"
@@ -80,11 +81,118 @@ void channel_group_sums(const uint8_t* base, const int32_t* weight_k, const int3
 }
 #undef PYFASTCNN_GROUP_SET
 
+// 16 source pixels (pixel p < np at src[p], its C channel bytes contiguous; the others read as
+// the zero point) to byte planes: channel c's 16 bytes at dst + c * plane_stride. Per 64
+// channels: 16 rows loaded, transposed as 16 x 16 dwords (a vector then holds 16 pixels x 4
+// channels), each such vector reordered to 4 channels x 16 pixels and stored as 4 segments.
+struct PixelsToPlanes {
+  __m512i flip, zp, to_channel_major, lanes_by_channel;
+  explicit PixelsToPlanes(const SparseInt8ConvArgs& a)
+      : flip(_mm512_set1_epi8(static_cast<char>(a.flip))),
+        zp(_mm512_set1_epi8(static_cast<char>(a.zero_point ^ a.flip))),
+        // Per 128-bit lane, (pixel, channel) bytes to (channel, pixel); then dword 4L + d
+        // (channel d, pixels 4L .. 4L+3) to 4d + L: 128-bit lane d holds channel d's pixels.
+        to_channel_major(_mm512_broadcast_i32x4(
+            _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15))),
+        lanes_by_channel(
+            _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)) {}
+
+  void operator()(const uint8_t* const* src, int np, int64_t C, uint8_t* dst,
+                  int64_t plane_stride) const {
+    const __mmask16 pixel_mask = static_cast<__mmask16>((1u << np) - 1);
+    for (int64_t c0 = 0; c0 < C; c0 += 64) {
+      const int64_t bytes = C - c0 < 64 ? C - c0 : 64;
+      const __mmask64 byte_mask = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
+      __m512i v[16];
+      for (int p = 0; p < 16; ++p) {
+        v[p] = p < np ? _mm512_mask_loadu_epi8(zp, byte_mask, src[p] + c0) : zp;
+      }
+      transpose16(v);
+      for (int qd = 0; 4 * qd < bytes; ++qd) {
+        const __m512i x = _mm512_permutexvar_epi32(
+            lanes_by_channel,
+            _mm512_shuffle_epi8(_mm512_xor_si512(v[qd], flip), to_channel_major));
+        uint8_t* d = dst + (c0 + 4 * qd) * plane_stride;
+        const int64_t left = bytes - 4 * qd;  // channels of this quad that exist
+        _mm_mask_storeu_epi8(d, pixel_mask, _mm512_castsi512_si128(x));
+        if (left > 1) {
+          _mm_mask_storeu_epi8(d + plane_stride, pixel_mask, _mm512_extracti32x4_epi32(x, 1));
+        }
+        if (left > 2) {
+          _mm_mask_storeu_epi8(d + 2 * plane_stride, pixel_mask,
+                               _mm512_extracti32x4_epi32(x, 2));
+        }
+        if (left > 3) {
+          _mm_mask_storeu_epi8(d + 3 * plane_stride, pixel_mask,
+                               _mm512_extracti32x4_epi32(x, 3));
+        }
+      }
+    }
+  }
+};
+
+// Byte planes from NHWC input (channel c of the whole input is plane set c), row by row.
+void fill_byte_planes(const SparseInt8ConvArgs& a) {
+  const Conv2dGeometry& g = a.g;
+  const int64_t sh = g.stride_h, sw = g.stride_w, C = g.C, set_bytes = a.quad_bytes;
+  const PixelsToPlanes to_planes(a);
+  parallel_for(g.N * sh * sw * a.Hq, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t i = r % a.Hq, phase = r / a.Hq % (sh * sw), n = r / a.Hq / (sh * sw);
+      const int64_t ph = phase / sw, pw = phase % sw, ih = i * sh + ph - g.pad_top;
+      uint8_t* base = a.planes + n * a.image_bytes + phase * a.plane_pixels + i * a.Wq;
+      // Columns j0 .. j1 read the image (iw = j * sw + pw - pad_left in [0, W)).
+      int64_t j0 = 0, j1 = 0;
+      if (ih >= 0 && ih < g.H) {
+        const int64_t lo = g.pad_left - pw, hi = g.W + g.pad_left - pw;  // j * sw in [lo, hi)
+        j0 = lo <= 0 ? 0 : (lo + sw - 1) / sw;
+        j1 = hi <= 0 ? 0 : (hi + sw - 1) / sw;
+        j0 = j0 < a.Wq ? j0 : a.Wq;
+        j1 = j1 < a.Wq ? (j1 > j0 ? j1 : j0) : a.Wq;
+      }
+      for (int64_t c = 0; j0 > 0 && c < C; ++c) std::memset(base + c * set_bytes, a.zero_point, j0);
+      for (int64_t c = 0; j1 < a.Wq && c < C; ++c) {
+        std::memset(base + c * set_bytes + j1, a.zero_point, a.Wq - j1);
+      }
+      const uint8_t* row = a.x + (n * g.H + ih) * g.W * C;
+      for (int64_t j = j0; j < j1; j += 16) {
+        const int np = static_cast<int>(j1 - j < 16 ? j1 - j : 16);
+        const uint8_t* src[16];
+        for (int p = 0; p < np; ++p) src[p] = row + ((j + p) * sw + pw - g.pad_left) * C;
+        to_planes(src, np, C, base + j, set_bytes);
+      }
+    }
+  });
+}
+
+// Window mode: the channels of pixels [q0, q0 + len) of image n (1x1, unpadded: virtual pixel
+// q = (oh, ow) reads input pixel (oh * sh, ow * sw)) into window[c][kSparseInt8WindowLd].
+void fill_window(const SparseInt8ConvArgs& a, const PixelsToPlanes& to_planes, int64_t n,
+                 int64_t q0, int64_t len, uint8_t* window) {
+  const Conv2dGeometry& g = a.g;
+  for (int64_t p0 = 0; p0 < len; p0 += 16) {
+    const int np = static_cast<int>(len - p0 < 16 ? len - p0 : 16);
+    const uint8_t* src[16];
+    for (int p = 0; p < np; ++p) {
+      const int64_t q = q0 + p0 + p, oh = q / g.OW, ow = q % g.OW;
+      src[p] = a.x + ((n * g.H + oh * g.stride_h) * g.W + ow * g.stride_w) * g.C;
+    }
+    to_planes(src, np, g.C, window + p0, kSparseInt8WindowLd);
+  }
+}
+
 template <int S, Int8OutKind KIND>
 void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begin,
           int64_t chunk_end) {
   alignas(64) int32_t sums[16][kMaxVectors * 16];
   const uint8_t* image = a.planes + n * a.image_bytes + q0;
+  if (a.window) {  // this task's pixels, transposed into this thread's window
+    uint8_t* window = static_cast<uint8_t*>(scratch(
+        ScratchSlot::activations, static_cast<size_t>(a.g.C * kSparseInt8WindowLd + 64)));
+    const int64_t len = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
+    fill_window(a, PixelsToPlanes(a), n, q0, len, window);
+    image = window;
+  }
   const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups, group_bytes = a.group_bytes;
   const int64_t* const row_ptr = a.row_ptr;
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
@@ -104,81 +212,9 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
   }
 }
 
-// Byte planes from NHWC input (channel c of the whole input is plane set c): per plane row, 16
-// pixels x 64 channels are loaded as 16 rows (bytes past the last channel read as the zero
-// point), transposed as 16 x 16 dwords (then a vector holds 16 pixels x 4 channels), each
-// such vector reordered to 4 channels x 16 pixels, and stored as 16-byte plane segments.
-void fill_byte_planes(const SparseInt8ConvArgs& a) {
-  const Conv2dGeometry& g = a.g;
-  const int64_t sh = g.stride_h, sw = g.stride_w, C = g.C, set_bytes = a.quad_bytes;
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(a.flip));
-  const __m512i zp = _mm512_set1_epi8(static_cast<char>(a.zero_point ^ a.flip));
-  // Per 128-bit lane, (pixel, channel) bytes to (channel, pixel); then dword 4L + d (channel d,
-  // pixels 4L .. 4L+3) to 4d + L: 128-bit lane d holds channel d's 16 pixels.
-  const __m512i to_channel_major = _mm512_broadcast_i32x4(
-      _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
-  const __m512i lanes_by_channel =
-      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  parallel_for(g.N * sh * sw * a.Hq, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t i = r % a.Hq, phase = r / a.Hq % (sh * sw), n = r / a.Hq / (sh * sw);
-      const int64_t ph = phase / sw, pw = phase % sw, ih = i * sh + ph - g.pad_top;
-      uint8_t* base = a.planes + n * a.image_bytes + phase * a.plane_pixels + i * a.Wq;
-      // Columns j0 .. j1 read the image (iw = j * sw + pw - pad_left in [0, W)).
-      int64_t j0 = 0, j1 = 0;
-      if (ih >= 0 && ih < g.H) {
-        const int64_t lo = g.pad_left - pw, hi = g.W + g.pad_left - pw;  // j * sw in [lo, hi)
-        j0 = lo <= 0 ? 0 : (lo + sw - 1) / sw;
-        j1 = hi <= 0 ? 0 : (hi + sw - 1) / sw;
-        j0 = j0 < a.Wq ? j0 : a.Wq;
-        j1 = j1 < a.Wq ? (j1 > j0 ? j1 : j0) : a.Wq;
-      }
-      for (int64_t c = 0; j0 > 0 && c < C; ++c) std::memset(base + c * set_bytes, a.zero_point, j0);
-      for (int64_t c = 0; j1 < a.Wq && c < C; ++c) {
-        std::memset(base + c * set_bytes + j1, a.zero_point, a.Wq - j1);
-      }
-      if (j1 <= j0) continue;
-      const uint8_t* in = a.x + (n * g.H + ih) * g.W * C;
-      for (int64_t c0 = 0; c0 < C; c0 += 64) {
-        const int64_t bytes = C - c0 < 64 ? C - c0 : 64;
-        const __mmask64 byte_mask = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
-        for (int64_t j = j0; j < j1; j += 16) {
-          const int np = static_cast<int>(j1 - j < 16 ? j1 - j : 16);
-          __m512i v[16];
-          for (int p = 0; p < 16; ++p) {
-            const int64_t iw = (j + p) * sw + pw - g.pad_left;
-            v[p] = p < np ? _mm512_mask_loadu_epi8(zp, byte_mask, in + iw * C + c0) : zp;
-          }
-          transpose16(v);
-          const __mmask16 pixel_mask = static_cast<__mmask16>((1u << np) - 1);
-          for (int qd = 0; 4 * qd < bytes; ++qd) {
-            const __m512i x = _mm512_permutexvar_epi32(
-                lanes_by_channel,
-                _mm512_shuffle_epi8(_mm512_xor_si512(v[qd], flip), to_channel_major));
-            uint8_t* dst = base + (c0 + 4 * qd) * set_bytes + j;
-            const int64_t left = bytes - 4 * qd;  // channels of this quad that exist
-            _mm_mask_storeu_epi8(dst, pixel_mask, _mm512_castsi512_si128(x));
-            if (left > 1) {
-              _mm_mask_storeu_epi8(dst + set_bytes, pixel_mask, _mm512_extracti32x4_epi32(x, 1));
-            }
-            if (left > 2) {
-              _mm_mask_storeu_epi8(dst + 2 * set_bytes, pixel_mask,
-                                   _mm512_extracti32x4_epi32(x, 2));
-            }
-            if (left > 3) {
-              _mm_mask_storeu_epi8(dst + 3 * set_bytes, pixel_mask,
-                                   _mm512_extracti32x4_epi32(x, 3));
-            }
-          }
-        }
-      }
-    }
-  });
-}
-
 template <Int8OutKind KIND>
 void run(const SparseInt8ConvArgs& a) {
-  fill_byte_planes(a);
+  if (!a.window) fill_byte_planes(a);
   using TaskFn = void (*)(const SparseInt8ConvArgs&, int64_t, int64_t, int64_t, int64_t);
   static constexpr TaskFn kTasks[kMaxSets + 1] = {nullptr, task<1, KIND>, task<2, KIND>};
   const int64_t chunks = (a.g.OC + 15) / 16;
@@ -187,7 +223,8 @@ void run(const SparseInt8ConvArgs& a) {
                         const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
                         kTasks[(left + kPixelsPerSet - 1) / kPixelsPerSet](a, n, q0, chunk_begin,
                                                                           chunk_end);
-                      });
+                      },
+                      a.window ? 2 : 8);  // output-channel chunks fill the window again
 }
 
 }  // namespace

@@ -238,6 +238,7 @@ struct Conv2dIO {
 // hold one byte per pixel (one plane per channel: quad_bytes is a channel's bytes), and the
 // kernel interleaves the 4 weights' activation bytes before each vpdpbusd; k_offset has one
 // entry per weight index.
+constexpr int64_t kSparseInt8WindowLd = 128;  // window row: a task's pixels (tile <= 128)
 struct SparseInt8ConvArgs {
   // The input and how it becomes planes (kernels fill `planes` first; ref::
   // sparse_int8_fill_planes does it for any geometry).
@@ -246,6 +247,10 @@ struct SparseInt8ConvArgs {
   uint8_t flip, zero_point;   // zero_point: the kernel's (unsigned) zero point, pads planes
   int64_t Hq, Wq, plane_pixels, quad_bytes, group_bytes, image_bytes;  // quad_bytes: per plane set
   uint8_t* planes;            // N * image_bytes + 128 bytes (slack read by the last vectors)
+  // Group layout, 1x1 unpadded convs (groups 1): no planes; each task transposes its pixels'
+  // channels into a per-thread window of C x kSparseInt8WindowLd bytes (quad_bytes = that row
+  // length, Wq = OW), which stays in cache instead of a planes round trip through memory.
+  bool window;
   int64_t q_count;            // OH * Wq virtual pixels per image
   int64_t tile;               // virtual pixels per task, a multiple of 16, <= 128
   const int64_t* row_ptr;     // [OC + 1] into values32 (blocks or groups)
