@@ -26,6 +26,8 @@ EXTRA = [
     # stride, a channel tail past 64 and more pixels than one task holds.
     ConvCase("c200-1x1-s2", 2, 200, 15, 13, 24, (1, 1), stride=2),
     ConvCase("c20-1x1-23x29", 1, 20, 23, 29, 33, (1, 1)),
+    # More than 128 input channels: the group kernel walks them in slices.
+    ConvCase("c300-3x3-s2", 1, 300, 9, 10, 20, (3, 3), stride=2, padding=1),
 ]
 ALL_CASES = CASES + EXTRA
 
