@@ -4,8 +4,8 @@
     python benchmarks/report.py cpu.json cpu-models.json --readme   # later files' groups win
 
 Per group (one shape, one thread count): median time of each implementation, its GOP/s, its
-share of the machine's peak for its arithmetic (shapes.PEAK_PER_CORE x threads, only for runs
-on the CPU those were measured on), and
+share of the machine's peak for its arithmetic (shapes.PEAKS_PER_CORE x threads, only for runs
+on a CPU listed there), and
 speed-up = baseline median / median (> 1: faster than the baseline). A summary gives the
 geometric mean of the speed-ups per implementation and benchmark family.
 """
@@ -19,7 +19,7 @@ import platform
 from collections import defaultdict
 from pathlib import Path
 
-from shapes import PEAK_CPU, PEAK_PER_CORE
+from shapes import PEAKS_PER_CORE
 
 
 def cpu_name() -> str:
@@ -54,7 +54,17 @@ def json_cpu(data) -> str:
     return data.get("machine_info", {}).get("cpu", {}).get("brand_raw") or cpu_name()
 
 
-def table(groups, peaks=PEAK_PER_CORE) -> str:
+def peaks_for(data) -> dict:
+    """The per-core peaks of the CPU a pytest-benchmark JSON was measured on ({} if unknown)."""
+    cpu = data.get("machine_info", {}).get("cpu", {})
+    return PEAKS_PER_CORE.get((cpu.get("vendor_id_raw"), cpu.get("family")), {})
+
+
+def _share(gops: float, peak: float, threads: int = 1) -> str:
+    return f"{100 * gops * 1e9 / peak / threads:.0f}%" if peak else "-"
+
+
+def table(groups, peaks) -> str:
     rows = [
         "| group | impl | median (ms) | GOP/s | % of peak | speed-up vs baseline |",
         "|---|---|---|---|---|---|",
@@ -125,10 +135,9 @@ def _geomean(groups, family, threads, impl):
     return math.exp(sum(logs) / len(logs))
 
 
-def readme_tables(groups) -> str:
-    """The curated tables of README.md's benchmark section."""
+def readme_tables(groups, peak) -> str:
+    """The curated tables of README.md's benchmark section (peak: peaks_for(data))."""
     out = []
-    peak = PEAK_PER_CORE
     rows = [
         "| INT8 GEMM (M×N×K) | threads | pyfastcnn packed GOP/s (% peak) | "
         "vs `torch._int_mm` | vs FP32 `torch.mm` |",
@@ -150,7 +159,7 @@ def readme_tables(groups) -> str:
             gops = _gops(groups, group, "pyfastcnn packed")
             name = shape[1:].replace("-n", "×").replace("-k", "×")
             rows.append(
-                f"| {name} | {t} | {gops:.0f} ({100 * gops * 1e9 / peak['int8'] / t:.0f}%)"
+                f"| {name} | {t} | {gops:.0f} ({_share(gops, peak.get('int8'), t)})"
                 f" | {_ratio(groups, group, 'pyfastcnn packed', 'torch._int_mm'):.2f}× | "
                 f"{_ratio(groups, group, 'pyfastcnn packed', 'torch.mm fp32'):.1f}× |"
             )
@@ -185,10 +194,10 @@ def readme_tables(groups) -> str:
                 _gops(groups, g1, "pyfastcnn fused bf16"),
             )
             rows.append(
-                f"| {layer} | {b} | {f32:.0f} ({100 * f32 * 1e9 / peak['fp32']:.0f}%) | "
+                f"| {layer} | {b} | {f32:.0f} ({_share(f32, peak.get('fp32'))}) | "
                 f"{_ratio(groups, g1, 'pyfastcnn fused', base):.2f}× | "
                 f"{_ratio(groups, g2, 'pyfastcnn fused', base):.2f}× | "
-                f"{bf16:.0f} ({100 * bf16 * 1e9 / peak['bf16']:.0f}%) | "
+                f"{bf16:.0f} ({_share(bf16, peak.get('bf16'))}) | "
                 f"{_ratio(groups, g1, 'pyfastcnn fused bf16', base):.2f}× | "
                 f"{_ratio(groups, g1, 'pyfastcnn fused', 'torch eager conv-bn-relu'):.2f}× |"
             )
@@ -312,15 +321,14 @@ def main() -> None:
     args = parser.parse_args()
     data, groups = load(args.json)
     if args.readme:
-        print(readme_tables(groups))
+        print(readme_tables(groups, peaks_for(data)))
         if any(g.startswith("model ") for g in groups):
             print(model_tables(groups))
         if any(g.startswith("sparse_int8 ") for g in groups):
             print(sparse_int8_tables(groups).split("\n\n")[0] + "\n")
         return
     cpu = json_cpu(data)
-    # The measured peaks belong to one machine: no "% of peak" for runs on another CPU.
-    peaks = PEAK_PER_CORE if PEAK_CPU in cpu else {}
+    peaks = peaks_for(data)  # measured per CPU: no "% of peak" for an unknown one
     header = (
         f"Machine: {cpu}, {data['machine_info'].get('cpu', {}).get('count', '?')} CPUs; "
         f"run {data.get('datetime', '?')}; median of rounds; baseline in the same run.\n\n"

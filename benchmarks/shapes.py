@@ -56,11 +56,13 @@ MOBILENETV2_DEPTHWISE: List[Tuple[int, int, int]] = [
 ]
 BATCHES = (1, 8)
 
-# Per-core peaks of the project machine (AMD EPYC, Zen 5 class, 2 cores), measured with
-# benchmarks/peak_probe.c. shared/PEAKS.md lists half of these (a Zen 4 machine): this CPU
-# issues two 512-bit VNNI / FMA operations per cycle; vdpbf16ps does twice the FP32 FLOPs.
-PEAK_PER_CORE = {"int8": 1050e9, "fp32": 267e9, "bf16": 534e9}
-PEAK_CPU = "AMD EPYC"  # report.py shows % of peak only for runs on a CPU of this name
+# Per-core peaks by CPU (vendor, family), measured with benchmarks/peak_probe.c; report.py shows
+# "% of peak" only for runs on a CPU listed here. Zen 5 issues two 512-bit VNNI / FMA operations
+# per cycle, Zen 4 one (shared/PEAKS.md); vdpbf16ps does twice the FP32 FLOPs.
+PEAKS_PER_CORE = {
+    ("AuthenticAMD", 26): {"int8": 1050e9, "fp32": 267e9, "bf16": 534e9},  # Zen 5
+    ("AuthenticAMD", 25): {"int8": 465e9, "fp32": 116e9, "bf16": 231e9},  # Zen 4
+}
 THREADS = (1, 2)
 
 GEMM_SQUARE = (256, 512, 1024, 2048)
