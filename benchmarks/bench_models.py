@@ -2,7 +2,7 @@
 baseline) against pyfastcnn's fused FP32 and BF16 models (``fusion.fuse``), its INT8 model (PTQ
 ``prepare → calibrate → convert``) and PyTorch's own x86 INT8 path (FX graph mode, oneDNN),
 same thread count, same run; plus pruned models (90% of the conv weights in blocks: FP32 sparse
-kernels, and pruned + INT8 on the sparse INT8 kernel). Each compressed model is checked
+kernels, and pruned + INT8 on the sparse INT8 kernel; 90% unstructured + INT8). Each compressed model is checked
 against the float model it was made from once.
 
     pytest benchmarks/bench_models.py --benchmark-json=benchmarks/results/cpu-models.json
@@ -23,11 +23,14 @@ from pyfastcnn.quantization import calibrate, convert, prepare, sqnr
 MODELS = {"resnet18": models.resnet18, "resnet50": models.resnet50,
           "mobilenet_v2": models.mobilenet_v2}
 IMPLS = ("torch fp32", "pyfastcnn fused fp32", "pyfastcnn fused bf16", "pyfastcnn int8",
-         "torch int8 x86", "pyfastcnn 90% blocks fp32", "pyfastcnn 90% blocks int8")
+         "torch int8 x86", "pyfastcnn 90% blocks fp32", "pyfastcnn 90% blocks int8",
+         "pyfastcnn 90% unstructured int8")
 # Pruned variants: 90% of each conv's weights except the stem's (random weights: the speed
 # of a pruned model, not its accuracy). FP32 in blocks of 32 output channels (the "block"
-# sparse kernel's unit), INT8 in blocks of 4 input channels (the sparse INT8 kernel's unit).
-PRUNED = {"pyfastcnn 90% blocks fp32": (32, 1), "pyfastcnn 90% blocks int8": (1, 4)}
+# sparse kernel's unit), INT8 in blocks of 4 input channels (the sparse INT8 kernel's unit) or
+# unstructured (the sparse INT8 kernel's group layout where the CPU has VNNI).
+PRUNED = {"pyfastcnn 90% blocks fp32": (32, 1), "pyfastcnn 90% blocks int8": (1, 4),
+          "pyfastcnn 90% unstructured int8": None}
 BASELINE = "torch fp32"
 
 
@@ -67,7 +70,8 @@ def _float_model(name):
 def _pruned(model, block_shape):
     pruned = copy.deepcopy(model)
     stem = next(n for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d))
-    pruning.prune(pruned, 0.9, "block", block_shape=block_shape, skip=[stem],
+    structure = dict(structure="block", block_shape=block_shape) if block_shape else {}
+    pruning.prune(pruned, 0.9, **structure, skip=[stem],
                   filter_fn=lambda m, n: isinstance(m, torch.nn.Conv2d) and m.groups == 1)
     pruning.remove(pruned)
     return pruned

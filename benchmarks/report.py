@@ -291,7 +291,7 @@ def sparse_int8_tables(groups) -> str:
 
 MODEL_IMPLS = ("pyfastcnn fused fp32", "pyfastcnn fused bf16", "pyfastcnn int8",
                "torch int8 x86", "onnxruntime int8", "openvino int8", "pyfastcnn 90% blocks fp32",
-               "pyfastcnn 90% blocks int8")
+               "pyfastcnn 90% blocks int8", "pyfastcnn 90% unstructured int8")
 
 
 def model_tables(groups) -> str:
