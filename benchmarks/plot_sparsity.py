@@ -96,13 +96,13 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(
             f"{curve[s]:.2f}×" if s in curve else "" for s in all_s) + " |")
     lines += ["", "Break-even sparsity per layer (sparse as fast as dense of the same precision):",
-              "", "| layer | FP32 unstructured | FP32 blocks | INT8 4-channel blocks |",
-              "|---|---|---|---|"]
+              "", "| layer | FP32 unstructured | FP32 blocks | INT8 4-channel blocks | "
+              "INT8 unstructured |", "|---|---|---|---|---|"]
     int8_dense = series.get("INT8 dense (PyTorch x86)", {})
     for key in sorted({k for per in series.values() for k in per}):
         cells = []
         for name, dense in (("FP32 unstructured", None), ("FP32 32-channel blocks", None),
-                            ("INT8 4-channel blocks", "int8")):
+                            ("INT8 4-channel blocks", "int8"), ("INT8 unstructured", "int8")):
             points = series.get(name, {}).get(key)
             if not points:
                 cells.append("")
