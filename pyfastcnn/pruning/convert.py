@@ -15,18 +15,36 @@ from ..ops.sparse_conv import BLOCK_COLS, _block_rows
 from .masks import remove
 
 # Speed-ups of the sparse kernels over dense oneDNN F.conv2d (channels_last), geomean over
-# ResNet-50 layers, batch 1 and 8, on the Xeon with AMX, evening of 2026-12-07 (AVX-512 FP32
-# kernels; oneDNN's FP32 conv does not use AMX); benchmarks/results/cpu-amx-sparse.json. On the
-# AMD Zen 5 of earlier runs the block kernel measured ~1.5x these, the csr one (before its
-# input-channel slices) ~0.75x. Index: sparsity. "csr" is measured on NCHW input, its fast
-# layout, with the weight's prepared indices kept between calls (as a converted module does).
+# ResNet-50 layers, batch 1 and 8, per CPU kind. Index: sparsity. "csr" is measured on NCHW
+# input, its fast layout, with the weight's prepared indices kept between calls (as a converted
+# module does). The kernels are AVX-512 FP32 on both; oneDNN's FP32 conv has twice the FMA
+# rate on the Xeon, so the same kernels gain less there. A CPU with AMX tiles stands for that
+# kind (none of the others measured has them).
 _SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-_MEASURED = {
-    ("csr", 1): (0.89, 1.38, 1.86, 2.90, 4.30, 6.13),
-    ("csr", 2): (0.87, 1.30, 1.72, 2.52, 3.37, 4.14),
-    ("block", 1): (1.80, 2.77, 3.61, 5.80, 8.27, 11.72),
-    ("block", 2): (1.61, 2.43, 3.20, 4.59, 5.90, 7.51),
+_MEASURED_BY_CPU = {
+    # Xeon with AMX, evening of 2026-12-07 (benchmarks/results/cpu-amx-sparse.json)
+    "amx": {
+        ("csr", 1): (0.89, 1.38, 1.86, 2.90, 4.30, 6.13),
+        ("csr", 2): (0.87, 1.30, 1.72, 2.52, 3.37, 4.14),
+        ("block", 1): (1.80, 2.77, 3.61, 5.80, 8.27, 11.72),
+        ("block", 2): (1.61, 2.43, 3.20, 4.59, 5.90, 7.51),
+    },
+    # AMD Zen 4 (no AMX), 2026-12-07 (benchmarks/results/cpu-zen4-sparse.json)
+    "other": {
+        ("csr", 1): (1.13, 1.78, 2.47, 4.10, 6.36, 9.85),
+        ("csr", 2): (1.08, 1.64, 2.24, 3.48, 4.80, 6.38),
+        ("block", 1): (2.10, 3.26, 4.51, 7.70, 11.85, 18.74),
+        ("block", 2): (1.94, 2.91, 4.09, 6.45, 9.49, 13.32),
+    },
 }
+
+
+def _measured() -> Dict[Tuple[str, int], Tuple[float, ...]]:
+    """The speed-up table for the CPU kind this runs on."""
+    amx = "avx512_amx" in _config.supported_isas()
+    return _MEASURED_BY_CPU["amx" if amx else "other"]
+
+
 # Layer geometry (c_in, c_out, c_in per group, kh, kw, stride_h, stride_w), for the terms below.
 Geometry = Tuple[int, int, int, int, int, int, int]
 # A layer whose input is not in its kernel's layout (csr: NCHW, block: channels_last) pays
@@ -62,7 +80,7 @@ def estimate_speedup(format: str, density: float, threads: int = 1,
     ``density`` for "block" is the stored fraction (whole blocks of 32 output channels).
     """
     t = 1 if threads <= 1 else 2
-    ratios = _MEASURED[(format, t)]
+    ratios = _measured()[(format, t)]
     s = 1.0 - density
     if s >= _SPARSITIES[-1]:
         r = ratios[-1]
