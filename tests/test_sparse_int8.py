@@ -23,9 +23,11 @@ EXTRA = [
     ConvCase("c64-1x1-oc40", 3, 64, 14, 14, 40, (1, 1)),
     ConvCase("groups2-c8", 1, 16, 9, 9, 10, (3, 3), padding=1, groups=2),
     # 1x1 unpadded: the group kernel's window mode (tasks transpose their own pixels), with a
-    # stride, a channel tail past 64 and more pixels than one task holds.
+    # stride, a channel tail past 64, more pixels than one task holds, and the batch folded
+    # into one tall image (H = OH * stride; tiles cross image boundaries).
     ConvCase("c200-1x1-s2", 2, 200, 15, 13, 24, (1, 1), stride=2),
     ConvCase("c20-1x1-23x29", 1, 20, 23, 29, 33, (1, 1)),
+    ConvCase("c40-1x1-s2-batch-folded", 3, 40, 14, 10, 24, (1, 1), stride=2),
     # More than 128 input channels: the group kernel walks them in slices.
     ConvCase("c300-3x3-s2", 1, 300, 9, 10, 20, (3, 3), stride=2, padding=1),
 ]

@@ -702,13 +702,22 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   a.window = grouped && KH == 1 && KW == 1 && g.pad_top == 0 && g.pad_left == 0 &&
              g.groups == 1;
   if (a.window) {  // see SparseInt8ConvArgs::window
+    // The images as one tall image when the input rows are too (H = OH * stride): output pixels
+    // of all images are consecutive in NHWC, so tasks fill whole 128-pixel tiles across image
+    // boundaries (7 x 7 maps: 49 pixels per image; 1x1 layers on 14 x 14 and 7 x 7 maps at
+    // batch 8 ran 15-22% faster).
+    if (g.H == g.OH * g.stride_h) {
+      a.g.H *= g.N;
+      a.g.OH *= g.N;
+      a.g.N = 1;
+    }
     a.Wq = g.OW;
-    a.Hq = g.OH;
+    a.Hq = a.g.OH;
     a.plane_pixels = kSparseInt8WindowLd;
     a.quad_bytes = kSparseInt8WindowLd;
     a.group_bytes = g.C * kSparseInt8WindowLd;
     a.image_bytes = 0;
-    a.q_count = g.OH * g.OW;
+    a.q_count = a.g.OH * g.OW;
     a.planes = nullptr;
   } else {
     set_sparse_int8_planes(g, grouped, &a);
