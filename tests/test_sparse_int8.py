@@ -362,3 +362,40 @@ def test_residual_add_matches_dense(isa, case, layout):
                 assert rel_error(y, dense) <= 1e-5
             else:
                 assert torch.equal(y, dense)
+
+
+@pytest.mark.parametrize("output_size", ([4, 5], [5, 4], [5, 5]))
+def test_output_larger_than_the_input_pads(isa, output_size):
+    """An explicit output size past what the input covers reads zero-point padding (bottom /
+    right), in both layouts; a 1x1 group-layout conv must not take its unpadded window mode."""
+    from pyfastcnn.ops.sparse_int8 import _sparse_quantized_conv2d_impl
+
+    w = torch.randint(-128, 128, (24, 20, 1, 1), dtype=torch.int8)
+    w[torch.rand(w.shape) < 0.6] = 0
+    x = torch.randint(0, 256, (2, 20, 4, 4), dtype=torch.uint8).contiguous(
+        memory_format=torch.channels_last)
+    outs = []
+    for layout in LAYOUTS:
+        p = pack_sparse_int8(w, 1.0, layout=layout)
+        outs.append(_sparse_quantized_conv2d_impl(
+            x, p.row_ptr, p.block_k, p.values, p.col_sums, list(p.shape), p.scale, None,
+            [1, 1], [0, 0], [1, 1], 1, output_size, 1.0, 7, 1, float("-inf"), float("inf"),
+            1.0, 0))
+    padded = torch.nn.functional.pad(x.long() - 7, (0, output_size[1] - 4, 0, output_size[0] - 4))
+    ref = torch.nn.functional.conv2d(padded.double(), w.double())
+    for y in outs:
+        assert torch.equal(y.double(), ref)
+
+
+def test_zero_input_channels_give_the_bias():
+    """C = 0 (reachable through the custom op): no weights, every output is the bias."""
+    from pyfastcnn.ops.sparse_int8 import _sparse_quantized_conv2d_impl
+
+    x = torch.zeros(1, 0, 4, 4, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    empty_i32, empty_i8 = torch.zeros(0, dtype=torch.int32), torch.zeros(0, dtype=torch.int8)
+    bias = torch.randn(8)
+    y = _sparse_quantized_conv2d_impl(
+        x, torch.zeros(9, dtype=torch.int64), empty_i32, empty_i8, torch.zeros(8, dtype=torch.int32),
+        [8, 0, 1, 1], torch.ones(8), bias, [1, 1], [0, 0], [1, 1], 1, [4, 4], 1.0, 0, 1,
+        float("-inf"), float("inf"), 1.0, 0)
+    assert torch.equal(y, bias.view(1, 8, 1, 1).expand(1, 8, 4, 4))

@@ -699,8 +699,12 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   a.g = g;
   a.flip = flip;
   a.zero_point = static_cast<uint8_t>(zp);
+  // Window mode reads input pixel (oh * sh, ow * sw) without padding: only where every output
+  // pixel has one (an output larger than the input allows pads, through the planes), and where
+  // the window's offsets fit int32.
   a.window = grouped && KH == 1 && KW == 1 && g.pad_top == 0 && g.pad_left == 0 &&
-             g.groups == 1;
+             g.groups == 1 && (g.OH - 1) * g.stride_h < g.H && (g.OW - 1) * g.stride_w < g.W &&
+             g.C * kSparseInt8WindowLd < (int64_t{1} << 31) - 1024;
   if (a.window) {  // see SparseInt8ConvArgs::window
     // The images as one tall image when the input rows are too (H = OH * stride): output pixels
     // of all images are consecutive in NHWC, so tasks fill whole 128-pixel tiles across image
@@ -732,7 +736,7 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   }
   const int64_t pixel_bytes = grouped ? 1 : 4;
   // Offsets per tap once, then per plane set (no divisions per entry: ~10% of a batch-1 call).
-  std::vector<int32_t> k_offset(k_count);
+  std::vector<int32_t> k_offset(std::max(k_count, KH * KW));  // the taps even when C = 0
   for (int64_t t = 0; t < KH * KW; ++t) {
     const int64_t dh = t / KW * g.dil_h, dw = t % KW * g.dil_w;
     k_offset[t] = static_cast<int32_t>(
