@@ -399,3 +399,31 @@ def test_zero_input_channels_give_the_bias():
         [8, 0, 1, 1], torch.ones(8), bias, [1, 1], [0, 0], [1, 1], 1, [4, 4], 1.0, 0, 1,
         float("-inf"), float("inf"), 1.0, 0)
     assert torch.equal(y, bias.view(1, 8, 1, 1).expand(1, 8, 4, 4))
+
+
+def test_group_layout_repacked_where_its_kernel_is_missing(monkeypatch):
+    """A group-layout weight unpickled (or loaded from a state dict) on a CPU without the group
+    kernel comes back in blocks: same results, no scalar fallback."""
+    import pyfastcnn.ops.sparse_int8 as sparse_int8
+
+    w = torch.randint(-128, 128, (16, 24, 3, 3), dtype=torch.int8)
+    w[torch.rand(w.shape) < 0.9] = 0
+    g = pack_sparse_int8(w, 0.5, layout="groups")
+    x = torch.randint(0, 256, (1, 24, 6, 6), dtype=torch.uint8)
+    y = sparse_quantized_conv2d(x, 0.1, 3, g, padding=1)
+    assert pickle.loads(pickle.dumps(g)).grouped == g.grouped  # this CPU: kept as it is
+    monkeypatch.setattr(sparse_int8, "_group_kernel_available", lambda: False)
+    b = pickle.loads(pickle.dumps(g))
+    assert b.layout == "blocks" and torch.equal(b.to_dense(), w)
+    assert torch.equal(sparse_quantized_conv2d(x, 0.1, 3, b, padding=1), y)
+    # The state-dict path: a module holding the group weight, loaded into another one.
+    from pyfastcnn.nn.quantized import QuantConv2d
+
+    def module():
+        return QuantConv2d(g, None, 1, 1, 1, 0.1, 3, out_dtype=torch.float32)
+
+    other = module()
+    other.load_state_dict(module().state_dict())
+    assert other.weight.layout == "blocks" and torch.equal(other.weight.to_dense(), w)
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(other(x_nhwc), y)

@@ -32,6 +32,7 @@ from ..ops.quantized import (
 from ..ops.sparse_int8 import (
     SparseInt8Weight,
     _sparse_quantized_conv2d_impl,
+    for_this_cpu,
     grouped_from_sizes,
     sparse_quantized_conv2d,
 )
@@ -125,12 +126,12 @@ class _QuantLayer(torch.nn.Module):
             elif self.sparse:
                 w = self.weight
                 block_k, values = got["sparse_block_k"], got["sparse_values"]
-                self.weight = SparseInt8Weight(
+                self.weight = for_this_cpu(SparseInt8Weight(
                     w.shape, w.groups, got["weight_scale"].float().contiguous(),
                     got["sparse_row_ptr"].long().contiguous(), block_k.int().contiguous(),
                     values.to(torch.int8).contiguous(),
                     got["sparse_col_sums"].int().contiguous(),
-                    grouped_from_sizes(block_k, values))
+                    grouped_from_sizes(block_k, values)))
             else:
                 self.weight = QuantizedWeight(got["int_weight"].to(torch.int8).contiguous(),
                                               got["weight_scale"].float().contiguous(),

@@ -154,15 +154,24 @@ def grouped_from_sizes(block_k: torch.Tensor, values: torch.Tensor) -> bool:
     return values.numel() > 0 and block_k.numel() == values.numel()
 
 
+def for_this_cpu(weight: SparseInt8Weight) -> SparseInt8Weight:
+    """The weight as it runs fastest here: a group-layout weight (packed on a CPU with AVX-512
+    VNNI) is repacked in blocks where the group kernel is missing (it would run on the scalar
+    reference); same results either way."""
+    if weight.grouped and not _group_kernel_available():
+        return pack_sparse_int8(weight.to_dense(), weight.scale, weight.groups, layout="blocks")
+    return weight
+
+
 def _unpickle_sparse_int8(shape, groups, scale, row_ptr, block_k, values,
                           grouped=False) -> SparseInt8Weight:
     oc = shape[0]
     rows = torch.repeat_interleave(torch.arange(oc), row_ptr[1:] - row_ptr[:-1])
     col_sums = torch.zeros(oc, dtype=torch.int64).index_add_(
         0, rows, values.view(-1, BLOCK).sum(dim=1, dtype=torch.int64)).to(torch.int32)
-    return SparseInt8Weight(tuple(shape), groups, scale, row_ptr,
-                            block_k.to(torch.int32).contiguous(), values, col_sums,
-                            bool(grouped))
+    return for_this_cpu(SparseInt8Weight(tuple(shape), groups, scale, row_ptr,
+                                         block_k.to(torch.int32).contiguous(), values, col_sums,
+                                         bool(grouped)))
 
 
 def pack_sparse_int8(
