@@ -39,6 +39,25 @@ def test_torch_compile_matches_eager(variant):
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_torch_compile_bf16_without_the_bf16_kernel():
+    """Below AVX-512 BF16 the BF16 modules run the FP32 kernel on inputs and weights rounded to
+    bfloat16 (the weight's rounded packing made once, the input's rounding an opaque op that
+    inductor cannot drop): compiled equals eager there too."""
+    isa = pyfastcnn.get_isa()
+    try:
+        pyfastcnn.set_isa("avx2")
+        net = VARIANTS["bf16"](_model())
+        torch._dynamo.reset()
+        compiled = torch.compile(net, fullgraph=True)
+        with torch.no_grad():
+            assert torch.allclose(compiled(X), net(X), rtol=1e-5, atol=1e-5)
+    finally:
+        pyfastcnn.set_isa(isa)
+    from pyfastcnn.ops.conv_bn_relu import _round_to_bf16
+
+    torch.library.opcheck(_round_to_bf16, (X,))
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_save_load_round_trip_and_other_isa(variant):
     net = VARIANTS[variant](_model())

@@ -83,6 +83,22 @@ def _(input, weight, bias, stride, padding, dilation, groups, output_size, clamp
     return conv_output(input, weight.shape[0], output_size)
 
 
+def _round_to_bf16_impl(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.bfloat16).float()
+
+
+# The BF16 fallback's input rounding as an opaque op: inductor drops a to(bfloat16).float()
+# pair as a no-op, which changed compiled results by ~1e-3 against eager.
+_round_to_bf16 = torch.library.custom_op(
+    "pyfastcnn::round_to_bf16", mutates_args=(), device_types="cpu"
+)(_round_to_bf16_impl)
+
+
+@_round_to_bf16.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
 @torch.compiler.assume_constant_result
 def _conv_kernel_isa(op: str) -> str:
     """ISA of the packed conv kernel of `op` ("scalar": none at this level)."""
@@ -113,7 +129,16 @@ class PackedConvWeight:
         self.groups = groups
         self.dtype = dtype
         self._by_isa: dict = {}
-        self.packed()  # now, not inside a traced call
+        self._fallback: Optional["PackedConvWeight"] = None
+        if self.packed() is None and dtype == torch.bfloat16:  # now, not inside a traced call
+            self.fallback()
+
+    def fallback(self) -> "PackedConvWeight":
+        """For a bfloat16 weight at a level without the BF16 kernel: the float32 packing of the
+        weight rounded to bfloat16 (the same numerics on the FP32 kernel), made once."""
+        if self._fallback is None:
+            self._fallback = PackedConvWeight(self.weight.to(torch.bfloat16).float(), self.groups)
+        return self._fallback
 
     def packed(self) -> Optional[Tuple[str, torch.Tensor]]:
         op, size_fn, pack_fn, elem = _PACKERS[self.dtype]
@@ -201,8 +226,8 @@ def conv2d_bias_act(
         if packed is None and weight.dtype == torch.bfloat16:
             # No BF16 kernel at this level: the same numerics (bfloat16 inputs and weights,
             # FP32 sums) through the FP32 kernel.
-            input = input.to(torch.bfloat16).float()
-            weight = PackedConvWeight(weight.weight.to(torch.bfloat16).float(), weight.groups)
+            input = _native.run(_round_to_bf16, _round_to_bf16_impl, input)
+            weight = weight.fallback()
             packed = weight.packed()
         if packed is not None:
             isa, data = packed
