@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "epilogue_avx512.h"
 #include "pyfastcnn/kernels.h"
@@ -17,6 +18,36 @@ namespace {
 __mmask16 lane_mask(int valid) {
   return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
                      : (valid <= 0 ? 0 : static_cast<__mmask16>((1u << valid) - 1));
+}
+
+// Calls fn(std::integral_constant<Int8OutKind, kind>{}): a kernel's entry point instantiates its
+// templates per output kind once, here, instead of a switch of its own.
+template <class Fn>
+void with_out_kind(Int8OutKind kind, const Fn& fn) {
+  switch (kind) {
+    case Int8OutKind::i32: return fn(std::integral_constant<Int8OutKind, Int8OutKind::i32>{});
+    case Int8OutKind::f32: return fn(std::integral_constant<Int8OutKind, Int8OutKind::f32>{});
+    case Int8OutKind::s8: return fn(std::integral_constant<Int8OutKind, Int8OutKind::s8>{});
+    case Int8OutKind::u8: return fn(std::integral_constant<Int8OutKind, Int8OutKind::u8>{});
+  }
+}
+
+// The per-channel operands of channels n .. n + 15 (lanes `mask`) for store_tile_vector: the
+// zero-point offsets added to the sums, the scales and biases (zero for int32 output).
+struct ChannelOperands {
+  __m512i offset;
+  __m512 scale, bias;
+};
+template <Int8OutKind KIND>
+ChannelOperands channel_operands(const Int8Epilogue& epi, int64_t n, __mmask16 mask) {
+  ChannelOperands c{epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + n)
+                                   : _mm512_setzero_si512(),
+                    _mm512_setzero_ps(), _mm512_setzero_ps()};
+  if constexpr (KIND != Int8OutKind::i32) {
+    c.scale = _mm512_maskz_loadu_ps(mask, epi.scale + n);
+    c.bias = Epilogue512::load_bias(epi.bias, n, mask);
+  }
+  return c;
 }
 
 constexpr int64_t out_bytes(Int8OutKind kind) {

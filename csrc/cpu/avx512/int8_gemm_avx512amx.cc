@@ -29,6 +29,9 @@ namespace {
 using avx512_vnni::lane_mask;
 using avx512_vnni::out_bytes;
 using avx512_vnni::store_tile_vector;
+using avx512_vnni::with_out_kind;
+using avx512_vnni::ChannelOperands;
+using avx512_vnni::channel_operands;
 
 struct DotInt8 {  // u8 x s8 -> int32
   static void c0() { _tile_dpbusd(0, 4, 6); }
@@ -105,17 +108,11 @@ void store_panel(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue
   for (int v = 0; v < 2 && 16 * v < cols; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
     const int64_t n = ch + 16 * v;
-    const __m512i offset = epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + n)
-                                          : _mm512_setzero_si512();
-    __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
-    if constexpr (KIND != Int8OutKind::i32) {
-      scale = _mm512_maskz_loadu_ps(mask, epi.scale + n);
-      bias = Epilogue512::load_bias(epi.bias, n, mask);
-    }
+    const ChannelOperands c = channel_operands<KIND>(epi, n, mask);
     for (int r = 0; r < rows; ++r) {
-      const __m512i acc = _mm512_add_epi32(_mm512_loadu_si512(sums[r] + 16 * v), offset);
+      const __m512i acc = _mm512_add_epi32(_mm512_loadu_si512(sums[r] + 16 * v), c.offset);
       const uint8_t* res_row = epi.residual ? epi.residual + (m + r) * epi.residual_ld : nullptr;
-      store_tile_vector<KIND>(acc, mask, scale, bias, epi, out + (m + r) * row_bytes, n,
+      store_tile_vector<KIND>(acc, mask, c.scale, c.bias, epi, out + (m + r) * row_bytes, n,
                               res_row);
     }
   }
@@ -224,24 +221,20 @@ void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packe
 void int8_gemm(const Int8GemmArgs& args) {
   // A tile holds 16 rows: below that the VNNI kernel (same packed layout) wastes less.
   if (args.shape.M < 16) return avx512_vnni::int8_gemm(args);
-  switch (args.epi.kind) {
-    case Int8OutKind::i32: return gemm_any_a<Int8OutKind::i32>(args);
-    case Int8OutKind::f32: return gemm_any_a<Int8OutKind::f32>(args);
-    case Int8OutKind::s8: return gemm_any_a<Int8OutKind::s8>(args);
-    case Int8OutKind::u8: return gemm_any_a<Int8OutKind::u8>(args);
-  }
+  with_out_kind(args.epi.kind, [&](auto kind) {
+    using K = decltype(kind);
+    gemm_any_a<K::value>(args);
+  });
 }
 
 void int8_conv(const Int8ConvArgs& args) {
   // Short runs (a few input channels, e.g. a 3-channel stem): gathering them costs more than
   // the tiles save.
   if (args.segment_len < 64) return avx512_vnni::int8_conv(args);
-  switch (args.epi.kind) {
-    case Int8OutKind::i32: return conv<Int8OutKind::i32>(args);
-    case Int8OutKind::f32: return conv<Int8OutKind::f32>(args);
-    case Int8OutKind::s8: return conv<Int8OutKind::s8>(args);
-    case Int8OutKind::u8: return conv<Int8OutKind::u8>(args);
-  }
+  with_out_kind(args.epi.kind, [&](auto kind) {
+    using K = decltype(kind);
+    conv<K::value>(args);
+  });
 }
 
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,

@@ -301,12 +301,10 @@ void conv(const Int8ConvArgs& args) {
 
 template <bool SIGNED_A>
 void gemm_any_kind(const Int8GemmArgs& args) {
-  switch (args.epi.kind) {
-    case Int8OutKind::i32: return gemm<Int8OutKind::i32, SIGNED_A>(args);
-    case Int8OutKind::f32: return gemm<Int8OutKind::f32, SIGNED_A>(args);
-    case Int8OutKind::s8: return gemm<Int8OutKind::s8, SIGNED_A>(args);
-    case Int8OutKind::u8: return gemm<Int8OutKind::u8, SIGNED_A>(args);
-  }
+  with_out_kind(args.epi.kind, [&](auto kind) {
+    using K = decltype(kind);
+    gemm<K::value, SIGNED_A>(args);
+  });
 }
 
 }  // namespace
@@ -362,12 +360,10 @@ void int8_gemm(const Int8GemmArgs& args) {
 }
 
 void int8_conv(const Int8ConvArgs& args) {
-  switch (args.epi.kind) {
-    case Int8OutKind::i32: return conv<Int8OutKind::i32>(args);
-    case Int8OutKind::f32: return conv<Int8OutKind::f32>(args);
-    case Int8OutKind::s8: return conv<Int8OutKind::s8>(args);
-    case Int8OutKind::u8: return conv<Int8OutKind::u8>(args);
-  }
+  with_out_kind(args.epi.kind, [&](auto kind) {
+    using K = decltype(kind);
+    conv<K::value>(args);
+  });
 }
 
 }  // namespace avx512_vnni

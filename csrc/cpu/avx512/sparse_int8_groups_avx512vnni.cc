@@ -261,12 +261,10 @@ void run(const SparseInt8ConvArgs& a) {
 }  // namespace
 
 void sparse_int8_group_conv(const SparseInt8ConvArgs& args) {
-  switch (args.epi.kind) {
-    case Int8OutKind::i32: return run<Int8OutKind::i32>(args);
-    case Int8OutKind::f32: return run<Int8OutKind::f32>(args);
-    case Int8OutKind::s8: return run<Int8OutKind::s8>(args);
-    case Int8OutKind::u8: return run<Int8OutKind::u8>(args);
-  }
+  with_out_kind(args.epi.kind, [&](auto kind) {
+    using K = decltype(kind);
+    run<K::value>(args);
+  });
 }
 
 }  // namespace avx512_vnni

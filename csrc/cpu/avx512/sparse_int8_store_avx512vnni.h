@@ -130,13 +130,6 @@ void store_chunk(const SparseInt8ConvArgs& a, const int32_t (*sums)[kMaxVectors 
   const int64_t pixel_bytes = OC * out_bytes(KIND);
   char* out_image = static_cast<char*>(a.out) + n * a.g.OH * OW * pixel_bytes;
   const __mmask16 mask = lane_mask(count);
-  const __m512i offset = epi.col_offset ? _mm512_maskz_loadu_epi32(mask, epi.col_offset + oc0)
-                                        : _mm512_setzero_si512();
-  __m512 scale = _mm512_setzero_ps(), bias = _mm512_setzero_ps();
-  if constexpr (KIND != Int8OutKind::i32) {
-    scale = _mm512_maskz_loadu_ps(mask, epi.scale + oc0);
-    bias = Epilogue512::load_bias(epi.bias, oc0, mask);
-  }
   if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
     // Residual codes are per pixel: the transposed path below reads them (slower than this
     // one plus a separate add on output-bound layers; quantization.convert does not fuse
@@ -147,6 +140,7 @@ void store_chunk(const SparseInt8ConvArgs& a, const int32_t (*sums)[kMaxVectors 
       return;
     }
   }
+  const ChannelOperands c = channel_operands<KIND>(epi, oc0, mask);
   for (int v = 0; v < T; ++v) {
     const int64_t q = q0 + 16 * v;
     if (q >= q_count) break;
@@ -161,8 +155,8 @@ void store_chunk(const SparseInt8ConvArgs& a, const int32_t (*sums)[kMaxVectors 
         const uint8_t* res_row =
             epi.residual ? epi.residual + ((n * a.g.OH + oh) * OW + ow) * epi.residual_ld
                          : nullptr;
-        store_tile_vector<KIND>(_mm512_add_epi32(r[p], offset), mask, scale, bias, epi, row,
-                                oc0, res_row);
+        store_tile_vector<KIND>(_mm512_add_epi32(r[p], c.offset), mask, c.scale, c.bias, epi,
+                                row, oc0, res_row);
       }
       if (++ow == Wq) {
         ow = 0;
