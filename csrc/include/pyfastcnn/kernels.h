@@ -430,6 +430,7 @@ void transpose_f32(const TransposeF32Args& args);
 }  // namespace ref
 namespace avx2 {
 PYFASTCNN_DECLARE_INT8_GEMM
+void int8_conv(const Int8ConvArgs& args);
 void sparse_conv_planes(const SparsePlanesArgs& args);
 size_t f32_packed_floats(int64_t K, int64_t N);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
