@@ -56,9 +56,14 @@ ChannelOperands8 channel_operands(const Int8Epilogue& epi, int64_t n, int valid)
 
 // residual_scale * (r - residual_zero_point) of the first `valid` (<= 8) residual codes at res.
 inline __m256 residual_term(const uint8_t* res, int valid, const Int8Epilogue& epi) {
-  int64_t raw = 0;
-  std::memcpy(&raw, res, static_cast<size_t>(valid < 8 ? valid : 8));
-  const __m128i bytes = _mm_cvtsi64_si128(raw);
+  __m128i bytes;
+  if (valid >= 8) {
+    bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(res));
+  } else {
+    int64_t raw = 0;
+    std::memcpy(&raw, res, static_cast<size_t>(valid > 0 ? valid : 0));
+    bytes = _mm_cvtsi64_si128(raw);
+  }
   const __m256i r = epi.residual_signed ? _mm256_cvtepi8_epi32(bytes) : _mm256_cvtepu8_epi32(bytes);
   return _mm256_mul_ps(
       _mm256_cvtepi32_ps(_mm256_sub_epi32(r, _mm256_set1_epi32(epi.residual_zero_point))),
