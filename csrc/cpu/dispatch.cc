@@ -18,7 +18,9 @@ const Int8GemmKernel kInt8Gemm[kNumIsas] = {
     INT8_GEMM_ENTRY(Isa::scalar, ref, true, nullptr, false, nullptr),
 #ifdef PYFASTCNN_X86
     INT8_GEMM_ENTRY(Isa::avx2, avx2, true, avx2::int8_conv, false, nullptr),
-    INT8_GEMM_ENTRY(Isa::avx512, avx512, false, nullptr, false, nullptr),
+    // AVX-512 without VNNI runs the AVX2 kernels (fused epilogue, implicit conv); the
+    // unfused AVX-512BW GEMM it had was removed (no fused zmm version yet).
+    {Isa::avx512, nullptr, nullptr, nullptr, false, nullptr, false, nullptr},
     INT8_GEMM_ENTRY(Isa::avx512_vnni, avx512_vnni, true, avx512_vnni::int8_conv, true,
                     avx512_vnni::int8_repack_conv_rows),
     {Isa::avx512_bf16, nullptr, nullptr, nullptr, false, nullptr, false, nullptr},

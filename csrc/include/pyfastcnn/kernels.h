@@ -444,7 +444,6 @@ void quantized_adaptive_avg_pool2d(const QuantAdaptiveAvgPoolArgs& args);
 void transpose_f32(const TransposeF32Args& args);
 }
 namespace avx512 {
-PYFASTCNN_DECLARE_INT8_GEMM
 size_t f32_packed_floats(int64_t K, int64_t N);
 void sparse_conv_planes(const SparsePlanesArgs& args);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
