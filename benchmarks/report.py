@@ -57,7 +57,8 @@ def json_cpu(data) -> str:
 def peaks_for(data) -> dict:
     """The per-core peaks of the CPU a pytest-benchmark JSON was measured on ({} if unknown)."""
     cpu = data.get("machine_info", {}).get("cpu", {})
-    return PEAKS_PER_CORE.get((cpu.get("vendor_id_raw"), cpu.get("family")), {})
+    key = (cpu.get("vendor_id_raw"), cpu.get("family"), "avx512f" in cpu.get("flags", []))
+    return PEAKS_PER_CORE.get(key, {})
 
 
 def _share(gops: float, peak: float, threads: int = 1) -> str:

@@ -56,12 +56,16 @@ MOBILENETV2_DEPTHWISE: List[Tuple[int, int, int]] = [
 ]
 BATCHES = (1, 8)
 
-# Per-core peaks by CPU (vendor, family), measured with benchmarks/peak_probe.c; report.py shows
-# "% of peak" only for runs on a CPU listed here. Zen 5 issues two 512-bit VNNI / FMA operations
-# per cycle, Zen 4 one (shared/PEAKS.md); vdpbf16ps does twice the FP32 FLOPs.
+# Per-core peaks by CPU (vendor, family, has AVX-512), measured with benchmarks/peak_probe.c
+# (Zen 3: the same kind of probe on ymm, 12 independent chains per instruction mix); report.py
+# shows "% of peak" only for runs on a CPU listed here. Zen 5 issues two 512-bit VNNI / FMA operations per cycle, Zen 4 one
+# (shared/PEAKS.md); vdpbf16ps does twice the FP32 FLOPs. Zen 3 shares family 25 with Zen 4 but
+# has no AVX-512: its INT8 peak is vpmaddubsw + vpmaddwd + vpaddd (saturating on full-range
+# bytes; the exact vpmaddwd + vpaddd that pyfastcnn uses tops out at ~154 GOP/s, 2026-12-07).
 PEAKS_PER_CORE = {
-    ("AuthenticAMD", 26): {"int8": 1050e9, "fp32": 267e9, "bf16": 534e9},  # Zen 5
-    ("AuthenticAMD", 25): {"int8": 465e9, "fp32": 116e9, "bf16": 231e9},  # Zen 4
+    ("AuthenticAMD", 26, True): {"int8": 1050e9, "fp32": 267e9, "bf16": 534e9},  # Zen 5
+    ("AuthenticAMD", 25, True): {"int8": 465e9, "fp32": 116e9, "bf16": 231e9},  # Zen 4
+    ("AuthenticAMD", 25, False): {"int8": 192e9, "fp32": 101e9},  # Zen 3
 }
 THREADS = (1, 2)
 
