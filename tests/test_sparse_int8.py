@@ -180,8 +180,7 @@ def test_kernel_isa_reported():
     expected = {"scalar": "scalar", "avx2": "avx2", "avx512": "avx2"}
     isa = pyfastcnn.get_isa()
     assert kernels["sparse_quantized_conv2d"] == expected.get(isa, "avx512_vnni")
-    groups = "scalar" if isa in expected else "avx512_vnni"
-    assert kernels["sparse_quantized_conv2d_groups"] == groups
+    assert kernels["sparse_quantized_conv2d_groups"] == expected.get(isa, "avx512_vnni")
 
 
 def test_group_packing():

@@ -87,11 +87,11 @@ const SparseInt8ConvFn kSparseInt8Conv[kNumIsas] = {
 #endif
 };
 
-// The group layout interleaves activation bytes for vpdpbusd: VNNI only (below: reference).
+// The group layout: AVX2 (also for AVX-512 without VNNI) and VNNI kernels.
 const SparseInt8ConvFn kSparseInt8GroupConv[kNumIsas] = {
     nullptr,
 #ifdef PYFASTCNN_X86
-    nullptr,
+    avx2::sparse_int8_group_conv,
     nullptr,
     avx512_vnni::sparse_int8_group_conv,
 #endif

@@ -17,13 +17,11 @@
 #include "pyfastcnn/memory.h"
 #include "pyfastcnn/parallel.h"
 #include "../tile_loop.h"
-#include "int8_epilogue_avx2.h"
+#include "sparse_int8_store_avx2.h"
 
 namespace pyfastcnn {
 namespace avx2 {
 namespace {
-
-constexpr int kMaxVectors = 8;  // 16-pixel vectors per task (same tiles as AVX-512)
 
 // Pixels 0..3 (lo) and 4..7 (hi) of 8, each as two int32 pair sums -> 8 pixel sums in order.
 __m256i combine(__m256i lo, __m256i hi) {
@@ -62,35 +60,14 @@ void channel_sums(const uint16_t* base, const int32_t* block_k, const int32_t* v
   }
 }
 
-// In-register 8x8 transpose of int32 rows r[0..8).
-void transpose8(__m256i r[8]) {
-  __m256i t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
-    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
-    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
-    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
-  }
-}
-
 template <Int8OutKind KIND>
 void task(const SparseInt8ConvArgs& a, const uint16_t* planes, int64_t n, int64_t q0,
           int64_t chunk_begin, int64_t chunk_end) {
-  alignas(64) int32_t sums[16][kMaxVectors * 16];
+  alignas(64) int32_t sums[16][kSparseTile];
   const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
   const int vectors = static_cast<int>((left + 15) / 16);
   const uint16_t* image = planes + n * a.image_bytes + 4 * q0;
-  const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups, OW = a.g.OW;
-  const int64_t pixel_bytes = OC * out_bytes(KIND);
-  char* out_image = static_cast<char*>(a.out) + n * a.g.OH * OW * pixel_bytes;
+  const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups;
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int64_t oc0 = chunk * 16;
     const int count = static_cast<int>(OC - oc0 < 16 ? OC - oc0 : 16);
@@ -107,28 +84,7 @@ void task(const SparseInt8ConvArgs& a, const uint16_t* planes, int64_t n, int64_
         }
       }
     }
-    for (int i = count; i < 16; ++i) std::memset(sums[i], 0, sizeof(sums[i]));  // no stale lanes
-    const ChannelOperands8 c0 = channel_operands<KIND>(a.epi, oc0, count);
-    const ChannelOperands8 c1 = channel_operands<KIND>(a.epi, oc0 + 8, count - 8);
-    // Pixels 8 at a time: the 16 channels' sums transposed to two vectors per pixel.
-    for (int64_t p0 = 0; p0 < left; p0 += 8) {
-      __m256i lo[8], hi[8];
-      for (int i = 0; i < 8; ++i) {
-        lo[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[i] + p0));
-        hi[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[i + 8] + p0));
-      }
-      transpose8(lo);
-      transpose8(hi);
-      for (int64_t p = p0; p < p0 + 8 && p < left; ++p) {
-        const int64_t q = q0 + p, oh = q / a.Wq, ow = q % a.Wq;
-        if (ow >= OW) continue;
-        const int64_t m = (n * a.g.OH + oh) * OW + ow;
-        const uint8_t* res = a.epi.residual ? a.epi.residual + m * a.epi.residual_ld : nullptr;
-        store_row16<KIND>(_mm256_add_epi32(lo[p - p0], c0.offset),
-                          _mm256_add_epi32(hi[p - p0], c1.offset), c0, c1, a.epi,
-                          out_image + (oh * OW + ow) * pixel_bytes, oc0, count, res);
-      }
-    }
+    store_chunk<KIND>(a, sums, count, oc0, n, q0, left);
   }
 }
 
