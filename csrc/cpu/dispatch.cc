@@ -17,7 +17,7 @@ namespace {
 const Int8GemmKernel kInt8Gemm[kNumIsas] = {
     INT8_GEMM_ENTRY(Isa::scalar, ref, true, nullptr, false, nullptr),
 #ifdef PYFASTCNN_X86
-    INT8_GEMM_ENTRY(Isa::avx2, avx2, true, avx2::int8_conv, false, nullptr),
+    INT8_GEMM_ENTRY(Isa::avx2, avx2, true, avx2::int8_conv, true, nullptr),
     // AVX-512 without VNNI runs the AVX2 kernels (fused epilogue, implicit conv); the
     // unfused AVX-512BW GEMM it had was removed (no fused zmm version yet).
     {Isa::avx512, nullptr, nullptr, nullptr, false, nullptr, false, nullptr},
@@ -63,7 +63,7 @@ const F32BlockSparseFn kF32BlockSparse[kNumIsas] = {
 const F32DepthwiseFn kF32Depthwise[kNumIsas] = {
     nullptr,
 #ifdef PYFASTCNN_X86
-    nullptr,
+    avx2::depthwise_f32,
     avx512::depthwise_f32,
 #endif
 };

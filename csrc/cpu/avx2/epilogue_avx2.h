@@ -1,5 +1,5 @@
 // The float epilogue of the AVX2 kernels on 8 lanes: y = clamp(acc [* scale] + bias), used by the
-// FP32 and sparse FP32 kernels (the AVX2 INT8 kernels use the scalar ref::int8_epilogue_row).
+// FP32 and sparse FP32 kernels, and under the INT8 epilogue (int8_epilogue_avx2.h).
 #pragma once
 #include <immintrin.h>
 

@@ -156,17 +156,21 @@ void gemm(const Int8GemmArgs& args) {
   // A widened to uint16 rows of K rounded up to even (the pad pair meets B's zero rows).
   const int64_t ld = 2 * k_pairs(s.K);
   uint16_t* wide = static_cast<uint16_t*>(
-      scratch(ScratchSlot::columns, static_cast<size_t>(s.M * ld) * sizeof(uint16_t)));
+      scratch(ScratchSlot::widened, static_cast<size_t>(s.M * ld) * sizeof(uint16_t)));
+  // int8 A (a_signed) gets the +128 shift here (byte ^ 0x80), which col_offset accounts for.
+  const uint8_t flip = args.a_signed ? 0x80 : 0;
+  const __m128i flip16 = _mm_set1_epi8(static_cast<char>(flip));
   parallel_for(s.M, 16, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
       uint16_t* dst = wide + m * ld;
       const uint8_t* src = args.a + m * args.lda;
       int64_t k = 0;
       for (; k + 16 <= s.K; k += 16) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k));
+        const __m128i b = _mm_xor_si128(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k)), flip16);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), _mm256_cvtepu8_epi16(b));
       }
-      for (; k < s.K; ++k) dst[k] = src[k];
+      for (; k < s.K; ++k) dst[k] = static_cast<uint8_t>(src[k] ^ flip);
       if (ld > s.K) dst[s.K] = 0;
     }
   });
@@ -187,7 +191,7 @@ void conv(const Int8ConvArgs& args) {
   // The padded source widened to uint16 (+ slack: a tile's last pair may be read past a row).
   const int64_t n = args.N * args.Hs * args.Ws * args.Cs;
   uint16_t* src = static_cast<uint16_t*>(
-      scratch(ScratchSlot::columns, static_cast<size_t>(n + 64) * sizeof(uint16_t)));
+      scratch(ScratchSlot::widened, static_cast<size_t>(n + 64) * sizeof(uint16_t)));
   widen(args.src, n, src);
   std::memset(src + n, 0, 64 * sizeof(uint16_t));
   const int64_t K = args.num_segments * args.segment_len;

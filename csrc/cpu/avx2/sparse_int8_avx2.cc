@@ -145,7 +145,7 @@ void fill_planes16(const SparseInt8ConvArgs& a, uint16_t* planes) {
 template <Int8OutKind KIND>
 void run(const SparseInt8ConvArgs& args) {
   uint16_t* planes = static_cast<uint16_t*>(scratch(
-      ScratchSlot::columns, static_cast<size_t>(args.g.N * args.image_bytes + 128) * 2));
+      ScratchSlot::widened, static_cast<size_t>(args.g.N * args.image_bytes + 128) * 2));
   fill_planes16(args, planes);
   const int64_t chunks = (args.g.OC + 15) / 16;
   for_each_pixel_tile(args.g.N, args.q_count, args.tile, chunks,

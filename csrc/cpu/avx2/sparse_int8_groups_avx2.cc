@@ -201,7 +201,7 @@ void run(const SparseInt8ConvArgs& a) {
   uint16_t* planes = nullptr;
   if (!a.window) {
     planes = static_cast<uint16_t*>(scratch(
-        ScratchSlot::columns, static_cast<size_t>(a.g.N * a.image_bytes + 128) * sizeof(uint16_t)));
+        ScratchSlot::widened, static_cast<size_t>(a.g.N * a.image_bytes + 128) * sizeof(uint16_t)));
     fill_planes(a, planes);
   }
   const int64_t chunks = (a.g.OC + 15) / 16;

@@ -35,8 +35,9 @@ enum class ScratchSlot : int {
   weights = 4,
   packed_weights = 5,
   output = 6,
+  widened = 7,  // the AVX2 INT8 kernels' uint16 copies of their byte operands
 };
-constexpr int kNumScratchSlots = 7;
+constexpr int kNumScratchSlots = 8;
 void* scratch(ScratchSlot slot, size_t bytes);
 
 }  // namespace pyfastcnn
