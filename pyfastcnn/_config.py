@@ -12,7 +12,7 @@ from . import _native
 __version__ = "0.1.0"
 
 ISAS = _native._ISA_NAMES
-OPS = ("int8_gemm", "sparse_conv2d", "conv2d_dense", "conv2d_bf16", "sparse_quantized_conv2d",
+OPS = ("int8_gemm", "sparse_conv2d", "sparse_conv2d_block", "conv2d_dense", "conv2d_bf16", "sparse_quantized_conv2d",
        "sparse_quantized_conv2d_groups", "quantized_add", "quantize_per_tensor", "quantized_max_pool2d",
        "quantized_adaptive_avg_pool2d", "quantized_depthwise_conv2d")
 

@@ -219,6 +219,8 @@ const char* kernel_isa(const char* op) {
     level = int8_level(isa);
   } else if (std::strcmp(op, "sparse_conv2d") == 0) {
     level = fn_level(kSparsePlanes, isa);
+  } else if (std::strcmp(op, "sparse_conv2d_block") == 0) {
+    level = fn_level(kF32BlockSparse, isa);
   } else if (std::strcmp(op, "conv2d_bf16") == 0) {
     level = bf16_conv_level(isa);
   } else if (std::strcmp(op, "sparse_quantized_conv2d") == 0) {

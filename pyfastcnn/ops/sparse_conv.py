@@ -256,7 +256,9 @@ def pack_sparse(weight: torch.Tensor, format: str = "auto", groups: int = 1) -> 
     pattern), "block" (output channels in blocks of 32 sharing kept positions; pass the conv's
     ``groups``), "2:4" (at most 2 non-zeros in every 4 consecutive input channels, for sparse
     tensor cores; ValueError otherwise), or "auto": block when the kept 32-channel blocks hold
-    at most 1.25x the non-zeros (the zeros come in blocks), else csr.
+    at most 1.25x the non-zeros (the zeros come in blocks) and this CPU has the block kernel
+    (AVX-512), else csr (a block weight runs anywhere: without the block kernel its non-zeros
+    go through the csr kernel, regrouped on every call).
     """
     check_tensor("weight", weight, torch.float32, 4)
     if format not in SPARSE_FORMATS:
@@ -269,6 +271,8 @@ def pack_sparse(weight: torch.Tensor, format: str = "auto", groups: int = 1) -> 
     if oc % groups:
         raise ValueError(f"groups={groups} must divide the {oc} output channels")
     weight = weight.detach()
+    if format == "auto" and _native.C.kernel_isa("sparse_conv2d_block") == "scalar":
+        format = "csr"
     if format == "auto":
         nnz = int(torch.count_nonzero(weight))
         ocg = oc // groups
