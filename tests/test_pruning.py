@@ -20,6 +20,11 @@ from pyfastcnn.pruning import (
 )
 
 
+
+def _has_block_kernel() -> bool:
+    """Whether this CPU runs the FP32 block-sparse kernel (AVX-512; AVX2 has none)."""
+    return pyfastcnn.config()["kernels"]["sparse_conv2d_block"] != "scalar"
+
 def small_cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
@@ -392,7 +397,7 @@ def test_convert_matches_masked_model(structure, fmt):
     assert len(layers) == 9  # every conv
     if fmt != "auto":
         assert {f for _, f in layers} == {fmt}
-    elif structure == "block":
+    elif structure == "block" and _has_block_kernel():  # AVX2: block weights run as csr
         assert {f for _, f in layers} == {"block"}
     assert rel_error(out, ref) <= 1e-5
     assert pruning.is_pruned(model)  # inplace=False left the original alone
@@ -403,7 +408,9 @@ def test_convert_cost_model_and_measure():
     pruning.prune(model, 0.3, skip=["7"])  # 30% unstructured: csr would be slower
     plan = pruning.conversion_plan(model, threads=1)
     assert all(d.format is None for d in plan)
-    assert pruning.estimate_speedup("block", 0.1, 1) > pruning.estimate_speedup("csr", 0.1, 1)
+    # blocks beat csr where the CPU has the block kernel (measured tables per CPU kind)
+    block, csr = pruning.estimate_speedup("block", 0.1, 1), pruning.estimate_speedup("csr", 0.1, 1)
+    assert block > csr if _has_block_kernel() else block < csr
     assert pruning.estimate_speedup("csr", 0.9, 2) < 1 < pruning.estimate_speedup("csr", 0.02, 1)
     pruning.prune(model, 0.9, "unstructured", skip=["7"])
     x = torch.randn(1, 3, 8, 8)
@@ -430,7 +437,8 @@ def test_sparsity_report():
     assert "total" in str(rep)
     converted = pruning.convert(copy.deepcopy(model).eval(), min_speedup=0.0)
     rep2 = pruning.sparsity_report(converted)
-    assert rep2.nonzeros == rep.nonzeros and rep2.layers[1].format == "block"
+    assert rep2.nonzeros == rep.nonzeros
+    assert rep2.layers[1].format == ("block" if _has_block_kernel() else "csr")
 
 
 # ---------------------------------------------------------------- bad input

@@ -17,9 +17,10 @@ from .masks import remove
 # Speed-ups of the sparse kernels over dense oneDNN F.conv2d (channels_last), geomean over
 # ResNet-50 layers, batch 1 and 8, per CPU kind. Index: sparsity. "csr" is measured on NCHW
 # input, its fast layout, with the weight's prepared indices kept between calls (as a converted
-# module does). The kernels are AVX-512 FP32 on both; oneDNN's FP32 conv has twice the FMA
-# rate on the Xeon, so the same kernels gain less there. A CPU with AMX tiles stands for that
-# kind (none of the others measured has them).
+# module does). The kernels are AVX-512 FP32 on the first two, AVX2 on the third; oneDNN's
+# FP32 conv has twice the FMA rate on the Xeon, so the same kernels gain less there. A CPU
+# with AMX tiles stands for that kind (none of the others measured has them), one without
+# AVX-512 for the AVX2 kind.
 _SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 _MEASURED_BY_CPU = {
     # Xeon with AMX, evening of 2026-12-07 (benchmarks/results/cpu-amx-sparse.json)
@@ -36,13 +37,23 @@ _MEASURED_BY_CPU = {
         ("block", 1): (2.10, 3.26, 4.51, 7.70, 11.85, 18.74),
         ("block", 2): (1.94, 2.91, 4.09, 6.45, 9.49, 13.32),
     },
+    # AMD Zen 3 (AVX2, no AVX-512), 2026-12-07 (benchmarks/results/cpu-zen3-sparse.json). No
+    # block kernel at this level: "block" weights run as csr rows regrouped per call.
+    "avx2": {
+        ("csr", 1): (0.96, 1.44, 1.93, 2.95, 4.15, 5.83),
+        ("csr", 2): (1.12, 1.68, 2.24, 3.21, 4.21, 5.39),
+        ("block", 1): (0.74, 1.12, 1.55, 2.56, 3.92, 6.00),
+        ("block", 2): (0.63, 0.97, 1.41, 2.17, 3.37, 4.96),
+    },
 }
 
 
 def _measured() -> Dict[Tuple[str, int], Tuple[float, ...]]:
     """The speed-up table for the CPU kind this runs on."""
-    amx = "avx512_amx" in _config.supported_isas()
-    return _MEASURED_BY_CPU["amx" if amx else "other"]
+    isas = _config.supported_isas()
+    if "avx512_amx" in isas:
+        return _MEASURED_BY_CPU["amx"]
+    return _MEASURED_BY_CPU["other" if "avx512" in isas else "avx2"]
 
 
 # Layer geometry (c_in, c_out, c_in per group, kh, kw, stride_h, stride_w), for the terms below.

@@ -6,29 +6,14 @@
 
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 
 #include "epilogue_avx2.h"
 #include "pyfastcnn/kernels.h"
+#include "../int8_out_kind.h"
 
 namespace pyfastcnn {
 namespace avx2 {
 namespace {
-
-// Calls fn(std::integral_constant<Int8OutKind, kind>{}) (one instantiation per output kind).
-template <class Fn>
-void with_out_kind(Int8OutKind kind, const Fn& fn) {
-  switch (kind) {
-    case Int8OutKind::i32: return fn(std::integral_constant<Int8OutKind, Int8OutKind::i32>{});
-    case Int8OutKind::f32: return fn(std::integral_constant<Int8OutKind, Int8OutKind::f32>{});
-    case Int8OutKind::s8: return fn(std::integral_constant<Int8OutKind, Int8OutKind::s8>{});
-    case Int8OutKind::u8: return fn(std::integral_constant<Int8OutKind, Int8OutKind::u8>{});
-  }
-}
-
-constexpr int64_t out_bytes(Int8OutKind kind) {
-  return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
-}
 
 // Lanes [0, valid) selected (sign bit set), for maskload / maskstore.
 inline __m256i lane_mask8(int valid) {

@@ -6,10 +6,10 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "epilogue_avx512.h"
 #include "pyfastcnn/kernels.h"
+#include "../int8_out_kind.h"
 
 namespace pyfastcnn {
 namespace avx512_vnni {
@@ -18,18 +18,6 @@ namespace {
 __mmask16 lane_mask(int valid) {
   return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
                      : (valid <= 0 ? 0 : static_cast<__mmask16>((1u << valid) - 1));
-}
-
-// Calls fn(std::integral_constant<Int8OutKind, kind>{}): a kernel's entry point instantiates its
-// templates per output kind once, here, instead of a switch of its own.
-template <class Fn>
-void with_out_kind(Int8OutKind kind, const Fn& fn) {
-  switch (kind) {
-    case Int8OutKind::i32: return fn(std::integral_constant<Int8OutKind, Int8OutKind::i32>{});
-    case Int8OutKind::f32: return fn(std::integral_constant<Int8OutKind, Int8OutKind::f32>{});
-    case Int8OutKind::s8: return fn(std::integral_constant<Int8OutKind, Int8OutKind::s8>{});
-    case Int8OutKind::u8: return fn(std::integral_constant<Int8OutKind, Int8OutKind::u8>{});
-  }
 }
 
 // The per-channel operands of channels n .. n + 15 (lanes `mask`) for store_tile_vector: the
@@ -48,10 +36,6 @@ ChannelOperands channel_operands(const Int8Epilogue& epi, int64_t n, __mmask16 m
     c.bias = Epilogue512::load_bias(epi.bias, n, mask);
   }
   return c;
-}
-
-constexpr int64_t out_bytes(Int8OutKind kind) {
-  return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
 }
 
 // residual_scale * (r - residual_zero_point) of the 16 residual codes at `res` (lanes `mask`).

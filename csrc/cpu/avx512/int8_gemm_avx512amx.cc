@@ -27,9 +27,7 @@ namespace avx512_amx {
 namespace {
 
 using avx512_vnni::lane_mask;
-using avx512_vnni::out_bytes;
 using avx512_vnni::store_tile_vector;
-using avx512_vnni::with_out_kind;
 using avx512_vnni::ChannelOperands;
 using avx512_vnni::channel_operands;
 
