@@ -17,7 +17,8 @@ namespace {
 const Int8GemmKernel kInt8Gemm[kNumIsas] = {
     INT8_GEMM_ENTRY(Isa::scalar, ref, true, nullptr, false, nullptr),
 #ifdef PYFASTCNN_X86
-    INT8_GEMM_ENTRY(Isa::avx2, avx2, true, avx2::int8_conv, true, nullptr),
+    INT8_GEMM_ENTRY(Isa::avx2, avx2, true, avx2::int8_conv, true,
+                    avx2::int8_repack_conv_rows),
     // AVX-512 without VNNI runs the AVX2 kernels (fused epilogue, implicit conv); the
     // unfused AVX-512BW GEMM it had was removed (no fused zmm version yet).
     {Isa::avx512, nullptr, nullptr, nullptr, false, nullptr, false, nullptr},

@@ -238,6 +238,30 @@ void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packe
   }
 }
 
+// See Int8RepackConvRowsFn (kernels.h): row k of the output comes from row ok of the input
+// (or is zero); rows are int16 lanes of the panels' k-pairs (lane k % 2 of pair k / 2).
+void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
+                           int64_t stack, int64_t Lq, void* out) {
+  const int64_t c4 = (C + 3) / 4 * 4, pixel = stack * C, row = KW * pixel;
+  const int64_t K = (KH + stack - 1) / stack * Lq;
+  const int64_t in_stride = panel_elems(KH * KW * c4), out_stride = panel_elems(K);
+  const int16_t* src = static_cast<const int16_t*>(packed);
+  int16_t* dst = static_cast<int16_t*>(out);
+  for (int64_t p = 0; p < num_panels(N); ++p, src += in_stride, dst += out_stride) {
+    for (int64_t k = 0; k < K; ++k) {
+      int16_t* __restrict d = dst + (k / 2) * 2 * kNR + k % 2;
+      const int64_t r = k % Lq, kh = k / Lq * stack + r % pixel / C;
+      if (r >= row || kh >= KH) {
+        for (int j = 0; j < kNR; ++j) d[2 * j] = 0;
+        continue;
+      }
+      const int64_t ok = (kh * KW + r / pixel) * c4 + r % C;
+      const int16_t* __restrict s = src + (ok / 2) * 2 * kNR + ok % 2;
+      for (int j = 0; j < kNR; ++j) d[2 * j] = s[2 * j];
+    }
+  }
+}
+
 void int8_gemm(const Int8GemmArgs& args) {
   with_out_kind(args.epi.kind, [&](auto kind) {
     using K = decltype(kind);

@@ -431,6 +431,8 @@ void transpose_f32(const TransposeF32Args& args);
 namespace avx2 {
 PYFASTCNN_DECLARE_INT8_GEMM
 void int8_conv(const Int8ConvArgs& args);
+void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
+                           int64_t stack, int64_t Lq, void* out);
 void sparse_conv_planes(const SparsePlanesArgs& args);
 size_t f32_packed_floats(int64_t K, int64_t N);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
