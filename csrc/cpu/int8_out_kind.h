@@ -1,4 +1,4 @@
-// Helpers on Int8OutKind shared by the INT8 kernels of every ISA. Templates and constexpr only,
+// Helpers shared by the INT8 kernels of every ISA (output kinds, conv-row repacking). Templates and constexpr only,
 // in an anonymous namespace: each ISA unit instantiates them with its own lambdas and flags.
 #pragma once
 #include <cstdint>
@@ -23,6 +23,17 @@ void with_out_kind(Int8OutKind kind, const Fn& fn) {
 
 constexpr int64_t out_bytes(Int8OutKind kind) {
   return kind == Int8OutKind::i32 || kind == Int8OutKind::f32 ? 4 : 1;
+}
+
+// Int8RepackConvRowsFn (kernels.h): the row of the C-padded packed weight (K = KH * KW * c4)
+// that row k of the compact layout (segments of Lq rows covering `stack` kernel rows) holds, or
+// -1 where row k is zero (past KW * stack * C in its segment, or past KH).
+inline int64_t conv_rows_source(int64_t k, int64_t KH, int64_t KW, int64_t C, int64_t stack,
+                                int64_t Lq) {
+  const int64_t c4 = (C + 3) / 4 * 4, pixel = stack * C;
+  const int64_t r = k % Lq, kh = k / Lq * stack + r % pixel / C;
+  if (r >= KW * pixel || kh >= KH) return -1;
+  return (kh * KW + r / pixel) * c4 + r % C;
 }
 
 }  // namespace

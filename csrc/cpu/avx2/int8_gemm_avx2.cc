@@ -38,18 +38,25 @@ int32_t load_pair(const uint16_t* a) {
   return v;
 }
 
-// dst[i] = src[i] for i < n (bytes zero-extended), in parallel.
+// dst[i] = src[i] ^ flip for i < n, zero-extended to uint16 (flip 0x80: int8 to uint8 + 128).
+void widen_run(const uint8_t* src, int64_t n, uint8_t flip, uint16_t* dst) {
+  const __m128i flip16 = _mm_set1_epi8(static_cast<char>(flip));
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i b =
+        _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)), flip16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_cvtepu8_epi16(b));
+  }
+  for (; i < n; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ flip);
+}
+
+// widen_run over n bytes, in parallel chunks.
 void widen(const uint8_t* src, int64_t n, uint16_t* dst) {
   constexpr int64_t kChunk = 1 << 15;
   parallel_for((n + kChunk - 1) / kChunk, 1, [=](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t lo = c * kChunk, hi = lo + kChunk < n ? lo + kChunk : n;
-      int64_t i = lo;
-      for (; i + 16 <= hi; i += 16) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_cvtepu8_epi16(b));
-      }
-      for (; i < hi; ++i) dst[i] = src[i];
+      widen_run(src + lo, hi - lo, 0, dst + lo);
     }
   });
 }
@@ -159,19 +166,10 @@ void gemm(const Int8GemmArgs& args) {
       scratch(ScratchSlot::widened, static_cast<size_t>(s.M * ld) * sizeof(uint16_t)));
   // int8 A (a_signed) gets the +128 shift here (byte ^ 0x80), which col_offset accounts for.
   const uint8_t flip = args.a_signed ? 0x80 : 0;
-  const __m128i flip16 = _mm_set1_epi8(static_cast<char>(flip));
   parallel_for(s.M, 16, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
-      uint16_t* dst = wide + m * ld;
-      const uint8_t* src = args.a + m * args.lda;
-      int64_t k = 0;
-      for (; k + 16 <= s.K; k += 16) {
-        const __m128i b = _mm_xor_si128(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k)), flip16);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), _mm256_cvtepu8_epi16(b));
-      }
-      for (; k < s.K; ++k) dst[k] = static_cast<uint8_t>(src[k] ^ flip);
-      if (ld > s.K) dst[s.K] = 0;
+      widen_run(args.a + m * args.lda, s.K, flip, wide + m * ld);
+      if (ld > s.K) wide[m * ld + s.K] = 0;
     }
   });
   char* c = static_cast<char*>(args.c);
@@ -242,20 +240,18 @@ void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packe
 // (or is zero); rows are int16 lanes of the panels' k-pairs (lane k % 2 of pair k / 2).
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
                            int64_t stack, int64_t Lq, void* out) {
-  const int64_t c4 = (C + 3) / 4 * 4, pixel = stack * C, row = KW * pixel;
-  const int64_t K = (KH + stack - 1) / stack * Lq;
+  const int64_t c4 = (C + 3) / 4 * 4, K = (KH + stack - 1) / stack * Lq;
   const int64_t in_stride = panel_elems(KH * KW * c4), out_stride = panel_elems(K);
   const int16_t* src = static_cast<const int16_t*>(packed);
   int16_t* dst = static_cast<int16_t*>(out);
   for (int64_t p = 0; p < num_panels(N); ++p, src += in_stride, dst += out_stride) {
     for (int64_t k = 0; k < K; ++k) {
       int16_t* __restrict d = dst + (k / 2) * 2 * kNR + k % 2;
-      const int64_t r = k % Lq, kh = k / Lq * stack + r % pixel / C;
-      if (r >= row || kh >= KH) {
+      const int64_t ok = conv_rows_source(k, KH, KW, C, stack, Lq);
+      if (ok < 0) {
         for (int j = 0; j < kNR; ++j) d[2 * j] = 0;
         continue;
       }
-      const int64_t ok = (kh * KW + r / pixel) * c4 + r % C;
       const int16_t* __restrict s = src + (ok / 2) * 2 * kNR + ok % 2;
       for (int j = 0; j < kNR; ++j) d[2 * j] = s[2 * j];
     }

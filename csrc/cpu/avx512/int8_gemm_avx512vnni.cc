@@ -333,8 +333,7 @@ void int8_pack_b(const int8_t* b, int64_t ldb, int64_t K, int64_t N, void* packe
 
 void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C, int64_t N,
                            int64_t stack, int64_t Lq, void* out) {
-  const int64_t c4 = (C + 3) / 4 * 4, pixel = stack * C, row = KW * pixel;
-  const int64_t K = (KH + stack - 1) / stack * Lq;
+  const int64_t c4 = (C + 3) / 4 * 4, K = (KH + stack - 1) / stack * Lq;
   const int64_t in_stride = panel_bytes(KH * KW * c4), out_stride = panel_bytes(K);
   const int8_t* src = static_cast<const int8_t*>(packed);
   int8_t* dst = static_cast<int8_t*>(out);
@@ -342,12 +341,11 @@ void int8_repack_conv_rows(const void* packed, int64_t KH, int64_t KW, int64_t C
     for (int64_t k = 0; k < K; ++k) {
       // Byte k % 4 of quad k / 4 in every column comes from byte ok % 4 of quad ok / 4.
       int8_t* __restrict d = dst + (k / 4) * 128 + k % 4;
-      const int64_t r = k % Lq, kh = k / Lq * stack + r % pixel / C;
-      if (r >= row || kh >= KH) {
+      const int64_t ok = conv_rows_source(k, KH, KW, C, stack, Lq);
+      if (ok < 0) {
         for (int j = 0; j < kPanelCols; ++j) d[4 * j] = 0;
         continue;
       }
-      const int64_t ok = (kh * KW + r / pixel) * c4 + r % C;
       const int8_t* __restrict s = src + (ok / 4) * 128 + ok % 4;
       for (int j = 0; j < kPanelCols; ++j) d[4 * j] = s[4 * j];
     }
