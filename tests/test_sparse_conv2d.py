@@ -435,6 +435,59 @@ def test_sparse_conv2d_module(isa, fmt):
         pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Linear(2, 3))
 
 
+def test_sparse_conv2d_module_stores_only_the_packed_form():
+    """A pruned module is smaller on disk than the dense conv (no dense copy, int16 indices);
+    its state dict loads back exactly, a dense state dict is packed, old pickles that carried
+    the dense weight still load, and corrupt or mismatched arrays are a clear error."""
+    import io
+
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(prune(conv.weight, 0.2))
+    module = pyfastcnn.nn.SparseConv2d.from_dense(conv, format="csr")
+    x = torch.randn(1, 64, 6, 6)
+
+    def saved(obj) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return buffer.getvalue()
+
+    dense_bytes = len(saved(conv))
+    # 20% of the weights as float32 values + int16 indices: ~0.3 of the dense file
+    assert len(saved(module)) < 0.4 * dense_bytes
+    assert len(saved(module.state_dict())) < 0.4 * dense_bytes
+    assert "weight" not in module.state_dict()
+    assert module.state_dict()["sparse_col_idx"].dtype == torch.int16
+    assert torch.equal(module.weight, conv.weight.detach())
+
+    restored = torch.load(io.BytesIO(saved(module)), weights_only=False)
+    assert restored.packed.col_idx.dtype == torch.int32 and torch.equal(restored(x), module(x))
+    fresh = pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Conv2d(64, 64, 3, padding=1), "csr")
+    fresh.load_state_dict(torch.load(io.BytesIO(saved(module.state_dict()))))
+    assert torch.equal(fresh(x), module(x))
+    fresh = pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Conv2d(64, 64, 3, padding=1), "csr")
+    fresh.load_state_dict(conv.state_dict())  # dense weight and bias: packed on load
+    assert torch.equal(fresh(x), module(x))
+
+    legacy = pyfastcnn.nn.SparseConv2d.from_dense(conv, format="csr")
+    legacy._buffers["weight"] = conv.weight.detach().clone()  # what older versions stored
+    legacy = pickle.loads(pickle.dumps(legacy))
+    assert "weight" not in legacy.state_dict() and torch.equal(legacy(x), module(x))
+
+    state = module.state_dict()
+    bad = dict(state, sparse_col_idx=state["sparse_col_idx"] + 1000)
+    with pytest.raises(RuntimeError, match="sparse_col_idx|do not describe"):
+        fresh.load_state_dict(bad)
+    bad = dict(state, sparse_format=torch.tensor(9, dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="unknown sparse_format"):
+        fresh.load_state_dict(bad)
+    small = pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Conv2d(8, 8, 3), "csr")
+    with pytest.raises(RuntimeError, match="size mismatch|do not describe"):
+        small.load_state_dict(state)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        small.load_state_dict(conv.state_dict())
+
+
 def test_prepared_indices_follow_the_weight_and_the_geometry(isa):
     """The CPU kernels keep a csr weight's prepared indices between calls (SparsePlanSlot):
     reused for the same arrays and layout, made again for a new input size or layout, and for

@@ -5,34 +5,96 @@ from typing import Optional
 
 import torch
 
-from ..ops.sparse_conv import SparseWeight, pack_sparse, sparse_conv2d
+from ..ops.sparse_conv import (SPARSE_FORMATS, SparseWeight, narrow_indices, pack_sparse,
+                               sparse_conv2d)
 
 
 class SparseConv2d(torch.nn.Module):
     """Conv2d with a pruned weight packed once (``SparseWeight``); zeros are skipped.
 
-    Build it with ``SparseConv2d.from_dense(conv, format="auto", relu=False)``. The packed
-    weight is picklable and is saved in the state dict as its dense form (``weight``), so
-    ``load_state_dict`` repacks it. Inference only.
+    Build it with ``SparseConv2d.from_dense(conv, format="auto", relu=False)``. Only the packed
+    form is stored: the state dict holds its arrays (``sparse_row_ptr``, ``sparse_col_idx``,
+    ``sparse_values`` and ``sparse_format``, an index into ``SPARSE_FORMATS``), so a pruned
+    model is smaller on disk than the dense one. ``load_state_dict`` also takes a dense
+    ``weight`` (e.g. the pruned ``nn.Conv2d``'s state dict) and packs it in this module's
+    format. ``weight`` is the dense float32 form, computed on access. Inference only.
 
     ``.cuda()`` works: the packed weight stays a host object and uploads its arrays once per
     device on the first CUDA call (float32, float16 and bfloat16 input; "2:4" weights with
     float16/bfloat16 input run on sparse tensor cores). Packing always reads a CPU copy.
     """
 
+    _PACKED_KEYS = ("sparse_row_ptr", "sparse_col_idx", "sparse_values", "sparse_format")
+
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
                  dilation, groups: int, relu: bool = False, format: str = "auto"):
         super().__init__()
-        self.register_buffer("weight", weight.detach().float().contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.groups, self.relu, self.format = groups, relu, format
-        self.packed: SparseWeight = pack_sparse(self.weight.cpu(), format, groups=groups)
+        self.packed: SparseWeight = pack_sparse(weight.detach().float().cpu().contiguous(),
+                                                format, groups=groups)
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self.packed = pack_sparse(self.weight.detach().float().cpu(), self.format,
-                                  groups=self.groups)
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense float32 weight (zeros included), rebuilt from the packed form."""
+        return self.packed.to_dense()
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # modules pickled before only the packed form was stored also carry the dense weight
+        self._buffers.pop("weight", None)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        p = self.packed
+        code = torch.tensor(SPARSE_FORMATS.index(p.format), dtype=torch.uint8)
+        arrays = (p.row_ptr, narrow_indices(p.col_idx), p.values, code)
+        for key, t in zip(self._PACKED_KEYS, arrays):
+            destination[prefix + key] = t
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        keys = [prefix + k for k in self._PACKED_KEYS]
+        dense = state_dict.get(prefix + "weight")
+        try:
+            if all(k in state_dict for k in keys):
+                self.packed = self._packed_from(*(state_dict[k] for k in keys))
+            elif dense is not None:
+                self._check_dense(dense)
+                self.packed = pack_sparse(dense.detach().float().cpu().contiguous(),
+                                          self.format, groups=self.groups)
+            elif strict:
+                missing_keys.extend(k for k in keys if k not in state_dict)
+        except ValueError as e:
+            error_msgs.append(f"{prefix or 'SparseConv2d '}weight: {e}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        for k in keys + [prefix + "weight"]:
+            if k in unexpected_keys:
+                unexpected_keys.remove(k)
+
+    def _check_dense(self, dense: torch.Tensor) -> None:
+        if tuple(dense.shape) != tuple(self.packed.shape):
+            raise ValueError(f"size mismatch: {tuple(dense.shape)} in the state dict, "
+                             f"{tuple(self.packed.shape)} in this module")
+
+    def _packed_from(self, row_ptr, col_idx, values, code) -> SparseWeight:
+        """A SparseWeight from saved arrays, checked by decoding them (a corrupt or mismatched
+        file raises ValueError) and packed again in the saved format."""
+        if code.numel() != 1 or not 0 < int(code) < len(SPARSE_FORMATS):
+            raise ValueError(f"unknown sparse_format code {code.tolist()}")
+        fmt = SPARSE_FORMATS[int(code)]
+        saved = SparseWeight(self.packed.shape, row_ptr.long().cpu(),
+                             col_idx.cpu() if fmt == "2:4" else col_idx.int().cpu(),
+                             values.float().cpu(), fmt, self.groups)
+        try:
+            dense = saved.to_dense()
+        except (RuntimeError, IndexError) as e:
+            raise ValueError(f"the saved {fmt} arrays do not describe a weight of shape "
+                             f"{tuple(self.packed.shape)} ({e})") from None
+        self._check_dense(dense)
+        return pack_sparse(dense, fmt, groups=self.groups)
 
     @classmethod
     def from_dense(cls, conv: torch.nn.Conv2d, format: str = "auto",
@@ -54,7 +116,7 @@ class SparseConv2d(torch.nn.Module):
                              self.dilation, self.groups, relu=self.relu)
 
     def extra_repr(self) -> str:
-        oc, cg, kh, kw = self.weight.shape
+        oc, cg, kh, kw = self.packed.shape
         return (f"{cg * self.groups}, {oc}, kernel_size=({kh}, {kw}), stride={self.stride}, "
                 f"padding={self.padding}, groups={self.groups}, relu={self.relu}, "
                 f"format={self.packed.format!r}, density={self.density:.3f}")

@@ -70,9 +70,12 @@ class SparseWeight:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("cache", None)  # device copies stay with the process that made them
+        state["col_idx"] = narrow_indices(self.col_idx)
         return state
 
     def __setstate__(self, state):
+        if state["col_idx"].dtype == torch.int16:
+            state = dict(state, col_idx=state["col_idx"].to(torch.int32))
         for name, value in state.items():
             object.__setattr__(self, name, value)
         object.__setattr__(self, "cache", {})
@@ -116,6 +119,14 @@ class SparseWeight:
             f"SparseWeight(shape={self.shape}, format={self.format!r}, nnz={self.nnz}, "
             f"density={self.density:.3f})"
         )
+
+
+def narrow_indices(idx: torch.Tensor) -> torch.Tensor:
+    """int32 reduction indices as int16 where they fit (K <= 32768 in any realistic conv): half
+    the bytes on disk. Readers widen them back to int32 (the kernels' type)."""
+    if idx.dtype == torch.int32 and (idx.numel() == 0 or int(idx.max()) <= 32767):
+        return idx.to(torch.int16)
+    return idx
 
 
 def _pack_csr(weight: torch.Tensor) -> SparseWeight:
