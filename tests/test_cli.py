@@ -155,7 +155,8 @@ def test_demo_training_dtype():
     from pyfastcnn import demo
 
     native = any(isa in pyfastcnn.supported_isas() for isa in ("avx512_bf16", "avx512_amx"))
-    auto = demo.training_dtype(demo.DemoSettings())
+    assert demo.training_dtype(demo.DemoSettings()) == torch.float32  # same on every CPU
+    auto = demo.training_dtype(demo.DemoSettings(train_dtype="auto"))
     assert auto == (torch.bfloat16 if native else torch.float32)
     assert demo.training_dtype(demo.DemoSettings(train_dtype="float32")) == torch.float32
     assert demo.training_dtype(demo.DemoSettings(train_dtype="bfloat16")) == torch.bfloat16
