@@ -117,11 +117,11 @@ def test_densities_and_relu(isa, density):
 def test_block_pruned_weights_pack_as_blocks(isa):
     case = ConvCase("b", 2, 16, 9, 9, 70, (3, 3), padding=1, groups=2)
     w = prune_blocks(case.weight(), 0.2, groups=2)
-    # "auto": blocks where this level has the block kernel (AVX-512), csr below
+    # "auto": blocks where this level has the block kernel (AVX2 and up), csr on scalar
     has_block_kernel = pyfastcnn.config()["kernels"]["sparse_conv2d_block"] != "scalar"
     auto = pyfastcnn.pack_sparse(w, groups=2)
     assert auto.format == ("block" if has_block_kernel else "csr")
-    packed = pyfastcnn.pack_sparse(w, "block", groups=2)  # runs anywhere (csr rows below)
+    packed = pyfastcnn.pack_sparse(w, "block", groups=2)  # runs anywhere (csr rows on scalar)
     assert torch.equal(packed.to_dense(), w)
     assert pyfastcnn.pack_sparse(prune(case.weight(), 0.2), groups=2).format == "csr"
     x, bias = case.input(), torch.randn(case.oc)

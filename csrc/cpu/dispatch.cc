@@ -56,7 +56,7 @@ const Bf16ConvKernel kBf16Conv[kNumIsas] = {
 const F32BlockSparseFn kF32BlockSparse[kNumIsas] = {
     nullptr,
 #ifdef PYFASTCNN_X86
-    nullptr,
+    avx2::conv2d_f32_block_sparse,
     avx512::conv2d_f32_block_sparse,
 #endif
 };

@@ -652,9 +652,8 @@ void sparse_conv2d_block(const TensorRef& input, const TensorRef& panel_row_ptr,
   const float* values = static_cast<const float*>(rows.data);
   const F32BlockSparseFn kernel = f32_block_sparse_kernel();
   if (!kernel) {
-    // No block kernel at this level (AVX2): the same non-zeros as CSR rows sorted by column,
-    // through the CSR planes kernel where there is one (the reference ran 5-10x slower than
-    // dense oneDNN at 90% on Zen 3), else the reference.
+    // No block kernel at this level (scalar): the same non-zeros as CSR rows sorted by column,
+    // through the reference.
     std::vector<int64_t> csr_rows(1, 0);
     std::vector<std::pair<int32_t, float>> row;
     std::vector<int32_t> cols;
@@ -677,11 +676,6 @@ void sparse_conv2d_block(const TensorRef& input, const TensorRef& panel_row_ptr,
         vals.push_back(e.second);
       }
       csr_rows.push_back(static_cast<int64_t>(cols.size()));
-    }
-    if (const SparsePlanesFn planes = sparse_planes_kernel()) {
-      sparse_conv2d_planes(planes, input, csr_rows.data(), cols.data(), vals.data(), g, epi,
-                           output, nullptr);
-      return;
     }
     sparse_conv2d_csr_kernel()(conv_io(input, output), g,
                                CsrWeight{csr_rows.data(), cols.data(), vals.data()}, epi);

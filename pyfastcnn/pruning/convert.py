@@ -37,13 +37,13 @@ _MEASURED_BY_CPU = {
         ("block", 1): (2.10, 3.26, 4.51, 7.70, 11.85, 18.74),
         ("block", 2): (1.94, 2.91, 4.09, 6.45, 9.49, 13.32),
     },
-    # AMD Zen 3 (AVX2, no AVX-512), 2026-12-07 (benchmarks/results/cpu-zen3-sparse.json). No
-    # block kernel at this level: "block" weights run as csr rows regrouped per call.
+    # AMD Zen 3 (AVX2, no AVX-512), 2026-12-07 (benchmarks/results/cpu-zen3-sparse.json; the
+    # block rows after the AVX2 block kernel, the same evening)
     "avx2": {
         ("csr", 1): (0.96, 1.44, 1.93, 2.95, 4.15, 5.83),
         ("csr", 2): (1.12, 1.68, 2.24, 3.21, 4.21, 5.39),
-        ("block", 1): (0.74, 1.12, 1.55, 2.56, 3.92, 6.00),
-        ("block", 2): (0.63, 0.97, 1.41, 2.17, 3.37, 4.96),
+        ("block", 1): (1.75, 2.64, 3.60, 4.99, 7.11, 9.16),
+        ("block", 2): (1.69, 2.55, 3.27, 4.82, 6.29, 8.03),
     },
 }
 

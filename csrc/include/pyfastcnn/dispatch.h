@@ -32,8 +32,8 @@ struct Bf16ConvKernel {
   Bf16ConvertFn convert;
 };
 Bf16ConvKernel bf16_conv_kernel();
-F32BlockSparseFn f32_block_sparse_kernel();  // null below AVX-512
-F32DepthwiseFn f32_depthwise_kernel();        // null below AVX-512
+F32BlockSparseFn f32_block_sparse_kernel();  // null on the scalar level
+F32DepthwiseFn f32_depthwise_kernel();        // null on the scalar level
 
 Int8GemmKernel int8_gemm_kernel();
 Int8GemmKernel int8_gemm_kernel_for(Isa isa);

@@ -437,6 +437,7 @@ void sparse_conv_planes(const SparsePlanesArgs& args);
 size_t f32_packed_floats(int64_t K, int64_t N);
 void f32_pack_b(const float* b, int64_t ldb, int64_t K, int64_t N, float* packed);
 void conv2d_f32(const F32ConvArgs& args);
+void conv2d_f32_block_sparse(const F32BlockSparseArgs& args);
 void depthwise_f32(const F32DepthwiseArgs& args);
 void sparse_int8_conv(const SparseInt8ConvArgs& args);
 void sparse_int8_group_conv(const SparseInt8ConvArgs& args);  // group layout
