@@ -86,7 +86,7 @@ void conv_tile(const F32ConvArgs& g, int64_t kb, const float* const* base, float
     for (int r = 0; r < MR; ++r) {
       __m256 y = acc[r][v];
       if (last) y = epi.apply(y, bias);
-      _mm256_maskstore_ps(out + r * out_ld + 8 * v, mask[v], y);
+      store_lanes(out + r * out_ld + 8 * v, y, cols - 8 * v);
     }
   }
 }
@@ -98,7 +98,8 @@ constexpr TileFn kTiles[kMR + 1] = {nullptr,      conv_tile<1>, conv_tile<2>, co
 
 // Block-sparse: the kept rows of one 32-column block panel, each at its own source offset, for
 // 16 of its columns (`half` 0 or 1): the dense kernel's 6 x 16 tile and its 2 FMAs per
-// broadcast, over the kept rows only.
+// broadcast, over the kept rows only. (A 3 x 32 tile, 4 FMAs per broadcast, needs 17 ymm
+// registers: it spilled and ran 20% slower at 90% on Zen 3.)
 #define PYFASTCNN_SPARSE_ROW(r)                              \
   if constexpr (MR > r) {                                    \
     const __m256 av = _mm256_broadcast_ss(base##r + off);    \
@@ -128,7 +129,7 @@ void block_sparse_tile(const F32BlockSparseArgs& g, const float* const* base, fl
     const __m256i mask = lane_mask(cols - 8 * v);
     const __m256 bias = Epilogue256::load_bias(g.bias, n_global + 8 * v, mask);
     for (int r = 0; r < MR; ++r) {
-      _mm256_maskstore_ps(out + r * out_ld + 8 * v, mask, epi.apply(acc[r][v], bias));
+      store_lanes(out + r * out_ld + 8 * v, epi.apply(acc[r][v], bias), cols - 8 * v);
     }
   }
 }

@@ -65,11 +65,7 @@ void tile(const F32DepthwiseArgs& a, const float* image, float* out_row, int64_t
     float* dst = out_row + (ow0 + j) * C + c;
     for (int v = 0; v < kVectors; ++v) {
       const __m256 y = epi.apply(acc[j][v], bias[v]);
-      if (full) {
-        _mm256_storeu_ps(dst + 8 * v, y);
-      } else {
-        _mm256_maskstore_ps(dst + 8 * v, mask[v], y);
-      }
+      store_lanes(dst + 8 * v, y, static_cast<int>(valid - 8 * v));
     }
   }
 }

@@ -93,11 +93,7 @@ void store_row16(__m256i lo, __m256i hi, const ChannelOperands8& c0, const Chann
       } else {
         v = epilogue_ps(acc, c, epi, res ? res + at : nullptr, valid);
       }
-      if (valid >= 8) {
-        _mm256_storeu_ps(out + at, v);
-      } else {
-        _mm256_maskstore_ps(out + at, lane_mask8(valid), v);
-      }
+      store_lanes(out + at, v, valid);
     };
     store(0, lo, c0, cols);
     store(8, hi, c1, cols - 8);
