@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "pyfastcnn/kernels.h"
 #include "pyfastcnn/memory.h"
@@ -33,12 +34,12 @@ __m256i load(const uint16_t* p) { return _mm256_loadu_si256(reinterpret_cast<con
 // dst[0 .. 16 * VECTORS) = one channel's sums over its blocks (VECTORS = 1 or 2), the planes
 // of 16-pixel vector v at base + 64 * v.
 template <int VECTORS>
-void channel_sums(const uint16_t* base, const int32_t* block_k, const int32_t* values32,
-                  int64_t count, const int32_t* k_offset, int32_t* dst) {
+void channel_sums(const uint16_t* base, const int32_t* offsets, const int32_t* values32,
+                  int64_t count, int32_t* dst) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
           b3 = a0;
   for (int64_t j = 0; j < count; ++j) {
-    const uint16_t* p = base + k_offset[block_k[j]];
+    const uint16_t* p = base + offsets[j];
     const __m256i w = _mm256_cvtepi8_epi16(_mm_set1_epi32(values32[j]));
     a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(load(p), w));
     a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(load(p + 16), w));
@@ -61,8 +62,8 @@ void channel_sums(const uint16_t* base, const int32_t* block_k, const int32_t* v
 }
 
 template <Int8OutKind KIND>
-void task(const SparseInt8ConvArgs& a, const uint16_t* planes, int64_t n, int64_t q0,
-          int64_t chunk_begin, int64_t chunk_end) {
+void task(const SparseInt8ConvArgs& a, const uint16_t* planes, const int32_t* offsets, int64_t n,
+          int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
   alignas(64) int32_t sums[16][kSparseTile];
   const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
   const int vectors = static_cast<int>((left + 15) / 16);
@@ -76,11 +77,11 @@ void task(const SparseInt8ConvArgs& a, const uint16_t* planes, int64_t n, int64_
       const uint16_t* base = image + (oc / ocg) * a.group_bytes;
       for (int v = 0; v < vectors; v += 2) {
         if (v + 1 < vectors) {
-          channel_sums<2>(base + 64 * v, a.block_k + begin, a.values32 + begin, blocks,
-                          a.k_offset, sums[i] + 16 * v);
+          channel_sums<2>(base + 64 * v, offsets + begin, a.values32 + begin, blocks,
+                          sums[i] + 16 * v);
         } else {
-          channel_sums<1>(base + 64 * v, a.block_k + begin, a.values32 + begin, blocks,
-                          a.k_offset, sums[i] + 16 * v);
+          channel_sums<1>(base + 64 * v, offsets + begin, a.values32 + begin, blocks,
+                          sums[i] + 16 * v);
         }
       }
     }
@@ -147,10 +148,15 @@ void run(const SparseInt8ConvArgs& args) {
   uint16_t* planes = static_cast<uint16_t*>(scratch(
       ScratchSlot::widened, static_cast<size_t>(args.g.N * args.image_bytes + 128) * 2));
   fill_planes16(args, planes);
+  // Each block's plane offset resolved once per call (k_offset[block_k], as in the group
+  // kernel): one dependent load per block address in the inner loop instead of two.
+  std::vector<int32_t> offsets(static_cast<size_t>(args.row_ptr[args.g.OC]));
+  for (size_t j = 0; j < offsets.size(); ++j) offsets[j] = args.k_offset[args.block_k[j]];
   const int64_t chunks = (args.g.OC + 15) / 16;
   for_each_pixel_tile(args.g.N, args.q_count, args.tile, chunks,
                       [&](int64_t image, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
-                        task<KIND>(args, planes, image, q0, chunk_begin, chunk_end);
+                        task<KIND>(args, planes, offsets.data(), image, q0, chunk_begin,
+                                   chunk_end);
                       });
 }
 
