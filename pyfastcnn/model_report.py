@@ -106,7 +106,7 @@ def _weights(module: torch.nn.Module):
         p = module.packed
         stored = sum(t.numel() * t.element_size() for t in (p.row_ptr, p.col_idx, p.values))
         bias = 0 if module.bias is None else module.bias.numel() * 4
-        return module.weight.numel(), p.nnz, stored + bias
+        return math.prod(p.shape), p.nnz, stored + bias
     if isinstance(module, FusedConvBNReLU2d):
         w = module.weight
         size = 2 if module.dtype == torch.bfloat16 else 4

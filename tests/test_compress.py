@@ -93,8 +93,8 @@ def test_report():
     sparse = pyfastcnn.compress(model, sparsity=0.9, structure="block")
     srep = pyfastcnn.report(sparse, X, runs=2)
     srows = [r for r in srep.rows if r.kind == "SparseConv2d"]
-    # block-pruned layers run the block kernel where there is one (AVX2: the cost model may
-    # pick csr, which is faster there)
+    # block-pruned layers run the block kernel where there is one (the scalar level has none:
+    # the cost model may pick csr there)
     block_kernel = pyfastcnn.config()["kernels"]["sparse_conv2d_block"] != "scalar"
     kernels = ("sparse block",) if block_kernel else ("sparse block", "sparse csr")
     assert srows and all(r.kernel.startswith(kernels) for r in srows)

@@ -22,7 +22,7 @@ from pyfastcnn.pruning import (
 
 
 def _has_block_kernel() -> bool:
-    """Whether this CPU runs the FP32 block-sparse kernel (AVX-512; AVX2 has none)."""
+    """Whether this CPU runs the FP32 block-sparse kernel (AVX2 and up; not the scalar level)."""
     return pyfastcnn.config()["kernels"]["sparse_conv2d_block"] != "scalar"
 
 def small_cnn() -> nn.Module:
@@ -397,7 +397,7 @@ def test_convert_matches_masked_model(structure, fmt):
     assert len(layers) == 9  # every conv
     if fmt != "auto":
         assert {f for _, f in layers} == {fmt}
-    elif structure == "block" and _has_block_kernel():  # scalar: block weights run as csr
+    elif structure == "block" and _has_block_kernel():  # (scalar: block weights run as csr)
         assert {f for _, f in layers} == {"block"}
     assert rel_error(out, ref) <= 1e-5
     assert pruning.is_pruned(model)  # inplace=False left the original alone

@@ -108,6 +108,24 @@ def test_histogram_minmax_and_percentile_match_numpy():
     assert float(lo) == pytest.approx(np.percentile(x.numpy(), 1.0), abs=2 * width)
 
 
+def test_histogram_counts_match_a_float64_reference():
+    """Bin counts (computed in the data's float type) against torch.histogram in float64, for
+    non-contiguous channels_last input, values on the range's ends, and ranges too small or
+    too large for float32 arithmetic (those fall back to float64)."""
+    x = torch.randn(3, 5, 7, 9).contiguous(memory_format=torch.channels_last)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = -4.0, 3.0  # the ends: min -> bin 0, max -> the last bin
+    for data in (x, x.transpose(1, 3), torch.tensor([0.0, 1e-40, 5e-41]),
+                 torch.tensor([-3e38, 0.0, 3e38])):
+        obs = HistogramObserver(bins=64)
+        obs(data)
+        lo, hi = float(obs.min_val), float(obs.max_val)
+        ref, _ = torch.histogram(data.double().flatten(), bins=64, range=(lo, hi))
+        # float32 rounding may move a value that sits within ~1e-6 of an edge to the next bin
+        assert obs.histogram.sum() == data.numel()
+        assert (obs.histogram - ref).abs().sum() <= 2
+        assert obs.histogram[0] >= 1 and obs.histogram[-1] >= 1
+
+
 def _quant_mse(x, lo, hi):
     scale, zp = choose_qparams(lo, hi)
     return float(((dequantize(quantize(x, scale, zp), scale, zp) - x) ** 2).mean())

@@ -114,16 +114,19 @@ def test_densities_and_relu(isa, density):
         assert rel_error(out, ref) <= TOL
 
 
-def test_block_pruned_weights_pack_as_blocks(isa):
-    case = ConvCase("b", 2, 16, 9, 9, 70, (3, 3), padding=1, groups=2)
-    w = prune_blocks(case.weight(), 0.2, groups=2)
+# Output channels per group: 35 (a 32-column panel + 3), 28 (AVX2 halves of 16 + 12), 56 (32 +
+# 16 + 8), 16 (one AVX2 half, the other empty).
+@pytest.mark.parametrize("oc,groups", [(70, 2), (28, 1), (56, 1), (32, 2)])
+def test_block_pruned_weights_pack_as_blocks(isa, oc, groups):
+    case = ConvCase("b", 2, 16, 9, 9, oc, (3, 3), padding=1, groups=groups)
+    w = prune_blocks(case.weight(), 0.2, groups=groups)
     # "auto": blocks where this level has the block kernel (AVX2 and up), csr on scalar
     has_block_kernel = pyfastcnn.config()["kernels"]["sparse_conv2d_block"] != "scalar"
-    auto = pyfastcnn.pack_sparse(w, groups=2)
+    auto = pyfastcnn.pack_sparse(w, groups=groups)
     assert auto.format == ("block" if has_block_kernel else "csr")
-    packed = pyfastcnn.pack_sparse(w, "block", groups=2)  # runs anywhere (csr rows on scalar)
+    packed = pyfastcnn.pack_sparse(w, "block", groups=groups)  # runs anywhere (csr on scalar)
     assert torch.equal(packed.to_dense(), w)
-    assert pyfastcnn.pack_sparse(prune(case.weight(), 0.2), groups=2).format == "csr"
+    assert pyfastcnn.pack_sparse(prune(case.weight(), 0.2), groups=groups).format == "csr"
     x, bias = case.input(), torch.randn(case.oc)
     for weight in (packed, auto):
         for relu in (False, True):
@@ -475,15 +478,21 @@ def test_sparse_conv2d_module_stores_only_the_packed_form():
     assert "weight" not in legacy.state_dict() and torch.equal(legacy(x), module(x))
 
     state = module.state_dict()
-    bad = dict(state, sparse_col_idx=state["sparse_col_idx"] + 1000)
-    with pytest.raises(RuntimeError, match="sparse_col_idx|do not describe"):
-        fresh.load_state_dict(bad)
-    bad = dict(state, sparse_format=torch.tensor(9, dtype=torch.uint8))
-    with pytest.raises(RuntimeError, match="unknown sparse_format"):
-        fresh.load_state_dict(bad)
+    for key, damaged, message in [
+            ("sparse_col_idx", state["sparse_col_idx"] + 1000, "sparse_col_idx entries"),
+            ("sparse_col_idx", -state["sparse_col_idx"] - 1, "sparse_col_idx entries"),
+            ("sparse_row_ptr", state["sparse_row_ptr"].flip(0), "sparse_row_ptr"),
+            ("sparse_values", state["sparse_values"][1:], "sparse_values"),
+            ("sparse_format", torch.tensor(9, dtype=torch.uint8), "unknown sparse_format")]:
+        with pytest.raises(RuntimeError, match=message):
+            fresh.load_state_dict(dict(state, **{key: damaged}))
     small = pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Conv2d(8, 8, 3), "csr")
-    with pytest.raises(RuntimeError, match="size mismatch|do not describe"):
+    with pytest.raises(RuntimeError, match="size mismatch"):
         small.load_state_dict(state)
+    # the same number of reduction entries per channel, laid out differently: still a mismatch
+    other = pyfastcnn.nn.SparseConv2d.from_dense(torch.nn.Conv2d(576, 64, 1), "csr")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        other.load_state_dict(state)
     with pytest.raises(RuntimeError, match="size mismatch"):
         small.load_state_dict(conv.state_dict())
 

@@ -5,8 +5,8 @@ from typing import Optional
 
 import torch
 
-from ..ops.sparse_conv import (SPARSE_FORMATS, SparseWeight, narrow_indices, pack_sparse,
-                               sparse_conv2d)
+from ..ops.sparse_conv import (BLOCK_COLS, SPARSE_FORMATS, SparseWeight, narrow_indices,
+                               pack_sparse, sparse_conv2d)
 
 
 class SparseConv2d(torch.nn.Module):
@@ -14,17 +14,20 @@ class SparseConv2d(torch.nn.Module):
 
     Build it with ``SparseConv2d.from_dense(conv, format="auto", relu=False)``. Only the packed
     form is stored: the state dict holds its arrays (``sparse_row_ptr``, ``sparse_col_idx``,
-    ``sparse_values`` and ``sparse_format``, an index into ``SPARSE_FORMATS``), so a pruned
-    model is smaller on disk than the dense one. ``load_state_dict`` also takes a dense
-    ``weight`` (e.g. the pruned ``nn.Conv2d``'s state dict) and packs it in this module's
-    format. ``weight`` is the dense float32 form, computed on access. Inference only.
+    ``sparse_values``, ``sparse_format``, an index into ``SPARSE_FORMATS``, and
+    ``sparse_shape``, the weight shape and groups), so a pruned model is smaller on disk than
+    the dense one. ``load_state_dict`` also takes a dense ``weight`` (e.g. the pruned
+    ``nn.Conv2d``'s state dict) and packs it in this module's format; the other way,
+    ``module.weight`` is the dense float32 form (computed on access) to copy into a
+    ``nn.Conv2d``. Inference only.
 
     ``.cuda()`` works: the packed weight stays a host object and uploads its arrays once per
     device on the first CUDA call (float32, float16 and bfloat16 input; "2:4" weights with
     float16/bfloat16 input run on sparse tensor cores). Packing always reads a CPU copy.
     """
 
-    _PACKED_KEYS = ("sparse_row_ptr", "sparse_col_idx", "sparse_values", "sparse_format")
+    _PACKED_KEYS = ("sparse_row_ptr", "sparse_col_idx", "sparse_values", "sparse_format",
+                    "sparse_shape")
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
                  dilation, groups: int, relu: bool = False, format: str = "auto"):
@@ -49,7 +52,8 @@ class SparseConv2d(torch.nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         p = self.packed
         code = torch.tensor(SPARSE_FORMATS.index(p.format), dtype=torch.uint8)
-        arrays = (p.row_ptr, narrow_indices(p.col_idx), p.values, code)
+        shape = torch.tensor(tuple(p.shape) + (self.groups,), dtype=torch.int64)
+        arrays = (p.row_ptr, narrow_indices(p.col_idx), p.values, code, shape)
         for key, t in zip(self._PACKED_KEYS, arrays):
             destination[prefix + key] = t
 
@@ -79,22 +83,45 @@ class SparseConv2d(torch.nn.Module):
             raise ValueError(f"size mismatch: {tuple(dense.shape)} in the state dict, "
                              f"{tuple(self.packed.shape)} in this module")
 
-    def _packed_from(self, row_ptr, col_idx, values, code) -> SparseWeight:
-        """A SparseWeight from saved arrays, checked by decoding them (a corrupt or mismatched
-        file raises ValueError) and packed again in the saved format."""
+    def _packed_from(self, row_ptr, col_idx, values, code, shape) -> SparseWeight:
+        """A SparseWeight from saved arrays, checked (a corrupt or mismatched file raises
+        ValueError) and packed again in the saved format."""
+        mine = tuple(self.packed.shape) + (self.groups,)
+        if tuple(shape.tolist()) != mine:
+            raise ValueError(f"size mismatch: (OC, C/groups, KH, KW, groups) = "
+                             f"{tuple(shape.tolist())} in the state dict, {mine} in this module")
         if code.numel() != 1 or not 0 < int(code) < len(SPARSE_FORMATS):
             raise ValueError(f"unknown sparse_format code {code.tolist()}")
         fmt = SPARSE_FORMATS[int(code)]
-        saved = SparseWeight(self.packed.shape, row_ptr.long().cpu(),
-                             col_idx.cpu() if fmt == "2:4" else col_idx.int().cpu(),
-                             values.float().cpu(), fmt, self.groups)
+        row_ptr, values = row_ptr.long().cpu(), values.float().cpu()
+        col_idx = col_idx.cpu() if fmt == "2:4" else col_idx.int().cpu()
+        if fmt != "2:4":
+            self._check_rows(fmt, row_ptr, col_idx, values)
+        saved = SparseWeight(self.packed.shape, row_ptr, col_idx, values, fmt, self.groups)
         try:
             dense = saved.to_dense()
         except (RuntimeError, IndexError) as e:
             raise ValueError(f"the saved {fmt} arrays do not describe a weight of shape "
                              f"{tuple(self.packed.shape)} ({e})") from None
-        self._check_dense(dense)
         return pack_sparse(dense, fmt, groups=self.groups)
+
+    def _check_rows(self, fmt: str, row_ptr, col_idx, values) -> None:
+        """csr / block arrays: row_ptr from 0, non-decreasing, to the entry count; indices in
+        [0, C/groups * KH * KW); one value per entry (csr) or BLOCK_COLS (block)."""
+        oc, cg, kh, kw = self.packed.shape
+        panels = (oc // self.groups + BLOCK_COLS - 1) // BLOCK_COLS
+        rows = oc if fmt == "csr" else self.groups * panels
+        per_entry = 1 if fmt == "csr" else BLOCK_COLS
+        n = col_idx.numel()
+        if (row_ptr.dim() != 1 or row_ptr.numel() != rows + 1 or int(row_ptr[0]) != 0
+                or bool((row_ptr[1:] < row_ptr[:-1]).any()) or int(row_ptr[-1]) != n):
+            raise ValueError(f"sparse_row_ptr must have {rows + 1} non-decreasing entries from 0 "
+                             f"to the {n} indices")
+        if n and (int(col_idx.min()) < 0 or int(col_idx.max()) >= cg * kh * kw):
+            raise ValueError(f"sparse_col_idx entries must be in [0, {cg * kh * kw})")
+        if values.numel() != n * per_entry:
+            raise ValueError(f"sparse_values must have {n * per_entry} entries, got "
+                             f"{values.numel()}")
 
     @classmethod
     def from_dense(cls, conv: torch.nn.Conv2d, format: str = "auto",

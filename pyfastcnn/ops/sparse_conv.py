@@ -20,7 +20,7 @@ from ._checks import (
 )
 
 SPARSE_FORMATS = ("auto", "csr", "block", "2:4")
-BLOCK_COLS = 32  # output channels per block (one 32-wide register panel of the kernel)
+BLOCK_COLS = 32  # output channels per block (two zmm or four ymm registers of the kernel's tile)
 # 2:4 fragments: the CUDA kernel's tile is 64 or 128 output channels (128 for groups of 128 or
 # more output channels) x 64 reduction elements.
 SPARSE24_K_TILE = 64
@@ -268,8 +268,8 @@ def pack_sparse(weight: torch.Tensor, format: str = "auto", groups: int = 1) -> 
     ``groups``), "2:4" (at most 2 non-zeros in every 4 consecutive input channels, for sparse
     tensor cores; ValueError otherwise), or "auto": block when the kept 32-channel blocks hold
     at most 1.25x the non-zeros (the zeros come in blocks) and this CPU has the block kernel
-    (AVX-512), else csr (a block weight runs anywhere: without the block kernel its non-zeros
-    go through the csr kernel, regrouped on every call).
+    (AVX2 and up), else csr (a block weight runs anywhere: on the scalar level its non-zeros
+    go through the csr reference, regrouped on every call).
     """
     check_tensor("weight", weight, torch.float32, 4)
     if format not in SPARSE_FORMATS:
