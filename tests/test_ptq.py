@@ -507,9 +507,14 @@ def test_pruned_layers_run_the_sparse_int8_kernel():
     data = _batches(2, (2, 3, 32, 32))
     prepared = prepare(model)
     calibrate(prepared, data)
-    # (sparse convs keep a separate residual add: compare with a dense model that does too)
+    # sparse convs take the residual add into their epilogue where that pays (AVX2), else
+    # keep a separate add: compare with a dense model that does the same
+    from pyfastcnn.quantization.flow import _sparse_residual_pays
+
+    fused = _sparse_residual_pays()
     sparse, dense = convert(prepared, sparse=True), convert(prepared, sparse=False,
-                                                            fuse_residual=False)
+                                                            fuse_residual=fused)
+    assert any(m.fused_add for m in sparse.modules() if isinstance(m, QuantConv2d)) == fused
     convs = {n: m for n, m in sparse.named_modules() if isinstance(m, QuantConv2d)}
     assert sum(m.sparse for m in convs.values()) == 8 and not convs["conv1"].sparse
     assert not any(m.sparse for m in dense.modules() if isinstance(m, QuantConv2d))

@@ -115,6 +115,15 @@ def _is_unit(gm, node) -> bool:
     return isinstance(_module(gm, node), (QuantizableModule, QuantizableAdd))
 
 
+def _sparse_residual_pays() -> bool:
+    """Whether a residual add fused into a sparse INT8 conv beats a separate add here. The
+    AVX-512 VNNI sparse kernels are output-bound, and reading the residual in their
+    channel-major epilogue cost more than a separate add (2.1 vs 1.6 ms on ResNet-50's 64->256
+    1x1 at batch 8, 90% sparse); the AVX2 ones gain from it (Zen 3: 7.7 -> 6.6 ms on the same
+    layer, 4.5 -> 4.0 on 128->512 at 28x28, 0.98 -> 0.81 at batch 1)."""
+    return _native.C.kernel_isa("sparse_quantized_conv2d_groups") == "avx2"
+
+
 def _is_fq(gm, node) -> bool:
     return isinstance(_module(gm, node), FakeQuantize)
 
@@ -449,11 +458,8 @@ def convert(prepared: fx.GraphModule, *, keep_float: Sequence[str] = (),
             if any(len(n.users) != 1 for n in chain[1:]) or len(arg.users) != 1:
                 continue
             layer = new_modules.get(base.target)
-            # not into sparse convs: their kernel is output-bound, and reading the residual in
-            # its channel-major epilogue costs more than a separate add (2.1 vs 1.6 ms on
-            # ResNet-50's 64->256 1x1 at batch 8, 90% sparse)
             if isinstance(layer, QuantConv2d) and layer.out_dtype != torch.float32 \
-                    and not layer.sparse and is_q.get(base, False):
+                    and (not layer.sparse or _sparse_residual_pays()) and is_q.get(base, False):
                 return base, arg, add_node.args[1 - i]
         return None
 
