@@ -148,10 +148,7 @@ void run(const SparseInt8ConvArgs& args) {
   uint16_t* planes = static_cast<uint16_t*>(scratch(
       ScratchSlot::widened, static_cast<size_t>(args.g.N * args.image_bytes + 128) * 2));
   fill_planes16(args, planes);
-  // Each block's plane offset resolved once per call (k_offset[block_k], as in the group
-  // kernel): one dependent load per block address in the inner loop instead of two.
-  std::vector<int32_t> offsets(static_cast<size_t>(args.row_ptr[args.g.OC]));
-  for (size_t j = 0; j < offsets.size(); ++j) offsets[j] = args.k_offset[args.block_k[j]];
+  const std::vector<int32_t> offsets = resolved_offsets(args, args.row_ptr[args.g.OC]);
   const int64_t chunks = (args.g.OC + 15) / 16;
   for_each_pixel_tile(args.g.N, args.q_count, args.tile, chunks,
                       [&](int64_t image, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {

@@ -207,10 +207,7 @@ void run(const SparseInt8ConvArgs& a) {
         ScratchSlot::widened, static_cast<size_t>(a.g.N * a.image_bytes + 128) * sizeof(uint16_t)));
     fill_planes(a, planes);
   }
-  // Each weight's plane offset resolved once per call (k_offset[block_k]): one dependent load
-  // per row address in the inner loop instead of two.
-  std::vector<int32_t> offsets(static_cast<size_t>(4 * a.row_ptr[a.g.OC]));
-  for (size_t i = 0; i < offsets.size(); ++i) offsets[i] = a.k_offset[a.block_k[i]];
+  const std::vector<int32_t> offsets = resolved_offsets(a, 4 * a.row_ptr[a.g.OC]);  // 4 per group
   const int64_t chunks = (a.g.OC + 15) / 16;
   for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,
                       [&](int64_t n, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "int8_epilogue_avx2.h"
 #include "pyfastcnn/kernels.h"
@@ -15,6 +16,15 @@ namespace avx2 {
 namespace {
 
 constexpr int kSparseTile = 128;  // virtual pixels per task at most (SparseInt8ConvArgs::tile)
+
+// Each weight entry's plane offset, k_offset[block_k[i]] for the first `count` entries,
+// resolved once per call: one dependent load per row address in the kernels' inner loops
+// instead of two.
+inline std::vector<int32_t> resolved_offsets(const SparseInt8ConvArgs& a, int64_t count) {
+  std::vector<int32_t> offsets(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) offsets[i] = a.k_offset[a.block_k[i]];
+  return offsets;
+}
 
 // In-register 8x8 transpose of int32 rows r[0..8).
 inline void transpose8(__m256i r[8]) {
