@@ -143,8 +143,139 @@ void fill_planes16(const SparseInt8ConvArgs& a, uint16_t* planes) {
   std::fill(planes + g.N * a.image_bytes, planes + g.N * a.image_bytes + 128, uint16_t{0});
 }
 
+// ---- window mode: 1x1 convs without padding (groups 1) ---------------------------------------
+// The widened planes of a whole input are a round trip through memory (written, then read back
+// by every tile) and, at 90% sparsity, cost more than the products. A 1x1 conv needs no planes:
+// each task transposes its own pixels' channels into a per-thread window [quad][pixel][4] of
+// uint16 (kWindowLd pixels per quad row) that stays in cache while its channels are summed.
+constexpr int64_t kWindowLd = kSparseTile;
+
+bool window_fits(const SparseInt8ConvArgs& a) {
+  const Conv2dGeometry& g = a.g;
+  return g.KH == 1 && g.KW == 1 && g.pad_top == 0 && g.pad_left == 0 && g.groups == 1 &&
+         a.Wq == g.OW && (g.OH - 1) * g.stride_h < g.H && (g.OW - 1) * g.stride_w < g.W &&
+         (g.C + 3) / 4 * 4 * kWindowLd < (int64_t{1} << 31) - 1024;
+}
+
+// 8 pixels' 32 bytes (rows r[p]: quads 0-3 | quads 4-7) as 4-byte units transposed within the
+// 128-bit lanes: u[i] = [quad i of pixels 0-3 | quad 4 + i of pixels 0-3], u[4 + i] the same
+// for pixels 4-7. No lane-crossing shuffle (vperm2i128 is 8 micro-ops on Zen 1).
+inline void transpose_quads(const __m256i r[8], __m256i u[8]) {
+  for (int h = 0; h < 8; h += 4) {
+    const __m256i t0 = _mm256_unpacklo_epi32(r[h], r[h + 1]);
+    const __m256i t1 = _mm256_unpackhi_epi32(r[h], r[h + 1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[h + 2], r[h + 3]);
+    const __m256i t3 = _mm256_unpackhi_epi32(r[h + 2], r[h + 3]);
+    u[h] = _mm256_unpacklo_epi64(t0, t2);
+    u[h + 1] = _mm256_unpackhi_epi64(t0, t2);
+    u[h + 2] = _mm256_unpacklo_epi64(t1, t3);
+    u[h + 3] = _mm256_unpackhi_epi64(t1, t3);
+  }
+}
+
+// The channels of pixels q0 .. q0 + len of image n (virtual pixel q = (oh, ow) reads input pixel
+// (oh * sh, ow * sw)) into window[cq * 4 * kWindowLd + 4 * p + c % 4] as uint16 (bytes ^ flip;
+// channels past C of the last quad: the zero point, their weights are zero), and copies of the
+// last pixel up to `padded` (whole vectors). 8 pixels x 8 quads per transpose; the channels
+// past the last whole 32 go one pixel at a time.
+void fill_window(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t len,
+                 int64_t padded, uint16_t* window) {
+  const Conv2dGeometry& g = a.g;
+  const int64_t C = g.C, cq = (C + 3) / 4, whole = C / 32 * 32;
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(a.flip));
+  const uint8_t* src[8];
+  for (int64_t p0 = 0; p0 < padded; p0 += 8) {
+    for (int p = 0; p < 8; ++p) {
+      const int64_t q = q0 + (p0 + p < len ? p0 + p : len - 1), oh = q / g.OW, ow = q % g.OW;
+      src[p] = a.x + ((n * g.H + oh * g.stride_h) * g.W + ow * g.stride_w) * C;
+    }
+    uint16_t* dst = window + 4 * p0;
+    for (int64_t c0 = 0; c0 < whole; c0 += 32) {
+      __m256i r[8], u[8];
+      for (int p = 0; p < 8; ++p) {
+        r[p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src[p] + c0));
+        if (a.flip) r[p] = _mm256_xor_si256(r[p], flip);
+      }
+      transpose_quads(r, u);
+      for (int i = 0; i < 8; ++i) {  // u[i]: pixels 0-3 (i < 4) or 4-7, quads i % 4 and 4 + i % 4
+        uint16_t* d = dst + (c0 / 4 + i % 4) * 4 * kWindowLd + (i < 4 ? 0 : 16);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d),
+                            _mm256_cvtepu8_epi16(_mm256_castsi256_si128(u[i])));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 16 * kWindowLd),
+                            _mm256_cvtepu8_epi16(_mm256_extracti128_si256(u[i], 1)));
+      }
+    }
+    for (int64_t c = whole; c < cq * 4; ++c) {
+      uint16_t* d = dst + (c / 4) * 4 * kWindowLd + c % 4;
+      for (int p = 0; p < 8; ++p) {
+        d[4 * p] = c < C ? static_cast<uint16_t>(src[p][c] ^ a.flip) : a.zero_point;
+      }
+    }
+  }
+}
+
+template <Int8OutKind KIND>
+void window_task(const SparseInt8ConvArgs& a, const int32_t* offsets, int64_t n, int64_t q0,
+                 int64_t chunk_begin, int64_t chunk_end) {
+  alignas(64) int32_t sums[16][kSparseTile];
+  const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
+  const int vectors = static_cast<int>((left + 15) / 16);
+  uint16_t* window = static_cast<uint16_t*>(
+      scratch(ScratchSlot::activations,
+              static_cast<size_t>((a.g.C + 3) / 4 * 4 * kWindowLd + 64) * sizeof(uint16_t)));
+  fill_window(a, n, q0, left, vectors * 16, window);
+  const int64_t OC = a.g.OC;
+  for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+    const int64_t oc0 = chunk * 16;
+    const int count = static_cast<int>(OC - oc0 < 16 ? OC - oc0 : 16);
+    for (int i = 0; i < count; ++i) {
+      const int64_t oc = oc0 + i, begin = a.row_ptr[oc], blocks = a.row_ptr[oc + 1] - begin;
+      for (int v = 0; v < vectors; v += 2) {
+        if (v + 1 < vectors) {
+          channel_sums<2>(window + 64 * v, offsets + begin, a.values32 + begin, blocks,
+                          sums[i] + 16 * v);
+        } else {
+          channel_sums<1>(window + 64 * v, offsets + begin, a.values32 + begin, blocks,
+                          sums[i] + 16 * v);
+        }
+      }
+    }
+    store_chunk<KIND>(a, sums, count, oc0, n, q0, left);
+  }
+}
+
+// The window path: the images as one tall image where the input rows are too (H = OH * sh:
+// a task's tile may then cross into the next image, as the group kernel's windows do), tiles
+// of up to kWindowLd pixels in steps of 16.
+template <Int8OutKind KIND>
+void run_window(const SparseInt8ConvArgs& args) {
+  SparseInt8ConvArgs a = args;
+  if (a.g.H == a.g.OH * a.g.stride_h) {
+    a.g.H *= a.g.N;
+    a.g.OH *= a.g.N;
+    a.g.N = 1;
+  }
+  a.q_count = a.g.OH * a.g.OW;
+  const int64_t steps = (a.q_count + 15) / 16, tiles = (steps + kWindowLd / 16 - 1) / (kWindowLd / 16);
+  a.tile = (steps + tiles - 1) / tiles * 16;
+  std::vector<int32_t> offsets(static_cast<size_t>(a.row_ptr[a.g.OC]));  // block_k = quad
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    offsets[i] = static_cast<int32_t>(a.block_k[i] * 4 * kWindowLd);
+  }
+  const int64_t chunks = (a.g.OC + 15) / 16;
+  for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,
+                      [&](int64_t image, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
+                        window_task<KIND>(a, offsets.data(), image, q0, chunk_begin, chunk_end);
+                      },
+                      2);  // output-channel chunks fill the window again
+}
+
 template <Int8OutKind KIND>
 void run(const SparseInt8ConvArgs& args) {
+  if (window_fits(args)) {
+    run_window<KIND>(args);
+    return;
+  }
   uint16_t* planes = static_cast<uint16_t*>(scratch(
       ScratchSlot::widened, static_cast<size_t>(args.g.N * args.image_bytes + 128) * 2));
   fill_planes16(args, planes);

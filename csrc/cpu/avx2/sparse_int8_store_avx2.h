@@ -45,6 +45,122 @@ inline void transpose8(__m256i r[8]) {
   }
 }
 
+// 4 rows of 8 int32 (one channel each) transposed within the 128-bit lanes: r[j] = [pixel j of
+// the 4 channels | pixel 4 + j of the 4 channels].
+inline void transpose4_lanes(__m256i r[4]) {
+  const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+  r[0] = _mm256_unpacklo_epi64(t0, t2);
+  r[1] = _mm256_unpackhi_epi64(t0, t2);
+  r[2] = _mm256_unpacklo_epi64(t1, t3);
+  r[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+// The 8-bit store path: no lane-crossing shuffle (vperm2i128, vpermq cost 8 and 3 micro-ops on
+// Zen 1). Sums of 4 channels are transposed within the lanes to [pixel j | pixel 4 + j], the
+// epilogue runs on that layout with its per-channel operands repeated in both lanes, and two
+// packs leave pixel j's 16 codes in the low lane and pixel 4 + j's in the high one. The
+// arithmetic is requantize_epi32's, operation for operation.
+template <Int8OutKind KIND>
+void store_chunk_codes(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile], int count,
+                       int64_t oc0, int64_t n, int64_t q0, int64_t left) {
+  constexpr bool kSigned = KIND == Int8OutKind::s8;
+  const Int8Epilogue& epi = a.epi;
+  const int64_t OC = a.g.OC, OW = a.g.OW;
+  uint8_t* out_image = static_cast<uint8_t*>(a.out) + n * a.g.OH * OW * OC;
+  // Operands of channel quad k (channels oc0 + 4k ..) in both lanes.
+  __m256i offset[4];
+  __m256 scale[4], bias[4];
+  for (int h = 0; h < 2; ++h) {
+    const ChannelOperands8 c = channel_operands<KIND>(epi, oc0 + 8 * h, count - 8 * h);
+    for (int k = 0; k < 2; ++k) {
+      const int sel = k == 0 ? 0x44 : 0xEE;  // 64-bit lanes (0, 1, 0, 1) or (2, 3, 2, 3)
+      offset[2 * h + k] = _mm256_permute4x64_epi64(c.offset, sel);
+      scale[2 * h + k] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(c.scale), sel));
+      bias[2 * h + k] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(c.bias), sel));
+    }
+  }
+  const Epilogue256 e(epi.clamp_min, epi.clamp_max);
+  const __m256 code_lo = _mm256_set1_ps(kSigned ? -128.0f : 0.0f);
+  const __m256 code_hi = _mm256_set1_ps(kSigned ? 127.0f : 255.0f);
+  const __m256 res_scale = _mm256_set1_ps(epi.residual_scale);
+  const __m256i res_zp = _mm256_set1_epi32(epi.residual_zero_point);
+  int64_t oh = q0 / a.Wq, ow = q0 % a.Wq;  // of pixel q0 + p, stepped (no division per pixel)
+  for (int64_t p0 = 0; p0 < left; p0 += 8) {
+    // Where pixel p0 + i goes (null: dropped column or past the tile), and its residual codes.
+    uint8_t* dst[8];
+    __m128i res[8];
+    for (int i = 0; i < 8; ++i) {
+      dst[i] = nullptr;
+      res[i] = _mm_setzero_si128();
+      if (p0 + i < left && ow < OW) {
+        const int64_t m = (n * a.g.OH + oh) * OW + ow;
+        dst[i] = out_image + (oh * OW + ow) * OC + oc0;
+        if (epi.residual) {
+          const uint8_t* r = epi.residual + m * epi.residual_ld + oc0;
+          if (count >= 16) {
+            res[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r));
+          } else {
+            alignas(16) uint8_t tmp[16] = {};
+            std::memcpy(tmp, r, static_cast<size_t>(count));
+            res[i] = _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
+          }
+        }
+      }
+      if (p0 + i < left) ow = ow + 1 < a.Wq ? ow + 1 : (++oh, 0);
+    }
+    __m256i quad[4][4];  // quad[k][j]: channels 4k .. 4k + 3, pixels [j | 4 + j]
+    for (int k = 0; k < 4; ++k) {
+      for (int c = 0; c < 4; ++c) {
+        quad[k][c] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[4 * k + c] + p0));
+      }
+      transpose4_lanes(quad[k]);
+    }
+    for (int j = 0; j < 4; ++j) {
+      const __m256i r = _mm256_inserti128_si256(_mm256_castsi128_si256(res[j]), res[4 + j], 1);
+      __m256i codes[4];
+      for (int k = 0; k < 4; ++k) {
+        const __m256i acc = _mm256_add_epi32(quad[k][j], offset[k]);
+        __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), scale[k], bias[k]);
+        if (epi.residual) {
+          // Bytes 4k .. 4k + 3 of each lane to its dwords, widened (signed: from the top byte).
+          const char b = static_cast<char>(4 * k), z = static_cast<char>(0x80);
+          __m256i rv;
+          if (epi.residual_signed) {
+            rv = _mm256_srai_epi32(
+                _mm256_shuffle_epi8(r, _mm256_setr_epi8(z, z, z, b, z, z, z, b + 1, z, z, z, b + 2,
+                                                        z, z, z, b + 3, z, z, z, b, z, z, z, b + 1,
+                                                        z, z, z, b + 2, z, z, z, b + 3)),
+                24);
+          } else {
+            rv = _mm256_shuffle_epi8(r, _mm256_setr_epi8(b, z, z, z, b + 1, z, z, z, b + 2, z, z, z,
+                                                         b + 3, z, z, z, b, z, z, z, b + 1, z, z, z,
+                                                         b + 2, z, z, z, b + 3, z, z, z));
+          }
+          y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(rv, res_zp)),
+                                             res_scale));
+        }
+        codes[k] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(e.clamp(y), code_lo), code_hi));
+      }
+      const __m256i w0 = _mm256_packs_epi32(codes[0], codes[1]);
+      const __m256i w1 = _mm256_packs_epi32(codes[2], codes[3]);
+      const __m256i bytes = kSigned ? _mm256_packs_epi16(w0, w1) : _mm256_packus_epi16(w0, w1);
+      const __m128i px[2] = {_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)};
+      for (int h = 0; h < 2; ++h) {
+        uint8_t* d = dst[j + 4 * h];
+        if (!d) continue;
+        if (count >= 16) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(d), px[h]);
+        } else {
+          alignas(16) uint8_t tmp[16];
+          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), px[h]);
+          std::memcpy(d, tmp, static_cast<size_t>(count));
+        }
+      }
+    }
+  }
+}
+
 // Writes output channels oc0 .. oc0 + count of the virtual pixels q0 .. q0 + left of image n:
 // sums[i][p] is channel oc0 + i at pixel q0 + p (zero-point offsets not yet added; rows
 // i >= count are zeroed here). Columns ow >= OW are dropped.
@@ -52,11 +168,16 @@ template <Int8OutKind KIND>
 void store_chunk(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile], int count,
                  int64_t oc0, int64_t n, int64_t q0, int64_t left) {
   for (int i = count; i < 16; ++i) std::memset(sums[i], 0, sizeof(sums[i]));  // no stale lanes
+  if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
+    store_chunk_codes<KIND>(a, sums, count, oc0, n, q0, left);
+    return;
+  }
   const int64_t OC = a.g.OC, OW = a.g.OW;
   const int64_t pixel_bytes = OC * out_bytes(KIND);
   char* out_image = static_cast<char*>(a.out) + n * a.g.OH * OW * pixel_bytes;
   const ChannelOperands8 c0 = channel_operands<KIND>(a.epi, oc0, count);
   const ChannelOperands8 c1 = channel_operands<KIND>(a.epi, oc0 + 8, count - 8);
+  int64_t oh = q0 / a.Wq, ow = q0 % a.Wq;  // of pixel q0 + p, stepped (no division per pixel)
   for (int64_t p0 = 0; p0 < left; p0 += 8) {
     __m256i lo[8], hi[8];
     for (int i = 0; i < 8; ++i) {
@@ -65,8 +186,7 @@ void store_chunk(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile], int 
     }
     transpose8(lo);
     transpose8(hi);
-    for (int64_t p = p0; p < p0 + 8 && p < left; ++p) {
-      const int64_t q = q0 + p, oh = q / a.Wq, ow = q % a.Wq;
+    for (int64_t p = p0; p < p0 + 8 && p < left; ++p, ow = ow + 1 < a.Wq ? ow + 1 : (++oh, 0)) {
       if (ow >= OW) continue;
       const int64_t m = (n * a.g.OH + oh) * OW + ow;
       const uint8_t* res = a.epi.residual ? a.epi.residual + m * a.epi.residual_ld : nullptr;
