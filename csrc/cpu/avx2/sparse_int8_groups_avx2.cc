@@ -158,13 +158,12 @@ void channel_set_sums(const uint16_t* base, const int32_t* offsets, const int32_
     PYFASTCNN_GROUP_VECTOR(1, a1, b1)
 #undef PYFASTCNN_GROUP_VECTOR
   }
-  const __m256i a[2] = {a0, a1}, b[2] = {b0, b1};
-  for (int v = 0; v < 2; ++v) {  // A: pixels 0-3 | 8-11, B: 4-7 | 12-15
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 16 * v),
-                       _mm256_permute2x128_si256(a[v], b[v], 0x20));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 16 * v + 8),
-                       _mm256_permute2x128_si256(a[v], b[v], 0x31));
-  }
+  // A: pixels 0-3 | 8-11, B: 4-7 | 12-15, stored as they are (SumOrder::lanes16).
+  __m256i* d = reinterpret_cast<__m256i*>(dst);
+  _mm256_store_si256(d, a0);
+  _mm256_store_si256(d + 1, b0);
+  _mm256_store_si256(d + 2, a1);
+  _mm256_store_si256(d + 3, b1);
 }
 
 template <Int8OutKind KIND>
@@ -195,7 +194,7 @@ void task(const SparseInt8ConvArgs& a, const uint16_t* planes, const int32_t* of
                          a.row_ptr[oc + 1], sums[i] + kPixelsPerSet * s);
       }
     }
-    store_chunk<KIND>(a, sums, count, oc0, n, q0, left);
+    store_chunk<KIND>(a, sums, count, oc0, n, q0, left, SumOrder::lanes16);
   }
 }
 
