@@ -134,12 +134,11 @@ void fill_window(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t len
 // dst[0 .. kPixelsPerSet). 32 pixels (4 accumulators): 64 (8 accumulators) was as fast at
 // batch 1 and 5-20% slower on the 3x3 layers at batch 8 on Zen 3 (the rows are loaded twice,
 // once per unpack, either way: GCC folds them into the unpacks).
-void channel_set_sums(const uint16_t* base, const int32_t* offsets, const int32_t* values32,
+void channel_set_sums(const uint16_t* base, const int32_t* offsets, const int32_t* pairs,
                       int64_t j, int64_t end, int32_t* dst) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
   for (; j < end; ++j) {
-    const __m256i w = _mm256_cvtepi8_epi16(_mm_set1_epi32(values32[j]));
-    const __m256i w01 = _mm256_shuffle_epi32(w, 0x00), w23 = _mm256_shuffle_epi32(w, 0x55);
+    const __m256i w01 = _mm256_set1_epi32(pairs[2 * j]), w23 = _mm256_set1_epi32(pairs[2 * j + 1]);
     const int32_t* o = offsets + 4 * j;
     const uint16_t* p0 = base + o[0];
     const uint16_t* p1 = base + o[1];
@@ -167,7 +166,8 @@ void channel_set_sums(const uint16_t* base, const int32_t* offsets, const int32_
 }
 
 template <Int8OutKind KIND>
-void task(const SparseInt8ConvArgs& a, const uint16_t* planes, const int32_t* offsets, int64_t n,
+void task(const SparseInt8ConvArgs& a, const uint16_t* planes, const int32_t* offsets,
+          const int32_t* pairs, int64_t n,
           int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
   alignas(64) int32_t sums[16][kSparseTile];
   const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
@@ -190,7 +190,7 @@ void task(const SparseInt8ConvArgs& a, const uint16_t* planes, const int32_t* of
       for (int i = 0; i < count; ++i) {
         const int64_t oc = oc0 + i;
         const uint16_t* base = image + (oc / ocg) * a.group_bytes;
-        channel_set_sums(base + kPixelsPerSet * s, offsets, a.values32, a.row_ptr[oc],
+        channel_set_sums(base + kPixelsPerSet * s, offsets, pairs, a.row_ptr[oc],
                          a.row_ptr[oc + 1], sums[i] + kPixelsPerSet * s);
       }
     }
@@ -207,10 +207,17 @@ void run(const SparseInt8ConvArgs& a) {
     fill_planes(a, planes);
   }
   const std::vector<int32_t> offsets = resolved_offsets(a, 4 * a.row_ptr[a.g.OC]);  // 4 per group
+  // Each group's weights as two int16 pairs (w0, w1), (w2, w3): one broadcast each in the loop.
+  std::vector<int32_t> pairs(static_cast<size_t>(2 * a.row_ptr[a.g.OC]));
+  for (size_t j = 0; j < pairs.size(); ++j) {
+    const int8_t* w = reinterpret_cast<const int8_t*>(a.values32) + 2 * j;
+    pairs[j] = static_cast<int32_t>(static_cast<uint16_t>(int16_t{w[0]}) |
+                                    (static_cast<uint32_t>(static_cast<uint16_t>(int16_t{w[1]})) << 16));
+  }
   const int64_t chunks = (a.g.OC + 15) / 16;
   for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,
                       [&](int64_t n, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
-                        task<KIND>(a, planes, offsets.data(), n, q0, chunk_begin, chunk_end);
+                        task<KIND>(a, planes, offsets.data(), pairs.data(), n, q0, chunk_begin, chunk_end);
                       },
                       a.window ? 2 : 8);  // output-channel chunks fill the window again
 }
