@@ -37,8 +37,13 @@ inline __m128i pixel_channels(const uint8_t* src, int64_t valid, __m128i flip, _
   int64_t raw = 0;
   if (valid >= 8) {
     std::memcpy(&raw, src, 8);
-  } else {
-    std::memcpy(&raw, src, static_cast<size_t>(valid));
+  } else {  // fixed-size pieces: a variable-length memcpy became a byte loop (a third of a
+            // 3-channel stem's time on Zen 1)
+    unsigned char* r = reinterpret_cast<unsigned char*>(&raw);
+    int64_t at = 0;
+    if (valid & 4) std::memcpy(r, src, 4), at = 4;
+    if (valid & 2) std::memcpy(r + at, src + at, 2), at += 2;
+    if (valid & 1) r[at] = src[at];
   }
   return _mm_cvtepu8_epi16(_mm_xor_si128(_mm_cvtsi64_si128(raw), flip));
 }
