@@ -28,6 +28,7 @@ EXTRA = [
     ConvCase("c200-1x1-s2", 2, 200, 15, 13, 24, (1, 1), stride=2),
     ConvCase("c20-1x1-23x29", 1, 20, 23, 29, 33, (1, 1)),
     ConvCase("c40-1x1-s2-batch-folded", 3, 40, 14, 10, 24, (1, 1), stride=2),
+    ConvCase("c64-1x1-s2x1-batch-folded", 2, 64, 10, 9, 20, (1, 1), stride=(2, 1)),
     # More than 128 input channels: the group kernel walks them in slices.
     ConvCase("c300-3x3-s2", 1, 300, 9, 10, 20, (3, 3), stride=2, padding=1),
 ]
@@ -349,20 +350,82 @@ def test_residual_add_matches_dense(isa, case, layout):
     qw, packed = packed_for(case, layout)
     bias = torch.randn(case.oc)
     geo = dict(stride=case.stride, padding=case.padding, dilation=case.dilation)
+    for kind in X_DTYPES:
+        x, zp = quant_x(case, kind)
+        shape = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo).shape
+        for rdtype, rzp in ((torch.uint8, 17), (torch.int8, -5)):
+            r = torch.randint(-128 if rdtype == torch.int8 else 0, 128 if rdtype == torch.int8
+                              else 256, shape, dtype=rdtype)
+            for out_dtype, os_, ozp in OUTS:
+                out = dict(out_dtype=out_dtype, out_scale=os_, out_zero_point=ozp, relu=True,
+                           residual=r, residual_scale=0.03, residual_zero_point=rzp)
+                y = sparse_quantized_conv2d(x, 0.02, zp, packed, bias, **geo, **out)
+                dense = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo, **out)
+                if out_dtype == torch.float32:
+                    assert rel_error(y, dense) <= 1e-5
+                else:
+                    assert torch.equal(y, dense)
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", [c for c in EXTRA if c.id in ("c64-1x1-oc40", "c16-3x3-pad1")],
+                         ids=lambda c: c.id)  # the 1x1 window path and the 3x3 planes path
+def test_clamp_bounds_and_non_finite_bias_match_the_reference(isa, case, layout):
+    """8-bit outputs for clamp ranges inside, across, above and below the code range, a
+    single-point range, and biases of +-inf and NaN (NaN gives the low code): the same codes
+    as the scalar reference (the vector store path clamps once, to the ranges' intersection)."""
+    from pyfastcnn.ops.sparse_int8 import _sparse_quantized_conv2d_impl
+
+    qw, packed = packed_for(case, layout)
+    bias = torch.randn(case.oc)
+    bias[0], bias[1], bias[2] = float("nan"), float("inf"), float("-inf")
     x, zp = quant_x(case, "u8")
-    shape = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo).shape
-    for rdtype, rzp in ((torch.uint8, 17), (torch.int8, -5)):
-        r = torch.randint(-128 if rdtype == torch.int8 else 0, 128 if rdtype == torch.int8
-                          else 256, shape, dtype=rdtype)
-        for out_dtype, os_, ozp in OUTS:
-            out = dict(out_dtype=out_dtype, out_scale=os_, out_zero_point=ozp, relu=True,
-                       residual=r, residual_scale=0.03, residual_zero_point=rzp)
-            y = sparse_quantized_conv2d(x, 0.02, zp, packed, bias, **geo, **out)
-            dense = pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **geo, **out)
-            if out_dtype == torch.float32:
-                assert rel_error(y, dense) <= 1e-5
-            else:
-                assert torch.equal(y, dense)
+    out_hw = list(sparse_quantized_conv2d(x, 0.02, zp, packed, None, **case.kwargs()).shape[2:])
+    inf = float("inf")
+    bounds = [(0.0, 6.0), (-inf, 0.5), (2.0, 2.0), (50.0, 60.0), (-60.0, -50.0), (-inf, inf),
+              (-1.0, inf)]
+    kinds = {torch.uint8: 3, torch.int8: 2}
+
+    def run(out_dtype, os_, ozp, lo, hi):
+        return _sparse_quantized_conv2d_impl(
+            x, packed.row_ptr, packed.block_k, packed.values, packed.col_sums,
+            list(packed.shape), packed.scale, bias, _pair(case.stride), _pair(case.padding),
+            _pair(case.dilation), case.groups, out_hw, 0.02, zp, kinds[out_dtype], lo, hi, os_,
+            ozp)
+
+    for out_dtype, os_, ozp in OUTS[1:]:
+        for lo, hi in bounds:
+            y = run(out_dtype, os_, ozp, lo, hi)
+            pyfastcnn.set_isa("scalar")
+            try:
+                ref = run(out_dtype, os_, ozp, lo, hi)
+            finally:
+                pyfastcnn.set_isa(isa)
+            assert torch.equal(y, ref), (out_dtype, lo, hi)
+    assert bool((y[:, 0] == -128).all())  # NaN bias: the low code (int8 output last)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("threads", (1, 2, 3))
+def test_window_filled_again_per_output_channel_chunk(isa, layout, threads):
+    """Few pixels and many output channels (batch 1, 7 x 7, 1x1): tasks split the output
+    channels and each fills its own window; the result does not depend on the split."""
+    case = ConvCase("c96-1x1-7x7-oc200", 1, 96, 7, 7, 200, (1, 1))
+    qw, packed = packed_for(case, layout, 0.8)
+    bias = torch.randn(case.oc)
+    x, zp = quant_x(case, "u8")
+    out = dict(out_dtype=torch.uint8, out_scale=0.05, out_zero_point=3, relu=True)
+    previous = pyfastcnn.get_num_threads()
+    pyfastcnn.set_num_threads(threads)
+    try:
+        y = sparse_quantized_conv2d(x, 0.02, zp, packed, bias, **out)
+    finally:
+        pyfastcnn.set_num_threads(previous)
+    assert torch.equal(y, pyfastcnn.quantized_conv2d(x, 0.02, zp, qw, bias, **out))
 
 
 @pytest.mark.parametrize("output_size", ([4, 5], [5, 4], [5, 5]))

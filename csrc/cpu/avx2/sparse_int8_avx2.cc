@@ -2,17 +2,16 @@
 // explained in avx512/sparse_int8_avx512vnni.cc). Without VNNI, pmaddubsw would saturate at
 // int16 on full-range bytes (255 * 127 * 2 > 32767), so the products are vpmaddwd's on int16:
 // the planes are widened to uint16 once per call (widening in the inner loop cost three
-// shuffles per load: the kernel ran at half the dense kernel's rate), so that one 32-byte load
+// shuffles per load: the kernel ran at half the dense kernel's rate; 1x1 convs widen each
+// task's pixels into a window instead, see run_window), so that one 32-byte load
 // is 4 pixels x 4 channels, and a block's 4 weights are sign-extended and repeated. Each
 // vpmaddwd gives two int32 pair sums per pixel (added at the end); a channel's 16-pixel vector
 // takes four accumulators, two vectors (32 pixels) are done per pass over its blocks. The
 // int32 sums of 16 channels are transposed to pixels and go through the vector epilogue
-// (int8_epilogue_avx2.h).
+// (sparse_int8_store_avx2.h).
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "pyfastcnn/kernels.h"
 #include "pyfastcnn/memory.h"
@@ -102,8 +101,10 @@ void fill_planes16(const SparseInt8ConvArgs& a, uint16_t* planes) {
   // Columns [j0, j1) of a plane row read the image (iw = j * sw + pw - pad_left in [0, W)).
   const auto columns = [&](int64_t pw, int64_t* j0, int64_t* j1) {
     const int64_t lo = g.pad_left - pw, hi = g.W + g.pad_left - pw;  // j * sw in [lo, hi)
-    *j0 = std::min(a.Wq, lo <= 0 ? 0 : (lo + sw - 1) / sw);
-    *j1 = std::max(*j0, std::min(a.Wq, hi <= 0 ? 0 : (hi + sw - 1) / sw));
+    const int64_t first = lo <= 0 ? 0 : (lo + sw - 1) / sw, last = hi <= 0 ? 0 : (hi + sw - 1) / sw;
+    *j0 = first < a.Wq ? first : a.Wq;
+    *j1 = last < a.Wq ? last : a.Wq;
+    if (*j1 < *j0) *j1 = *j0;
   };
   parallel_for(g.N * sh * sw * a.Hq, 4, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -116,9 +117,9 @@ void fill_planes16(const SparseInt8ConvArgs& a, uint16_t* planes) {
       for (int64_t gq = 0; gq < g.groups * cq; ++gq) {
         uint16_t* out = base + (gq / cq) * a.group_bytes + (gq % cq) * a.quad_bytes;
         const int64_t c0 = (gq / cq) * cg + (gq % cq) * 4;
-        const int64_t valid = std::min<int64_t>(4, (gq / cq + 1) * cg - c0);
-        std::fill(out, out + 4 * j0, zp);
-        std::fill(out + 4 * j1, out + 4 * a.Wq, zp);
+        const int64_t valid = (gq / cq + 1) * cg - c0 < 4 ? (gq / cq + 1) * cg - c0 : 4;
+        for (int64_t i = 0; i < 4 * j0; ++i) out[i] = zp;
+        for (int64_t i = 4 * j1; i < 4 * a.Wq; ++i) out[i] = zp;
         if (j1 <= j0) continue;
         const uint8_t* in = a.x + ((n * g.H + ih) * g.W + j0 * sw + pw - g.pad_left) * g.C + c0;
         int64_t j = j0;
@@ -140,7 +141,7 @@ void fill_planes16(const SparseInt8ConvArgs& a, uint16_t* planes) {
     }
   });
   // Slack read by the last vectors (zero, as the byte planes' slack).
-  std::fill(planes + g.N * a.image_bytes, planes + g.N * a.image_bytes + 128, uint16_t{0});
+  std::memset(planes + g.N * a.image_bytes, 0, 128 * sizeof(uint16_t));
 }
 
 // ---- window mode: 1x1 convs without padding (groups 1) ---------------------------------------
@@ -174,7 +175,7 @@ inline void transpose_quads(const __m256i r[8], __m256i u[8]) {
 }
 
 // The channels of pixels q0 .. q0 + len of image n (virtual pixel q = (oh, ow) reads input pixel
-// (oh * sh, ow * sw)) into window[cq * 4 * kWindowLd + 4 * p + c % 4] as uint16 (bytes ^ flip;
+// (oh * sh, ow * sw)) into window[(c / 4) * 4 * kWindowLd + 4 * p + c % 4] as uint16 (bytes ^ flip;
 // channels past C of the last quad: the zero point, their weights are zero), and copies of the
 // last pixel up to `padded` (whole vectors). 8 pixels x 8 quads per transpose; the channels
 // past the last whole 32 go one pixel at a time.
@@ -258,14 +259,14 @@ void run_window(const SparseInt8ConvArgs& args) {
   a.q_count = a.g.OH * a.g.OW;
   const int64_t steps = (a.q_count + 15) / 16, tiles = (steps + kWindowLd / 16 - 1) / (kWindowLd / 16);
   a.tile = (steps + tiles - 1) / tiles * 16;
-  std::vector<int32_t> offsets(static_cast<size_t>(a.row_ptr[a.g.OC]));  // block_k = quad
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    offsets[i] = static_cast<int32_t>(a.block_k[i] * 4 * kWindowLd);
-  }
+  const int64_t count = a.row_ptr[a.g.OC];
+  AlignedBuffer buffer(static_cast<size_t>(count > 0 ? count : 1) * sizeof(int32_t));
+  int32_t* offsets = static_cast<int32_t*>(buffer.data());
+  for (int64_t i = 0; i < count; ++i) offsets[i] = a.block_k[i] * 4 * kWindowLd;  // block_k = quad
   const int64_t chunks = (a.g.OC + 15) / 16;
   for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,
                       [&](int64_t image, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
-                        window_task<KIND>(a, offsets.data(), image, q0, chunk_begin, chunk_end);
+                        window_task<KIND>(a, offsets, image, q0, chunk_begin, chunk_end);
                       },
                       2);  // output-channel chunks fill the window again
 }
@@ -279,12 +280,12 @@ void run(const SparseInt8ConvArgs& args) {
   uint16_t* planes = static_cast<uint16_t*>(scratch(
       ScratchSlot::widened, static_cast<size_t>(args.g.N * args.image_bytes + 128) * 2));
   fill_planes16(args, planes);
-  const std::vector<int32_t> offsets = resolved_offsets(args, args.row_ptr[args.g.OC]);
+  const AlignedBuffer offsets = resolved_offsets(args, args.row_ptr[args.g.OC]);
   const int64_t chunks = (args.g.OC + 15) / 16;
   for_each_pixel_tile(args.g.N, args.q_count, args.tile, chunks,
                       [&](int64_t image, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
-                        task<KIND>(args, planes, offsets.data(), image, q0, chunk_begin,
-                                   chunk_end);
+                        task<KIND>(args, planes, static_cast<const int32_t*>(offsets.data()),
+                                   image, q0, chunk_begin, chunk_end);
                       });
 }
 

@@ -8,12 +8,12 @@
 // one pixel's two activations, then one vpmaddwd with (w0, w1) broadcast; the same for weights 2
 // and 3. Four loads, four unpacks, four vpmaddwd per group and 16 pixels: the block kernel's
 // work plus the unpacks. The unpacks work within 128-bit lanes (accumulator A holds pixels 0-3
-// and 8-11, B 4-7 and 12-15); sums are put back in pixel order once per channel.
+// and 8-11, B 4-7 and 12-15); the sums stay in that order and the store path reads them so
+// (SumOrder::lanes16 in sparse_int8_store_avx2.h).
 // The planes (or, in window mode, each task's window) are filled by 8 x 8 transposes of uint16.
 #include <immintrin.h>
 
 #include <cstring>
-#include <vector>
 
 #include "pyfastcnn/kernels.h"
 #include "pyfastcnn/memory.h"
@@ -211,10 +211,12 @@ void run(const SparseInt8ConvArgs& a) {
         ScratchSlot::widened, static_cast<size_t>(a.g.N * a.image_bytes + 128) * sizeof(uint16_t)));
     fill_planes(a, planes);
   }
-  const std::vector<int32_t> offsets = resolved_offsets(a, 4 * a.row_ptr[a.g.OC]);  // 4 per group
+  const AlignedBuffer offsets = resolved_offsets(a, 4 * a.row_ptr[a.g.OC]);  // 4 per group
   // Each group's weights as two int16 pairs (w0, w1), (w2, w3): one broadcast each in the loop.
-  std::vector<int32_t> pairs(static_cast<size_t>(2 * a.row_ptr[a.g.OC]));
-  for (size_t j = 0; j < pairs.size(); ++j) {
+  const int64_t pair_count = 2 * a.row_ptr[a.g.OC];
+  AlignedBuffer pair_buffer(static_cast<size_t>(pair_count > 0 ? pair_count : 1) * sizeof(int32_t));
+  int32_t* pairs = static_cast<int32_t*>(pair_buffer.data());
+  for (int64_t j = 0; j < pair_count; ++j) {
     const int8_t* w = reinterpret_cast<const int8_t*>(a.values32) + 2 * j;
     pairs[j] = static_cast<int32_t>(static_cast<uint16_t>(int16_t{w[0]}) |
                                     (static_cast<uint32_t>(static_cast<uint16_t>(int16_t{w[1]})) << 16));
@@ -222,7 +224,8 @@ void run(const SparseInt8ConvArgs& a) {
   const int64_t chunks = (a.g.OC + 15) / 16;
   for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,
                       [&](int64_t n, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
-                        task<KIND>(a, planes, offsets.data(), pairs.data(), n, q0, chunk_begin, chunk_end);
+                        task<KIND>(a, planes, static_cast<const int32_t*>(offsets.data()),
+                                   pairs, n, q0, chunk_begin, chunk_end);
                       },
                       a.window ? 2 : 8);  // output-channel chunks fill the window again
 }

@@ -1,15 +1,16 @@
 // The store path shared by the AVX2 sparse INT8 kernels (blocks and groups): a chunk's int32
-// sums, one row of pixels per output channel, transposed to pixels 8 at a time and written
-// through the vector epilogue (int8_epilogue_avx2.h). Internal linkage, like that header.
+// sums, one row of pixels per output channel (in order or as SumOrder::lanes16), transposed to
+// pixels and written through the requantization epilogue (8-bit outputs: store_chunk_codes;
+// float and int32 outputs: int8_epilogue_avx2.h). Internal linkage, like that header.
 #pragma once
 #include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "int8_epilogue_avx2.h"
 #include "pyfastcnn/kernels.h"
+#include "pyfastcnn/memory.h"
 
 namespace pyfastcnn {
 namespace avx2 {
@@ -19,11 +20,13 @@ constexpr int kSparseTile = 128;  // virtual pixels per task at most (SparseInt8
 
 // Each weight entry's plane offset, k_offset[block_k[i]] for the first `count` entries,
 // resolved once per call: one dependent load per row address in the kernels' inner loops
-// instead of two.
-inline std::vector<int32_t> resolved_offsets(const SparseInt8ConvArgs& a, int64_t count) {
-  std::vector<int32_t> offsets(static_cast<size_t>(count));
+// instead of two. (An AlignedBuffer, not a std::vector: no std:: containers in ISA units, see
+// CMakeLists.txt.)
+inline AlignedBuffer resolved_offsets(const SparseInt8ConvArgs& a, int64_t count) {
+  AlignedBuffer buffer(static_cast<size_t>(count > 0 ? count : 1) * sizeof(int32_t));
+  int32_t* offsets = static_cast<int32_t*>(buffer.data());
   for (int64_t i = 0; i < count; ++i) offsets[i] = a.k_offset[a.block_k[i]];
-  return offsets;
+  return buffer;
 }
 
 // In-register 8x8 transpose of int32 rows r[0..8).
@@ -71,8 +74,8 @@ inline __m128i residual16(const uint8_t* r, int count) {
   return _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
 }
 
-// The 8-bit store path: no lane-crossing shuffle (vperm2i128, vpermq cost 8 and 3 micro-ops on
-// Zen 1). Sums of 4 channels are transposed within the lanes, the epilogue runs on that layout
+// The 8-bit store path: no lane-crossing shuffle per pixel (vperm2i128, vpermq cost 8 and 3
+// micro-ops on Zen 1; the per-chunk operand setup has a few). Sums of 4 channels are transposed within the lanes, the epilogue runs on that layout
 // with its per-channel operands repeated in both lanes, and two packs leave one pixel's 16 codes
 // in each lane. The result equals requantize_epi32's: the float clamp and the code-range clamp
 // are one clamp to their intersection, and a NaN (passed through by max and min as their second
@@ -96,14 +99,14 @@ void store_chunk_codes(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile]
       bias[2 * h + k] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(c.bias), sel));
     }
   }
-  // Clamp bounds: [clamp_min, clamp_max] within the code range, never empty (when they do not
-  // meet, the two clamps in turn give the code-range end nearer the float range).
+  // Clamp bounds: [clamp_min, clamp_max] within the code range (when they do not meet, the two
+  // clamps in turn give the code-range end nearer the float range; with clamp_max < clamp_min,
+  // which check_quant rejects, both give hi).
   const float code_lo = kSigned ? -128.0f : 0.0f, code_hi = kSigned ? 127.0f : 255.0f;
   float lo = epi.clamp_min > code_lo ? epi.clamp_min : code_lo;
   float hi = epi.clamp_max < code_hi ? epi.clamp_max : code_hi;
   if (lo > code_hi) lo = code_hi;
   if (hi < code_lo) hi = code_lo;
-  if (hi < lo) hi = lo;  // only with clamp_max < clamp_min; the two clamps then give lo too
   const __m256 lo8 = _mm256_set1_ps(lo), hi8 = _mm256_set1_ps(hi);
   const __m256 res_scale = _mm256_set1_ps(epi.residual_scale);
   const __m256i res_zp = _mm256_set1_epi32(epi.residual_zero_point);
@@ -187,8 +190,9 @@ void store_chunk_codes(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile]
 }
 
 // Writes output channels oc0 .. oc0 + count of the virtual pixels q0 .. q0 + left of image n:
-// sums[i][p] is channel oc0 + i at pixel q0 + p (zero-point offsets not yet added; rows
-// i >= count are zeroed here). Columns ow >= OW are dropped.
+// sums[i][p] is channel oc0 + i at pixel q0 + p, or at the pixel `order` puts there
+// (zero-point offsets not yet added; rows i >= count are zeroed here). Columns ow >= OW are
+// dropped.
 template <Int8OutKind KIND>
 void store_chunk(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile], int count,
                  int64_t oc0, int64_t n, int64_t q0, int64_t left,

@@ -250,6 +250,7 @@ struct SparseInt8ConvArgs {
   // Group layout, 1x1 unpadded convs (groups 1): no planes; each task transposes its pixels'
   // channels into a per-thread window of C x kSparseInt8WindowLd bytes (quad_bytes = that row
   // length, Wq = OW), which stays in cache instead of a planes round trip through memory.
+  // (The AVX2 block kernel does the same for such convs on its own, from x: planes unused.)
   bool window;
   int64_t q_count;            // OH * Wq virtual pixels per image
   int64_t tile;               // virtual pixels per task, a multiple of 16, <= 128
