@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.set_defaults(run=_config)
 
-    demo = sub.add_parser("demo", help="train, compress and compare a small CNN (~5 min)")
+    demo = sub.add_parser("demo", help="train, compress and compare a small CNN (5-8 min)")
     demo.add_argument("--out", default="pyfastcnn-demo", help="output folder")
     demo.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")

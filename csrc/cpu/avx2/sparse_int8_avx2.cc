@@ -60,13 +60,14 @@ void channel_sums(const uint16_t* base, const int32_t* offsets, const int32_t* v
   }
 }
 
+// The sums of a tile's pixels q0 .. q0 + left for the output-channel chunks [chunk_begin,
+// chunk_end), from `image` (the tile's first pixel in the image's planes, or in a task's
+// window), written through the store path.
 template <Int8OutKind KIND>
-void task(const SparseInt8ConvArgs& a, const uint16_t* planes, const int32_t* offsets, int64_t n,
-          int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
+void sum_chunks(const SparseInt8ConvArgs& a, const uint16_t* image, const int32_t* offsets,
+                int64_t n, int64_t q0, int64_t left, int64_t chunk_begin, int64_t chunk_end) {
   alignas(64) int32_t sums[16][kSparseTile];
-  const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
   const int vectors = static_cast<int>((left + 15) / 16);
-  const uint16_t* image = planes + n * a.image_bytes + 4 * q0;
   const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups;
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int64_t oc0 = chunk * 16;
@@ -86,6 +87,14 @@ void task(const SparseInt8ConvArgs& a, const uint16_t* planes, const int32_t* of
     }
     store_chunk<KIND>(a, sums, count, oc0, n, q0, left);
   }
+}
+
+template <Int8OutKind KIND>
+void task(const SparseInt8ConvArgs& a, const uint16_t* planes, const int32_t* offsets, int64_t n,
+          int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
+  const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
+  sum_chunks<KIND>(a, planes + n * a.image_bytes + 4 * q0, offsets, n, q0, left, chunk_begin,
+                   chunk_end);
 }
 
 // The planes of SparseInt8ConvArgs widened to uint16: what ref::sparse_int8_fill_planes writes
@@ -218,31 +227,12 @@ void fill_window(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t len
 template <Int8OutKind KIND>
 void window_task(const SparseInt8ConvArgs& a, const int32_t* offsets, int64_t n, int64_t q0,
                  int64_t chunk_begin, int64_t chunk_end) {
-  alignas(64) int32_t sums[16][kSparseTile];
   const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
-  const int vectors = static_cast<int>((left + 15) / 16);
   uint16_t* window = static_cast<uint16_t*>(
       scratch(ScratchSlot::activations,
               static_cast<size_t>((a.g.C + 3) / 4 * 4 * kWindowLd + 64) * sizeof(uint16_t)));
-  fill_window(a, n, q0, left, vectors * 16, window);
-  const int64_t OC = a.g.OC;
-  for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-    const int64_t oc0 = chunk * 16;
-    const int count = static_cast<int>(OC - oc0 < 16 ? OC - oc0 : 16);
-    for (int i = 0; i < count; ++i) {
-      const int64_t oc = oc0 + i, begin = a.row_ptr[oc], blocks = a.row_ptr[oc + 1] - begin;
-      for (int v = 0; v < vectors; v += 2) {
-        if (v + 1 < vectors) {
-          channel_sums<2>(window + 64 * v, offsets + begin, a.values32 + begin, blocks,
-                          sums[i] + 16 * v);
-        } else {
-          channel_sums<1>(window + 64 * v, offsets + begin, a.values32 + begin, blocks,
-                          sums[i] + 16 * v);
-        }
-      }
-    }
-    store_chunk<KIND>(a, sums, count, oc0, n, q0, left);
-  }
+  fill_window(a, n, q0, left, (left + 15) / 16 * 16, window);
+  sum_chunks<KIND>(a, window, offsets, n, q0, left, chunk_begin, chunk_end);  // groups == 1
 }
 
 // The window path: the images as one tall image where the input rows are too (H = OH * sh:
