@@ -247,7 +247,8 @@ void run_window(const SparseInt8ConvArgs& args) {
     a.g.N = 1;
   }
   a.q_count = a.g.OH * a.g.OW;
-  const int64_t steps = (a.q_count + 15) / 16, tiles = (steps + kWindowLd / 16 - 1) / (kWindowLd / 16);
+  const int64_t steps = (a.q_count + 15) / 16;
+  const int64_t tiles = (steps + kWindowLd / 16 - 1) / (kWindowLd / 16);
   a.tile = (steps + tiles - 1) / tiles * 16;
   const int64_t count = a.row_ptr[a.g.OC];
   AlignedBuffer buffer(static_cast<size_t>(count > 0 ? count : 1) * sizeof(int32_t));

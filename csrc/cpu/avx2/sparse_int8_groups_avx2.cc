@@ -218,8 +218,9 @@ void run(const SparseInt8ConvArgs& a) {
   int32_t* pairs = static_cast<int32_t*>(pair_buffer.data());
   for (int64_t j = 0; j < pair_count; ++j) {
     const int8_t* w = reinterpret_cast<const int8_t*>(a.values32) + 2 * j;
-    pairs[j] = static_cast<int32_t>(static_cast<uint16_t>(int16_t{w[0]}) |
-                                    (static_cast<uint32_t>(static_cast<uint16_t>(int16_t{w[1]})) << 16));
+    const uint32_t w0 = static_cast<uint16_t>(int16_t{w[0]});
+    const uint32_t w1 = static_cast<uint16_t>(int16_t{w[1]});
+    pairs[j] = static_cast<int32_t>(w0 | (w1 << 16));
   }
   const int64_t chunks = (a.g.OC + 15) / 16;
   for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,

@@ -75,11 +75,12 @@ inline __m128i residual16(const uint8_t* r, int count) {
 }
 
 // The 8-bit store path: no lane-crossing shuffle per pixel (vperm2i128, vpermq cost 8 and 3
-// micro-ops on Zen 1; the per-chunk operand setup has a few). Sums of 4 channels are transposed within the lanes, the epilogue runs on that layout
-// with its per-channel operands repeated in both lanes, and two packs leave one pixel's 16 codes
-// in each lane. The result equals requantize_epi32's: the float clamp and the code-range clamp
-// are one clamp to their intersection, and a NaN (passed through by max and min as their second
-// operand) converts to INT32_MIN, which the saturating packs turn into the low code.
+// micro-ops on Zen 1; the per-chunk operand setup has a few). Sums of 4 channels are transposed
+// within the lanes, the epilogue runs on that layout with its per-channel operands repeated in
+// both lanes, and two packs leave one pixel's 16 codes in each lane. The result equals
+// requantize_epi32's: the float clamp and the code-range clamp are one clamp to their
+// intersection, and a NaN (passed through by max and min as their second operand) converts to
+// INT32_MIN, which the saturating packs turn into the low code.
 template <Int8OutKind KIND>
 void store_chunk_codes(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile], int count,
                        int64_t oc0, int64_t n, int64_t q0, int64_t left, SumOrder order) {
@@ -130,7 +131,8 @@ void store_chunk_codes(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile]
       __m256i quad[4][4];  // quad[k][j]: channels 4k .. 4k + 3, lane pixels j
       for (int k = 0; k < 4; ++k) {
         for (int c = 0; c < 4; ++c) {
-          quad[k][c] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[4 * k + c] + p0));
+          const int32_t* row = sums[4 * k + c] + p0;
+          quad[k][c] = _mm256_load_si256(reinterpret_cast<const __m256i*>(row));
         }
         transpose4_lanes(quad[k]);
       }
@@ -153,11 +155,10 @@ void store_chunk_codes(const SparseInt8ConvArgs& a, int32_t (*sums)[kSparseTile]
             const char b = static_cast<char>(4 * k), z = static_cast<char>(0x80);
             __m256i rv;
             if (epi.residual_signed) {
-              rv = _mm256_srai_epi32(
-                  _mm256_shuffle_epi8(r, _mm256_setr_epi8(z, z, z, b, z, z, z, b + 1, z, z, z,
-                                                          b + 2, z, z, z, b + 3, z, z, z, b, z, z,
-                                                          z, b + 1, z, z, z, b + 2, z, z, z, b + 3)),
-                  24);
+              const __m256i top = _mm256_setr_epi8(z, z, z, b, z, z, z, b + 1, z, z, z, b + 2, z,
+                                                   z, z, b + 3, z, z, z, b, z, z, z, b + 1, z, z,
+                                                   z, b + 2, z, z, z, b + 3);
+              rv = _mm256_srai_epi32(_mm256_shuffle_epi8(r, top), 24);
             } else {
               rv = _mm256_shuffle_epi8(r, _mm256_setr_epi8(b, z, z, z, b + 1, z, z, z, b + 2, z, z,
                                                            z, b + 3, z, z, z, b, z, z, z, b + 1, z,
