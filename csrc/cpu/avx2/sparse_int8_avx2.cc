@@ -158,7 +158,8 @@ void fill_planes16(const SparseInt8ConvArgs& a, uint16_t* planes) {
 // by every tile) and, at 90% sparsity, cost more than the products. A 1x1 conv needs no planes:
 // each task transposes its own pixels' channels into a per-thread window [quad][pixel][4] of
 // uint16 (kWindowLd pixels per quad row) that stays in cache while its channels are summed.
-constexpr int64_t kWindowLd = kSparseTile;
+constexpr int64_t kWindowLd = kSparseInt8WindowLd;  // the group layout's window row, reused
+static_assert(kWindowLd >= kSparseTile, "a task's pixels fit one window row");
 
 bool window_fits(const SparseInt8ConvArgs& a) {
   const Conv2dGeometry& g = a.g;
