@@ -469,3 +469,35 @@ def test_conv_padded_kernel_rows(isa, n, c, h, w, oc, k, stride, padding, dilati
                                          out_dtype=torch.uint8, out_scale=0.05,
                                          out_zero_point=7, relu=True)
         check(y, ref, torch.uint8)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.uint8, torch.int8])
+@pytest.mark.parametrize("depthwise", [False, True], ids=["dense", "depthwise"])
+@pytest.mark.parametrize("oc", [70, 9], ids=["oc70", "oc9"])  # whole 64-column tiles, and a tail
+def test_non_finite_and_huge_outputs_saturate_like_the_reference(isa, out_dtype, depthwise, oc):
+    """Biases of +-inf and NaN, and values far past the int32 range (a tiny output scale), with
+    no clamp: +inf and huge values give the high code, -inf the low one and NaN the low one, at
+    every ISA level as in the scalar reference (a float-to-int32 conversion alone turns them
+    all into INT32_MIN, the low code)."""
+    torch.manual_seed(3)
+    c, groups = (oc, oc) if depthwise else (8, 1)
+    qw = pyfastcnn.quantize_weight(torch.randn(oc, c // groups, 3, 3), groups=groups)
+    x, xs, xzp = quant_x((2, c, 6, 6), "u8")
+    bias = torch.randn(oc) * 1e3
+    bias[0], bias[1], bias[2] = float("nan"), float("inf"), float("-inf")
+    for out_scale in (0.05, 1e-12):
+        def conv():
+            return pyfastcnn.quantized_conv2d(x, xs, xzp, qw, bias, padding=1, groups=groups,
+                                              out_dtype=out_dtype, out_scale=out_scale,
+                                              out_zero_point=1)
+        y = conv()
+        pyfastcnn.set_isa("scalar")
+        try:
+            ref = conv()
+        finally:
+            pyfastcnn.set_isa(isa)
+        assert torch.equal(y, ref), out_scale
+        low, high = torch.iinfo(out_dtype).min, torch.iinfo(out_dtype).max
+        assert bool((y[:, 0] == low).all()) and bool((y[:, 1] == high).all())
+        assert bool((y[:, 2] == low).all())
+    assert bool(((y[:, 3:] == low) | (y[:, 3:] == high)).all())  # huge values saturate

@@ -48,22 +48,39 @@ inline __m512 residual_term(const uint8_t* res, __mmask16 mask, const Int8Epilog
 }
 
 // The float value of int32 sums acc (offsets already added): clamp(acc * scale + bias [+ the
-// residual term of the codes at `res`, when not null]).
+// residual term of the codes at `res`, when not null]), clamped by `e`.
 inline __m512 epilogue_ps(__m512i acc, const __m512& scale, const __m512& bias,
-                          const Int8Epilogue& epi, const uint8_t* res, __mmask16 mask) {
-  const Epilogue512 e(epi.clamp_min, epi.clamp_max);
+                          const Epilogue512& e, const Int8Epilogue& epi, const uint8_t* res,
+                          __mmask16 mask) {
   if (!res) return e.apply(_mm512_cvtepi32_ps(acc), scale, bias);
   return e.clamp(_mm512_add_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias),
                                residual_term(res, mask, epi)));
 }
 
-// The 8-bit output code of int32 sums acc (offsets already added) before the final clamp to the
-// output range, which callers do with a clamp or with saturating packs (the same result). The
-// epilogue arrays of 8-bit outputs are in output units, zero point included (kernels.h).
+// The clamp of 8-bit outputs: [clamp_min, clamp_max] intersected with the code range, so that
+// +-inf and values past the int32 range (which cvtps2dq turns into INT32_MIN) become the range's
+// ends, as in the scalar reference. Where the two ranges do not meet, the code-range end nearer
+// the float range (what the two clamps in turn give). NaN passes the clamp and converts to
+// INT32_MIN: the low code after the final clamp or saturating pack (the reference's too).
+template <Int8OutKind KIND>
+Epilogue512 code_clamp(const Int8Epilogue& epi) {
+  constexpr bool kSigned = KIND == Int8OutKind::s8;
+  const float code_lo = kSigned ? -128.0f : 0.0f, code_hi = kSigned ? 127.0f : 255.0f;
+  float lo = epi.clamp_min > code_lo ? epi.clamp_min : code_lo;
+  float hi = epi.clamp_max < code_hi ? epi.clamp_max : code_hi;
+  if (lo > code_hi) lo = code_hi;
+  if (hi < code_lo) hi = code_lo;
+  return Epilogue512(lo, hi);
+}
+
+// The 8-bit output code of int32 sums acc (offsets already added), before the final clamp to
+// the output range that callers do with a clamp or with saturating packs (only NaN needs it).
+// The epilogue arrays of 8-bit outputs are in output units, zero point included (kernels.h).
+template <Int8OutKind KIND>
 inline __m512i requantize_epi32(__m512i acc, const __m512& scale, const __m512& bias,
                                 const Int8Epilogue& epi, const uint8_t* res = nullptr,
                                 __mmask16 mask = 0xFFFF) {
-  return _mm512_cvtps_epi32(epilogue_ps(acc, scale, bias, epi, res, mask));
+  return _mm512_cvtps_epi32(epilogue_ps(acc, scale, bias, code_clamp<KIND>(epi), epi, res, mask));
 }
 
 // Stores lanes `mask` of acc (int32 sums, offsets already added) at element n of `row` after the
@@ -77,11 +94,12 @@ void store_tile_vector(__m512i acc, __mmask16 mask, const __m512& scale, const _
   if constexpr (KIND == Int8OutKind::i32) {
     _mm512_mask_storeu_epi32(reinterpret_cast<int32_t*>(row) + n, mask, acc);
   } else if constexpr (KIND == Int8OutKind::f32) {
-    const __m512 y = epilogue_ps(acc, scale, bias, epi, res, mask);
+    const __m512 y =
+        epilogue_ps(acc, scale, bias, Epilogue512(epi.clamp_min, epi.clamp_max), epi, res, mask);
     _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
   } else {
     constexpr bool kSigned = KIND == Int8OutKind::s8;
-    __m512i q = requantize_epi32(acc, scale, bias, epi, res, mask);
+    __m512i q = requantize_epi32<KIND>(acc, scale, bias, epi, res, mask);
     q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(kSigned ? -128 : 0)),
                          _mm512_set1_epi32(kSigned ? 127 : 255));
     _mm_mask_storeu_epi8(row + n, mask, _mm512_cvtepi32_epi8(q));

@@ -80,9 +80,9 @@ void store_panel_bytes(const int32_t (*sums)[kPanelCols], int rows, const Int8Ep
     }
     // The fused residual add's codes for this row's 32 channels (null without one).
     const uint8_t* res = epi.residual ? epi.residual + (m + r) * epi.residual_ld + ch : nullptr;
-    const __m512i y0 = avx512_vnni::requantize_epi32(
+    const __m512i y0 = avx512_vnni::requantize_epi32<KIND>(
         _mm512_add_epi32(_mm512_load_si512(sums[r]), off0), scale0, bias0, epi, res);
-    const __m512i y1 = avx512_vnni::requantize_epi32(
+    const __m512i y1 = avx512_vnni::requantize_epi32<KIND>(
         _mm512_add_epi32(_mm512_load_si512(sums[r] + 16), off1), scale1, bias1, epi,
         res ? res + 16 : nullptr);
     const __m512i w = _mm512_packs_epi32(y0, y1);

@@ -156,7 +156,8 @@ void store_tile_bytes(__m512i acc[][4], const Int8Epilogue& epilogue, int64_t n0
   for (int r = 0; r < MR; ++r) {
     const uint8_t* res = res_rows[r] ? res_rows[r] + n0 : nullptr;
     const auto part = [&](int v) {
-      return requantize_epi32(acc[r][v], scale[v], bias[v], epi, res ? res + 16 * v : nullptr);
+      return requantize_epi32<KIND>(acc[r][v], scale[v], bias[v], epi,
+                                    res ? res + 16 * v : nullptr);
     };
     const __m512i y0 = part(0), y1 = part(1);
     const __m512i a0 = _mm512_packs_epi32(y0, y1);

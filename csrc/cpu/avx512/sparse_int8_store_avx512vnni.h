@@ -49,7 +49,7 @@ __attribute__((always_inline)) inline void transpose16(__m512i r[16]) {
 // byte conversion per pixel over requantizing after the transpose. Same float operations in
 // the same order as store_tile_vector: exactly the same bytes.
 #define PYFASTCNN_REQUANT_ROW(i)                                                              \
-  const __m512i y##i = requantize_epi32(                                                      \
+  const __m512i y##i = requantize_epi32<KIND>(                                                \
       _mm512_add_epi32(_mm512_load_si512(sums[i] + 16 * v), _mm512_set1_epi32(off[i])),       \
       _mm512_set1_ps(sc[i]), _mm512_set1_ps(bi[i]), epi);
 #define PYFASTCNN_STORE_PIXEL(L, j)                                         \
