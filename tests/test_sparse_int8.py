@@ -22,13 +22,14 @@ EXTRA = [
     ConvCase("c68-dil2-pad5", 1, 68, 9, 9, 3, (3, 3), padding=5, dilation=2),
     ConvCase("c64-1x1-oc40", 3, 64, 14, 14, 40, (1, 1)),
     ConvCase("groups2-c8", 1, 16, 9, 9, 10, (3, 3), padding=1, groups=2),
-    # 1x1 unpadded: the group kernel's window mode (tasks transpose their own pixels), with a
+    # 1x1 unpadded: window mode (tasks transpose their own pixels, both layouts), with a
     # stride, a channel tail past 64, more pixels than one task holds, and the batch folded
     # into one tall image (H = OH * stride; tiles cross image boundaries).
     ConvCase("c200-1x1-s2", 2, 200, 15, 13, 24, (1, 1), stride=2),
     ConvCase("c20-1x1-23x29", 1, 20, 23, 29, 33, (1, 1)),
     ConvCase("c40-1x1-s2-batch-folded", 3, 40, 14, 10, 24, (1, 1), stride=2),
     ConvCase("c64-1x1-s2x1-batch-folded", 2, 64, 10, 9, 20, (1, 1), stride=(2, 1)),
+    ConvCase("c70-1x1-quad-tail", 2, 70, 9, 7, 20, (1, 1)),  # 18 quads, the last half full
     # More than 128 input channels: the group kernel walks them in slices.
     ConvCase("c300-3x3-s2", 1, 300, 9, 10, 20, (3, 3), stride=2, padding=1),
 ]

@@ -702,9 +702,10 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
   // Window mode reads input pixel (oh * sh, ow * sw) without padding: only where every output
   // pixel has one (an output larger than the input allows pads, through the planes), and where
   // the window's offsets fit int32.
-  a.window = grouped && KH == 1 && KW == 1 && g.pad_top == 0 && g.pad_left == 0 &&
-             g.groups == 1 && (g.OH - 1) * g.stride_h < g.H && (g.OW - 1) * g.stride_w < g.W &&
-             g.C * kSparseInt8WindowLd < (int64_t{1} << 31) - 1024;
+  const int64_t window_bytes = (grouped ? g.C : (g.C + 3) / 4 * 4) * kSparseInt8WindowLd;
+  a.window = KH == 1 && KW == 1 && g.pad_top == 0 && g.pad_left == 0 && g.groups == 1 &&
+             (g.OH - 1) * g.stride_h < g.H && (g.OW - 1) * g.stride_w < g.W &&
+             window_bytes < (int64_t{1} << 31) - 1024;
   if (a.window) {  // see SparseInt8ConvArgs::window
     // The images as one tall image when the input rows are too (H = OH * stride): output pixels
     // of all images are consecutive in NHWC, so tasks fill whole 128-pixel tiles across image
@@ -718,8 +719,8 @@ void sparse_int8_conv2d(const TensorRef& x, const TensorRef& row_ptr, const Tens
     a.Wq = g.OW;
     a.Hq = a.g.OH;
     a.plane_pixels = kSparseInt8WindowLd;
-    a.quad_bytes = kSparseInt8WindowLd;
-    a.group_bytes = g.C * kSparseInt8WindowLd;
+    a.quad_bytes = (grouped ? 1 : 4) * kSparseInt8WindowLd;  // a row: one channel or quad
+    a.group_bytes = window_bytes;
     a.image_bytes = 0;
     a.q_count = a.g.OH * g.OW;
     a.planes = nullptr;

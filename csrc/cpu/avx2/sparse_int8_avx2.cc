@@ -3,7 +3,7 @@
 // int16 on full-range bytes (255 * 127 * 2 > 32767), so the products are vpmaddwd's on int16:
 // the planes are widened to uint16 once per call (widening in the inner loop cost three
 // shuffles per load: the kernel ran at half the dense kernel's rate; 1x1 convs widen each
-// task's pixels into a window instead, see run_window), so that one 32-byte load
+// task's pixels into a window instead, see window_task), so that one 32-byte load
 // is 4 pixels x 4 channels, and a block's 4 weights are sign-extended and repeated. Each
 // vpmaddwd gives two int32 pair sums per pixel (added at the end); a channel's 16-pixel vector
 // takes four accumulators, two vectors (32 pixels) are done per pass over its blocks. The
@@ -153,20 +153,14 @@ void fill_planes16(const SparseInt8ConvArgs& a, uint16_t* planes) {
   std::memset(planes + g.N * a.image_bytes, 0, 128 * sizeof(uint16_t));
 }
 
-// ---- window mode: 1x1 convs without padding (groups 1) ---------------------------------------
+// ---- window mode: 1x1 convs without padding (groups 1; SparseInt8ConvArgs::window) -----------
 // The widened planes of a whole input are a round trip through memory (written, then read back
 // by every tile) and, at 90% sparsity, cost more than the products. A 1x1 conv needs no planes:
 // each task transposes its own pixels' channels into a per-thread window [quad][pixel][4] of
 // uint16 (kWindowLd pixels per quad row) that stays in cache while its channels are summed.
-constexpr int64_t kWindowLd = kSparseInt8WindowLd;  // the group layout's window row, reused
+// k_offset[quad] = quad * 4 * kWindowLd: bytes of the op's byte window, elements of this one.
+constexpr int64_t kWindowLd = kSparseInt8WindowLd;
 static_assert(kWindowLd >= kSparseTile, "a task's pixels fit one window row");
-
-bool window_fits(const SparseInt8ConvArgs& a) {
-  const Conv2dGeometry& g = a.g;
-  return g.KH == 1 && g.KW == 1 && g.pad_top == 0 && g.pad_left == 0 && g.groups == 1 &&
-         a.Wq == g.OW && (g.OH - 1) * g.stride_h < g.H && (g.OW - 1) * g.stride_w < g.W &&
-         (g.C + 3) / 4 * 4 * kWindowLd < (int64_t{1} << 31) - 1024;
-}
 
 // 8 pixels' 32 bytes (rows r[p]: quads 0-3 | quads 4-7) as 4-byte units transposed within the
 // 128-bit lanes: u[i] = [quad i of pixels 0-3 | quad 4 + i of pixels 0-3], u[4 + i] the same
@@ -236,48 +230,25 @@ void window_task(const SparseInt8ConvArgs& a, const int32_t* offsets, int64_t n,
   sum_chunks<KIND>(a, window, offsets, n, q0, left, chunk_begin, chunk_end);  // groups == 1
 }
 
-// The window path: the images as one tall image where the input rows are too (H = OH * sh:
-// a task's tile may then cross into the next image, as the group kernel's windows do), tiles
-// of up to kWindowLd pixels in steps of 16.
-template <Int8OutKind KIND>
-void run_window(const SparseInt8ConvArgs& args) {
-  SparseInt8ConvArgs a = args;
-  if (a.g.H == a.g.OH * a.g.stride_h) {
-    a.g.H *= a.g.N;
-    a.g.OH *= a.g.N;
-    a.g.N = 1;
-  }
-  a.q_count = a.g.OH * a.g.OW;
-  const int64_t steps = (a.q_count + 15) / 16;
-  const int64_t tiles = (steps + kWindowLd / 16 - 1) / (kWindowLd / 16);
-  a.tile = (steps + tiles - 1) / tiles * 16;
-  const int64_t count = a.row_ptr[a.g.OC];
-  AlignedBuffer buffer(static_cast<size_t>(count > 0 ? count : 1) * sizeof(int32_t));
-  int32_t* offsets = static_cast<int32_t*>(buffer.data());
-  for (int64_t i = 0; i < count; ++i) offsets[i] = a.block_k[i] * 4 * kWindowLd;  // block_k = quad
-  const int64_t chunks = (a.g.OC + 15) / 16;
-  for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,
-                      [&](int64_t image, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
-                        window_task<KIND>(a, offsets, image, q0, chunk_begin, chunk_end);
-                      },
-                      2);  // output-channel chunks fill the window again
-}
-
 template <Int8OutKind KIND>
 void run(const SparseInt8ConvArgs& args) {
-  if (window_fits(args)) {
-    run_window<KIND>(args);
+  const AlignedBuffer offsets = resolved_offsets(args, args.row_ptr[args.g.OC]);
+  const int32_t* const offs = static_cast<const int32_t*>(offsets.data());
+  const int64_t chunks = (args.g.OC + 15) / 16;
+  if (args.window) {
+    for_each_pixel_tile(args.g.N, args.q_count, args.tile, chunks,
+                        [&](int64_t image, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
+                          window_task<KIND>(args, offs, image, q0, chunk_begin, chunk_end);
+                        },
+                        2);  // output-channel chunks fill the window again
     return;
   }
   uint16_t* planes = static_cast<uint16_t*>(scratch(
       ScratchSlot::widened, static_cast<size_t>(args.g.N * args.image_bytes + 128) * 2));
   fill_planes16(args, planes);
-  const AlignedBuffer offsets = resolved_offsets(args, args.row_ptr[args.g.OC]);
-  const int64_t chunks = (args.g.OC + 15) / 16;
   for_each_pixel_tile(args.g.N, args.q_count, args.tile, chunks,
                       [&](int64_t image, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
-                        task<KIND>(args, planes, static_cast<const int32_t*>(offsets.data()),
-                                   image, q0, chunk_begin, chunk_end);
+                        task<KIND>(args, planes, offs, image, q0, chunk_begin, chunk_end);
                       });
 }
 

@@ -55,11 +55,49 @@ void channel_sums(const uint8_t* base, const int32_t* block_k, const int32_t* va
 #undef PYFASTCNN_SPARSE_STORE
 #undef PYFASTCNN_SPARSE_DOT
 
+// Window mode (SparseInt8ConvArgs::window: 1x1, unpadded, groups 1): the channels of pixels
+// [q0, q0 + len) of image n (virtual pixel q = (oh, ow) reads input pixel (oh * sh, ow * sw))
+// into window[quad][kSparseInt8WindowLd][4] as in the planes (bytes ^ flip, bytes past C the
+// zero point), 16 pixels x 16 quads per transpose. Lanes past len repeat the last pixel: whole
+// vectors, whose extra sums are never stored.
+void fill_window(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t len,
+                 uint8_t* window) {
+  const Conv2dGeometry& g = a.g;
+  const int64_t C = g.C, quads = (C + 3) / 4, row_bytes = a.quad_bytes;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(a.flip));
+  const __m512i zp = _mm512_set1_epi8(static_cast<char>(a.zero_point ^ a.flip));
+  int64_t oh = q0 / g.OW, ow = q0 % g.OW;  // of the next pixel (stepped, no division each)
+  for (int64_t p0 = 0; p0 < len; p0 += 16) {
+    const uint8_t* src[16];
+    for (int p = 0; p < 16; ++p) {
+      src[p] = a.x + ((n * g.H + oh * g.stride_h) * g.W + ow * g.stride_w) * C;
+      if (p0 + p + 1 < len && ++ow == g.OW) ow = 0, ++oh;
+    }
+    for (int64_t gq0 = 0; gq0 < quads; gq0 += 16) {
+      const int nq = static_cast<int>(quads - gq0 < 16 ? quads - gq0 : 16);
+      const int64_t bytes = C - 4 * gq0 < 64 ? C - 4 * gq0 : 64;
+      const __mmask64 byte_mask = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
+      __m512i v[16];
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_mask_loadu_epi8(zp, byte_mask, src[p] + 4 * gq0);
+      transpose16(v);
+      for (int qd = 0; qd < nq; ++qd) {
+        _mm512_store_si512(window + (gq0 + qd) * row_bytes + 4 * p0, _mm512_xor_si512(v[qd], flip));
+      }
+    }
+  }
+}
+
 template <int T, Int8OutKind KIND>
 void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begin,
           int64_t chunk_end) {
   alignas(64) int32_t sums[16][kMaxVectors * 16];
   const uint8_t* image = a.planes + n * a.image_bytes + 4 * q0;
+  if (a.window) {  // this task's pixels, transposed into this thread's window
+    uint8_t* window = static_cast<uint8_t*>(
+        scratch(ScratchSlot::activations, static_cast<size_t>(a.group_bytes + 64)));
+    fill_window(a, n, q0, a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile, window);
+    image = window;
+  }
   const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups, group_bytes = a.group_bytes;
   const int64_t* const row_ptr = a.row_ptr;
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
@@ -200,13 +238,17 @@ bool align_with_shifted_copies(const SparseInt8ConvArgs& a, SparseInt8ConvArgs* 
 
 template <Int8OutKind KIND>
 void run(const SparseInt8ConvArgs& args) {
-  if (args.g.groups == 1 || args.g.C / args.g.groups % 4 == 0) {
-    fill_planes(args);
-  } else {
-    ref::sparse_int8_fill_planes(args);
-  }
+  // Window mode: each task fills its window; its rows are whole cache lines (no shifted copies).
   SparseInt8ConvArgs aligned;
-  const SparseInt8ConvArgs& a = align_with_shifted_copies(args, &aligned) ? aligned : args;
+  if (!args.window) {
+    if (args.g.groups == 1 || args.g.C / args.g.groups % 4 == 0) {
+      fill_planes(args);
+    } else {
+      ref::sparse_int8_fill_planes(args);
+    }
+  }
+  const SparseInt8ConvArgs& a =
+      !args.window && align_with_shifted_copies(args, &aligned) ? aligned : args;
   using TaskFn = void (*)(const SparseInt8ConvArgs&, int64_t, int64_t, int64_t, int64_t);
   static constexpr TaskFn kTasks[kMaxVectors + 1] = {
       nullptr,           task<1, KIND>, task<2, KIND>, task<3, KIND>, task<4, KIND>,
@@ -216,7 +258,8 @@ void run(const SparseInt8ConvArgs& args) {
                       [&](int64_t n, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
                         const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
                         kTasks[(left + 15) / 16](a, n, q0, chunk_begin, chunk_end);
-                      });
+                      },
+                      a.window ? 2 : 8);  // output-channel chunks fill the window again
 }
 
 }  // namespace

@@ -247,10 +247,11 @@ struct SparseInt8ConvArgs {
   uint8_t flip, zero_point;   // zero_point: the kernel's (unsigned) zero point, pads planes
   int64_t Hq, Wq, plane_pixels, quad_bytes, group_bytes, image_bytes;  // quad_bytes: per plane set
   uint8_t* planes;            // N * image_bytes + 128 bytes (slack read by the last vectors)
-  // Group layout, 1x1 unpadded convs (groups 1): no planes; each task transposes its pixels'
-  // channels into a per-thread window of C x kSparseInt8WindowLd bytes (quad_bytes = that row
-  // length, Wq = OW), which stays in cache instead of a planes round trip through memory.
-  // (The AVX2 block kernel does the same for such convs on its own, from x: planes unused.)
+  // 1x1 unpadded convs (groups 1): no planes; each task transposes its pixels' channels into a
+  // per-thread window, rows of kSparseInt8WindowLd pixels x one channel (groups) or quad
+  // (blocks, 4 bytes per pixel), quad_bytes = that row's bytes, Wq = OW. It stays in cache
+  // instead of a planes round trip through memory. Images whose rows are all read (H = OH *
+  // stride) are merged into one tall image (N = 1).
   bool window;
   int64_t q_count;            // OH * Wq virtual pixels per image
   int64_t tile;               // virtual pixels per task, a multiple of 16, <= 128
