@@ -30,8 +30,11 @@ EXTRA = [
     ConvCase("c40-1x1-s2-batch-folded", 3, 40, 14, 10, 24, (1, 1), stride=2),
     ConvCase("c64-1x1-s2x1-batch-folded", 2, 64, 10, 9, 20, (1, 1), stride=(2, 1)),
     ConvCase("c70-1x1-quad-tail", 2, 70, 9, 7, 20, (1, 1)),  # 18 quads, the last half full
-    # More than 128 input channels: the group kernel walks them in slices.
+    # More input than a task's share of L1: the kernels walk the channels in slices (partial
+    # sums kept per output channel), in the planes and in the 1x1 window.
     ConvCase("c300-3x3-s2", 1, 300, 9, 10, 20, (3, 3), stride=2, padding=1),
+    ConvCase("c512-3x3-7x7", 2, 512, 7, 7, 20, (3, 3), padding=1),
+    ConvCase("c1000-1x1-14x13", 1, 1000, 14, 13, 24, (1, 1)),
 ]
 ALL_CASES = CASES + EXTRA
 

@@ -20,6 +20,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <climits>
 #include <cstring>
 
 #include "pyfastcnn/kernels.h"
@@ -31,17 +32,26 @@ namespace pyfastcnn {
 namespace avx512_vnni {
 namespace {
 
-// dst[0 .. 16T) = sums over one channel's blocks of (16 pixels x 4 bytes) . weights.
+// One channel's blocks j .. end whose k is below k_limit (one slice of input quads) added to
+// the sums at dst[0 .. 16T) (which start at zero when `first`). Returns the first block not done.
 #define PYFASTCNN_SPARSE_DOT(t) \
   if constexpr (T > t) c##t = _mm512_dpbusd_epi32(c##t, _mm512_loadu_si512(p + 64 * t), w);
+#define PYFASTCNN_SPARSE_LOAD(t) \
+  if constexpr (T > t) c##t = _mm512_load_si512(dst + 16 * t);
 #define PYFASTCNN_SPARSE_STORE(t) \
   if constexpr (T > t) _mm512_store_si512(dst + 16 * t, c##t);
 template <int T>
-void channel_sums(const uint8_t* base, const int32_t* block_k, const int32_t* values32,
-                  int64_t count, const int32_t* k_offset, int32_t* dst) {
+int64_t channel_sums(const uint8_t* base, const int32_t* block_k, const int32_t* values32,
+                     int64_t j, int64_t end, int32_t k_limit, const int32_t* k_offset,
+                     bool first, int32_t* dst) {
   __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
           c7 = c0;
-  for (int64_t j = 0; j < count; ++j) {
+  if (!first) {
+    PYFASTCNN_SPARSE_LOAD(0) PYFASTCNN_SPARSE_LOAD(1) PYFASTCNN_SPARSE_LOAD(2)
+    PYFASTCNN_SPARSE_LOAD(3) PYFASTCNN_SPARSE_LOAD(4) PYFASTCNN_SPARSE_LOAD(5)
+    PYFASTCNN_SPARSE_LOAD(6) PYFASTCNN_SPARSE_LOAD(7)
+  }
+  for (; j < end && block_k[j] < k_limit; ++j) {
     const uint8_t* p = base + k_offset[block_k[j]];
     const __m512i w = _mm512_set1_epi32(values32[j]);
     PYFASTCNN_SPARSE_DOT(0) PYFASTCNN_SPARSE_DOT(1) PYFASTCNN_SPARSE_DOT(2)
@@ -51,8 +61,10 @@ void channel_sums(const uint8_t* base, const int32_t* block_k, const int32_t* va
   PYFASTCNN_SPARSE_STORE(0) PYFASTCNN_SPARSE_STORE(1) PYFASTCNN_SPARSE_STORE(2)
   PYFASTCNN_SPARSE_STORE(3) PYFASTCNN_SPARSE_STORE(4) PYFASTCNN_SPARSE_STORE(5)
   PYFASTCNN_SPARSE_STORE(6) PYFASTCNN_SPARSE_STORE(7)
+  return j;
 }
 #undef PYFASTCNN_SPARSE_STORE
+#undef PYFASTCNN_SPARSE_LOAD
 #undef PYFASTCNN_SPARSE_DOT
 
 // Window mode (SparseInt8ConvArgs::window: 1x1, unpadded, groups 1): the channels of pixels
@@ -88,8 +100,8 @@ void fill_window(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t len
 }
 
 template <int T, Int8OutKind KIND>
-void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begin,
-          int64_t chunk_end) {
+void task(const SparseInt8ConvArgs& a, int64_t slice_k, int64_t n, int64_t q0,
+          int64_t chunk_begin, int64_t chunk_end) {
   alignas(64) int32_t sums[16][kMaxVectors * 16];
   const uint8_t* image = a.planes + n * a.image_bytes + 4 * q0;
   if (a.window) {  // this task's pixels, transposed into this thread's window
@@ -100,14 +112,24 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
   }
   const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups, group_bytes = a.group_bytes;
   const int64_t* const row_ptr = a.row_ptr;
+  const int64_t k_count = (a.g.C / a.g.groups + 3) / 4 * a.g.KH * a.g.KW;
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int64_t oc0 = chunk * 16;
     const int count = static_cast<int>(OC - oc0 < 16 ? OC - oc0 : 16);
-    for (int i = 0; i < count; ++i) {
-      const int64_t oc = oc0 + i, begin = row_ptr[oc];
-      channel_sums<T>(image + (oc / ocg) * group_bytes, a.block_k + begin, a.values32 + begin,
-                      row_ptr[oc + 1] - begin, a.k_offset, sums[i]);
-    }
+    int64_t cursor[16];
+    for (int i = 0; i < count; ++i) cursor[i] = row_ptr[oc0 + i];
+    int64_t k0 = 0;
+    do {  // the chunk's channels, slice by slice (at least once: sums of no input are zero)
+      const int32_t k_limit =
+          k0 + slice_k < k_count ? static_cast<int32_t>(k0 + slice_k) : INT32_MAX;
+      for (int i = 0; i < count; ++i) {
+        const int64_t oc = oc0 + i;
+        cursor[i] = channel_sums<T>(image + (oc / ocg) * group_bytes, a.block_k, a.values32,
+                                    cursor[i], row_ptr[oc + 1], k_limit, a.k_offset, k0 == 0,
+                                    sums[i]);
+      }
+      k0 += slice_k;
+    } while (k0 < k_count);
     for (int i = count; i < 16; ++i) {  // rows of absent channels: defined, masked off below
       for (int v = 0; v < T; ++v) _mm512_store_si512(sums[i] + 16 * v, _mm512_setzero_si512());
     }
@@ -174,9 +196,10 @@ constexpr int kMaxCopies = 4;
 // Block loads sit at plane offsets that are a multiple of 64 bytes (the task base, planes, rows
 // when Wq % 16 == 0) plus the block's k_offset. When the k_offsets fall into a few residues
 // mod 64 (the kw shifts), one copy of the planes per residue r, shifted left by r bytes, makes
-// every load whole-cache-line: block k reads copy(r) at k_offset[k] - r. Returns false (and
-// leaves `b` alone) when there is a single residue already or too many to be worth the copies.
-bool align_with_shifted_copies(const SparseInt8ConvArgs& a, SparseInt8ConvArgs* b) {
+// every load whole-cache-line: block k reads copy(r) at k_offset[k] - r. Returns the number of
+// copies, or 0 (leaving `b` alone) when there is a single residue already or too many to be
+// worth the copies.
+int align_with_shifted_copies(const SparseInt8ConvArgs& a, SparseInt8ConvArgs* b) {
   const int64_t k_count = (a.g.C / a.g.groups + 3) / 4 * a.g.KH * a.g.KW;
   int32_t residues[kMaxCopies];
   int copies = 0;
@@ -186,15 +209,15 @@ bool align_with_shifted_copies(const SparseInt8ConvArgs& a, SparseInt8ConvArgs* 
     int i = 0;
     while (i < copies && residues[i] != r) ++i;
     if (i == copies) {
-      if (copies == kMaxCopies) return false;
+      if (copies == kMaxCopies) return 0;
       residues[copies++] = r;
     }
     has_zero |= r == 0;
   }
-  if (copies == 1 && has_zero) return false;
+  if (copies == 1 && has_zero) return 0;
   const int64_t bytes = a.g.N * a.image_bytes + 128;  // the planes and their slack
   const int64_t copy_bytes = (bytes + 63) / 64 * 64;
-  if (copies * copy_bytes > (int64_t{1} << 31) - 1024) return false;
+  if (copies * copy_bytes > (int64_t{1} << 31) - 1024) return 0;
   // Worth it only when (1) the copies of the planes one task reads still fit in L1 (measured:
   // 3 copies of 24 KB made 128-128-28 at 50% sparsity 14% slower, 3 x 16 KB made 64-64-56 10%
   // faster), and (2) the split loads saved (~0.25 cycle each, measured) outweigh copying the
@@ -202,12 +225,12 @@ bool align_with_shifted_copies(const SparseInt8ConvArgs& a, SparseInt8ConvArgs* 
   const int64_t phases = a.g.stride_h * a.g.stride_w, cq = (a.g.C / a.g.groups + 3) / 4;
   const int64_t rows = (a.tile + a.Wq - 1) / a.Wq + (a.g.KH - 1) * a.g.dil_h / a.g.stride_h;
   const int64_t task_bytes = cq * phases * rows * a.Wq * 4;
-  if (copies * task_bytes > 48 * 1024) return false;
+  if (copies * task_bytes > 48 * 1024) return 0;
   int64_t misaligned_k = 0;
   for (int64_t k = 0; k < k_count; ++k) misaligned_k += (a.k_offset[k] & 63) != 0;
   const int64_t blocks = a.row_ptr[a.g.OC], vectors = a.g.N * ((a.q_count + 15) / 16);
   const double split_loads = static_cast<double>(blocks) * misaligned_k / k_count * vectors;
-  if (0.25 * split_loads < copies * copy_bytes / 20.0) return false;
+  if (0.25 * split_loads < copies * copy_bytes / 20.0) return 0;
   uint8_t* dst = static_cast<uint8_t*>(scratch(ScratchSlot::columns, copies * copy_bytes));
   int32_t* offsets = static_cast<int32_t*>(
       scratch(ScratchSlot::int32_sums, static_cast<size_t>(k_count) * sizeof(int32_t)));
@@ -233,7 +256,25 @@ bool align_with_shifted_copies(const SparseInt8ConvArgs& a, SparseInt8ConvArgs* 
   *b = a;
   b->planes = dst;
   b->k_offset = offsets;
-  return true;
+  return copies;
+}
+
+// Input quads per slice: the planes of one slice that a task reads (a window row, or the rows
+// of the tile and the kernel's reach in every phase, in every shifted copy) fit in L1 while a
+// chunk's 16 channels walk their blocks in it. One slice where they all fit: each slice costs
+// every channel a reload of its sums and a loop exit. (Zen 4, 1 thread, 50 and 90% blocks:
+// 256-256-14 and 512-512-7 8-10% faster, 1024-256-14 at 50% 1.3-1.5x; below 28 KB, slicing
+// did not pay.)
+constexpr int64_t kL1Bytes = 28 * 1024, kSliceBytes = 16 * 1024;
+int64_t slice_quads(const SparseInt8ConvArgs& a, int copies) {
+  const Conv2dGeometry& g = a.g;
+  const int64_t quads = (g.C / g.groups + 3) / 4, phases = g.stride_h * g.stride_w;
+  const int64_t rows = (a.tile + a.Wq - 1) / a.Wq + (g.KH - 1) * g.dil_h / g.stride_h + 1;
+  const int64_t per_quad =
+      a.window ? a.quad_bytes : phases * rows * a.Wq * 4 * (copies > 1 ? copies : 1);
+  if (quads * per_quad <= kL1Bytes) return quads > 0 ? quads : 1;
+  const int64_t slices = (quads * per_quad + kSliceBytes - 1) / kSliceBytes;
+  return (quads + slices - 1) / slices;
 }
 
 template <Int8OutKind KIND>
@@ -247,9 +288,11 @@ void run(const SparseInt8ConvArgs& args) {
       ref::sparse_int8_fill_planes(args);
     }
   }
-  const SparseInt8ConvArgs& a =
-      !args.window && align_with_shifted_copies(args, &aligned) ? aligned : args;
-  using TaskFn = void (*)(const SparseInt8ConvArgs&, int64_t, int64_t, int64_t, int64_t);
+  const int copies = args.window ? 0 : align_with_shifted_copies(args, &aligned);
+  const SparseInt8ConvArgs& a = copies > 0 ? aligned : args;
+  const int64_t slice_k = slice_quads(a, copies) * a.g.KH * a.g.KW;
+  using TaskFn =
+      void (*)(const SparseInt8ConvArgs&, int64_t, int64_t, int64_t, int64_t, int64_t);
   static constexpr TaskFn kTasks[kMaxVectors + 1] = {
       nullptr,           task<1, KIND>, task<2, KIND>, task<3, KIND>, task<4, KIND>,
       task<5, KIND>,     task<6, KIND>, task<7, KIND>, task<8, KIND>};
@@ -257,7 +300,7 @@ void run(const SparseInt8ConvArgs& args) {
   for_each_pixel_tile(a.g.N, a.q_count, a.tile, chunks,
                       [&](int64_t n, int64_t q0, int64_t chunk_begin, int64_t chunk_end) {
                         const int64_t left = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
-                        kTasks[(left + 15) / 16](a, n, q0, chunk_begin, chunk_end);
+                        kTasks[(left + 15) / 16](a, slice_k, n, q0, chunk_begin, chunk_end);
                       },
                       a.window ? 2 : 8);  // output-channel chunks fill the window again
 }
