@@ -1,6 +1,7 @@
 """Benchmark settings. PYFASTCNN_BENCH_QUICK=1 trims shapes and rounds (for CI-sized runs)."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -25,7 +26,13 @@ def run(benchmark, fn, *, group: str, impl: str, ops: int, **extra):
     """Times fn under `group`; extra_info carries what report.py needs."""
     benchmark.group = group
     benchmark.extra_info.update(impl=impl, ops=ops, **extra)
-    rounds = 3 if QUICK else 10
+    rounds = 3
+    if not QUICK:  # ~0.5 s of rounds (10 to 200): medians of 10 short calls were noisy here
+        fn()
+        start = time.perf_counter()
+        fn()
+        once = time.perf_counter() - start
+        rounds = max(10, min(200, int(0.5 / max(once, 1e-6))))
     return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
 
 

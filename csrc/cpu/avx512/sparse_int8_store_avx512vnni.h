@@ -80,6 +80,7 @@ void requantize_bytes(const int32_t (*sums)[kMaxVectors * 16], int count, int64_
   const __m512i to_pixel_major = _mm512_broadcast_i32x4(
       _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
   const __mmask16 mask = lane_mask(count);
+  int64_t oh = q0 / Wq, ow = q0 % Wq;  // of the next pixel, stepped (no division per vector)
   for (int v = 0; v < T; ++v) {
     const int64_t q = q0 + 16 * v;
     if (q >= q_count) break;
@@ -106,7 +107,6 @@ void requantize_bytes(const int32_t (*sums)[kMaxVectors * 16], int count, int64_
     // o_j, lane L: the 16 channels of pixel 4L + j.
     const __m512i o0 = _mm512_unpacklo_epi64(t0, t2), o1 = _mm512_unpackhi_epi64(t0, t2);
     const __m512i o2 = _mm512_unpacklo_epi64(t1, t3), o3 = _mm512_unpackhi_epi64(t1, t3);
-    int64_t oh = q / Wq, ow = q % Wq;
     const int pixels = static_cast<int>(q_count - q < 16 ? q_count - q : 16);
     PYFASTCNN_STORE_PIXEL(0, 0) PYFASTCNN_STORE_PIXEL(0, 1) PYFASTCNN_STORE_PIXEL(0, 2)
     PYFASTCNN_STORE_PIXEL(0, 3) PYFASTCNN_STORE_PIXEL(1, 0) PYFASTCNN_STORE_PIXEL(1, 1)
@@ -141,13 +141,13 @@ void store_chunk(const SparseInt8ConvArgs& a, const int32_t (*sums)[kMaxVectors 
     }
   }
   const ChannelOperands c = channel_operands<KIND>(epi, oc0, mask);
+  int64_t oh = q0 / Wq, ow = q0 % Wq;  // of the next pixel, stepped
   for (int v = 0; v < T; ++v) {
     const int64_t q = q0 + 16 * v;
     if (q >= q_count) break;
     __m512i r[16];
     for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(sums[i] + 16 * v);
     transpose16(r);
-    int64_t oh = q / Wq, ow = q % Wq;
     const int pixels = static_cast<int>(q_count - q < 16 ? q_count - q : 16);
     for (int p = 0; p < pixels; ++p) {
       if (ow < OW) {
