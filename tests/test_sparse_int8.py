@@ -30,6 +30,8 @@ EXTRA = [
     ConvCase("c40-1x1-s2-batch-folded", 3, 40, 14, 10, 24, (1, 1), stride=2),
     ConvCase("c64-1x1-s2x1-batch-folded", 2, 64, 10, 9, 20, (1, 1), stride=(2, 1)),
     ConvCase("c70-1x1-quad-tail", 2, 70, 9, 7, 20, (1, 1)),  # 18 quads, the last half full
+    ConvCase("c24-1x1-s2-tiles-cross-images", 3, 24, 30, 26, 8, (1, 1), stride=2),
+    ConvCase("c16-1x1-groups2", 2, 16, 9, 9, 12, (1, 1), groups=2),  # planes, not the window
     # More input than a task's share of L1: the kernels walk the channels in slices (partial
     # sums kept per output channel), in the planes and in the 1x1 window.
     ConvCase("c300-3x3-s2", 1, 300, 9, 10, 20, (3, 3), stride=2, padding=1),
@@ -401,16 +403,19 @@ def test_clamp_bounds_and_non_finite_bias_match_the_reference(isa, case, layout)
             _pair(case.dilation), case.groups, out_hw, 0.02, zp, kinds[out_dtype], lo, hi, os_,
             ozp)
 
-    for out_dtype, os_, ozp in OUTS[1:]:
-        for lo, hi in bounds:
-            y = run(out_dtype, os_, ozp, lo, hi)
-            pyfastcnn.set_isa("scalar")
-            try:
-                ref = run(out_dtype, os_, ozp, lo, hi)
-            finally:
-                pyfastcnn.set_isa(isa)
-            assert torch.equal(y, ref), (out_dtype, lo, hi)
+    cases = [(out_dtype, os_, ozp, lo, hi) for out_dtype, os_, ozp in OUTS[1:] for lo, hi in bounds]
+    # and values far past the int32 range (a tiny output scale): the high or low code
+    cases += [(out_dtype, 1e-12, ozp, -inf, inf) for out_dtype, _, ozp in OUTS[1:]]
+    for out_dtype, os_, ozp, lo, hi in cases:
+        y = run(out_dtype, os_, ozp, lo, hi)
+        pyfastcnn.set_isa("scalar")
+        try:
+            ref = run(out_dtype, os_, ozp, lo, hi)
+        finally:
+            pyfastcnn.set_isa(isa)
+        assert torch.equal(y, ref), (out_dtype, os_, lo, hi)
     assert bool((y[:, 0] == -128).all())  # NaN bias: the low code (int8 output last)
+    assert bool(((y == -128) | (y == 127)).all())  # the tiny scale saturates every output
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

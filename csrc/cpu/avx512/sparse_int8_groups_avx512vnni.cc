@@ -207,13 +207,15 @@ template <int S, Int8OutKind KIND>
 void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begin,
           int64_t chunk_end) {
   alignas(64) int32_t sums[16][kMaxVectors * 16];
-  const uint8_t* image = a.planes + n * a.image_bytes + q0;
-  if (a.window) {  // this task's pixels, transposed into this thread's window
+  const uint8_t* image;
+  if (a.window) {  // this task's pixels, transposed into this thread's window (planes: null)
     uint8_t* window = static_cast<uint8_t*>(scratch(
         ScratchSlot::activations, static_cast<size_t>(a.g.C * kSparseInt8WindowLd + 64)));
     const int64_t len = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
     fill_window(a, PixelsToPlanes(a), n, q0, len, window);
     image = window;
+  } else {
+    image = a.planes + n * a.image_bytes + q0;
   }
   const int64_t OC = a.g.OC, ocg = a.g.OC / a.g.groups, group_bytes = a.group_bytes;
   const int64_t* const row_ptr = a.row_ptr;
