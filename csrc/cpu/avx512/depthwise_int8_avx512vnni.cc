@@ -53,14 +53,14 @@ struct Lanes {
 };
 
 template <Int8OutKind KIND, int NB>
-inline void store_pixel(const Int8DepthwiseArgs& a, const Lanes<NB>& l, const __m512i* acc,
-                        int64_t m, int64_t c0) {
+inline void store_pixel(const Int8DepthwiseArgs& a, const Lanes<NB>& l, const OutputClamp& clamp,
+                        const __m512i* acc, int64_t m, int64_t c0) {
   const Int8Epilogue& epi = a.epi;
   char* out = static_cast<char*>(a.out) + m * a.C * out_bytes(KIND);
   const uint8_t* res_row = epi.residual ? epi.residual + m * epi.residual_ld : nullptr;
   for (int b = 0; b < NB; ++b) {
     store_tile_vector<KIND>(_mm512_add_epi32(acc[b], l.offset[b]), l.mask[b], l.scale[b],
-                            l.bias[b], epi, out, c0 + 16 * b, res_row);
+                            l.bias[b], clamp, epi, out, c0 + 16 * b, res_row);
   }
 }
 
@@ -75,6 +75,7 @@ void depthwise_row(const Int8DepthwiseArgs& args, int64_t row, int64_t c0) {
   const Int8DepthwiseArgs a = args;
   const int64_t C = a.C, n = row / a.OH, oh = row % a.OH, T = a.KH * a.KW;
   const Lanes<NB> l(a.epi, C, c0);
+  const OutputClamp clamp = output_clamp<KIND>(a.epi);
   alignas(64) uint8_t zp_bytes[16 * NB];
   for (int i = 0; i < 16 * NB; ++i) zp_bytes[i] = a.zero_point;
   const uint8_t* image = a.x + n * a.H * a.W * C + c0;
@@ -116,7 +117,7 @@ void depthwise_row(const Int8DepthwiseArgs& args, int64_t row, int64_t c0) {
         }
       }
     }
-    store_pixel<KIND, NB>(a, l, acc, row * a.OW + ow, c0);
+    store_pixel<KIND, NB>(a, l, clamp, acc, row * a.OW + ow, c0);
   };
   for (int64_t ow = 0; ow < ow_lo; ++ow) edge_pixel(ow);
   int64_t ow = ow_lo;
@@ -147,7 +148,9 @@ void depthwise_row(const Int8DepthwiseArgs& args, int64_t row, int64_t c0) {
           }
         }
       }
-      for (int p = 0; p < NP; ++p) store_pixel<KIND, NB>(a, l, acc[p], row * a.OW + ow + p, c0);
+      for (int p = 0; p < NP; ++p) {
+        store_pixel<KIND, NB>(a, l, clamp, acc[p], row * a.OW + ow + p, c0);
+      }
     }
   }
   for (; ow + NP <= ow_hi; ow += NP) {
@@ -168,7 +171,9 @@ void depthwise_row(const Int8DepthwiseArgs& args, int64_t row, int64_t c0) {
         }
       }
     }
-    for (int p = 0; p < NP; ++p) store_pixel<KIND, NB>(a, l, acc[p], row * a.OW + ow + p, c0);
+    for (int p = 0; p < NP; ++p) {
+      store_pixel<KIND, NB>(a, l, clamp, acc[p], row * a.OW + ow + p, c0);
+    }
   }
   for (; ow < a.OW; ++ow) edge_pixel(ow);
 }

@@ -47,11 +47,19 @@ inline __m512 residual_term(const uint8_t* res, __mmask16 mask, const Int8Epilog
       _mm512_set1_ps(epi.residual_scale));
 }
 
+// The bounds outputs are clamped to (see output_clamp), as scalars: callers make them once per
+// tile or task, the vectors are made where they are used (two zmm held across a depthwise row
+// made it spill: 10% slower).
+struct OutputClamp {
+  float lo, hi;
+};
+
 // The float value of int32 sums acc (offsets already added): clamp(acc * scale + bias [+ the
-// residual term of the codes at `res`, when not null]), clamped by `e`.
+// residual term of the codes at `res`, when not null]).
 inline __m512 epilogue_ps(__m512i acc, const __m512& scale, const __m512& bias,
-                          const Epilogue512& e, const Int8Epilogue& epi, const uint8_t* res,
+                          const OutputClamp& clamp, const Int8Epilogue& epi, const uint8_t* res,
                           __mmask16 mask) {
+  const Epilogue512 e(clamp.lo, clamp.hi);
   if (!res) return e.apply(_mm512_cvtepi32_ps(acc), scale, bias);
   return e.clamp(_mm512_add_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, bias),
                                residual_term(res, mask, epi)));
@@ -63,43 +71,50 @@ inline __m512 epilogue_ps(__m512i acc, const __m512& scale, const __m512& bias,
 // the float range (what the two clamps in turn give). NaN passes the clamp and converts to
 // INT32_MIN: the low code after the final clamp or saturating pack (the reference's too).
 template <Int8OutKind KIND>
-Epilogue512 code_clamp(const Int8Epilogue& epi) {
+OutputClamp code_clamp(const Int8Epilogue& epi) {
   constexpr bool kSigned = KIND == Int8OutKind::s8;
   const float code_lo = kSigned ? -128.0f : 0.0f, code_hi = kSigned ? 127.0f : 255.0f;
   float lo = epi.clamp_min > code_lo ? epi.clamp_min : code_lo;
   float hi = epi.clamp_max < code_hi ? epi.clamp_max : code_hi;
   if (lo > code_hi) lo = code_hi;
   if (hi < code_lo) hi = code_lo;
-  return Epilogue512(lo, hi);
+  return OutputClamp{lo, hi};
+}
+
+// The clamp of a kind's outputs (code_clamp for 8-bit, the float range for float; unused for
+// int32).
+template <Int8OutKind KIND>
+OutputClamp output_clamp(const Int8Epilogue& epi) {
+  if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) return code_clamp<KIND>(epi);
+  return OutputClamp{epi.clamp_min, epi.clamp_max};
 }
 
 // The 8-bit output code of int32 sums acc (offsets already added), before the final clamp to
 // the output range that callers do with a clamp or with saturating packs (only NaN needs it).
-// The epilogue arrays of 8-bit outputs are in output units, zero point included (kernels.h).
-template <Int8OutKind KIND>
+// `clamp` is output_clamp<KIND>. The epilogue arrays of 8-bit outputs are in output units, zero
+// point included (kernels.h).
 inline __m512i requantize_epi32(__m512i acc, const __m512& scale, const __m512& bias,
-                                const Int8Epilogue& epi, const uint8_t* res = nullptr,
-                                __mmask16 mask = 0xFFFF) {
-  return _mm512_cvtps_epi32(epilogue_ps(acc, scale, bias, code_clamp<KIND>(epi), epi, res, mask));
+                                const OutputClamp& clamp, const Int8Epilogue& epi,
+                                const uint8_t* res = nullptr, __mmask16 mask = 0xFFFF) {
+  return _mm512_cvtps_epi32(epilogue_ps(acc, scale, bias, clamp, epi, res, mask));
 }
 
 // Stores lanes `mask` of acc (int32 sums, offsets already added) at element n of `row` after the
-// epilogue of kernels.h (Int8Epilogue): scale and bias hold the lanes' channels; res_row is the
-// row's residual codes (null without a residual add).
+// epilogue of kernels.h (Int8Epilogue): scale and bias hold the lanes' channels, clamp is
+// output_clamp<KIND>(epi); res_row is the row's residual codes (null without a residual add).
 template <Int8OutKind KIND>
 void store_tile_vector(__m512i acc, __mmask16 mask, const __m512& scale, const __m512& bias,
-                       const Int8Epilogue& epi, char* row, int64_t n,
+                       const OutputClamp& clamp, const Int8Epilogue& epi, char* row, int64_t n,
                        const uint8_t* res_row = nullptr) {
   const uint8_t* res = res_row ? res_row + n : nullptr;
   if constexpr (KIND == Int8OutKind::i32) {
     _mm512_mask_storeu_epi32(reinterpret_cast<int32_t*>(row) + n, mask, acc);
   } else if constexpr (KIND == Int8OutKind::f32) {
-    const __m512 y =
-        epilogue_ps(acc, scale, bias, Epilogue512(epi.clamp_min, epi.clamp_max), epi, res, mask);
+    const __m512 y = epilogue_ps(acc, scale, bias, clamp, epi, res, mask);
     _mm512_mask_storeu_ps(reinterpret_cast<float*>(row) + n, mask, y);
   } else {
     constexpr bool kSigned = KIND == Int8OutKind::s8;
-    __m512i q = requantize_epi32<KIND>(acc, scale, bias, epi, res, mask);
+    __m512i q = requantize_epi32(acc, scale, bias, clamp, epi, res, mask);
     q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(kSigned ? -128 : 0)),
                          _mm512_set1_epi32(kSigned ? 127 : 255));
     _mm_mask_storeu_epi8(row + n, mask, _mm512_cvtepi32_epi8(q));

@@ -55,6 +55,7 @@ template <Int8OutKind KIND>
 void store_panel_bytes(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue& epilogue,
                        int64_t ch, char* out, int64_t row_bytes, int64_t m) {
   const Int8Epilogue epi = epilogue;  // a local: byte stores cannot alias it
+  const avx512_vnni::OutputClamp clamp = avx512_vnni::output_clamp<KIND>(epi);
   const __m512i off0 = epi.col_offset ? _mm512_loadu_si512(epi.col_offset + ch)
                                       : _mm512_setzero_si512();
   const __m512i off1 = epi.col_offset ? _mm512_loadu_si512(epi.col_offset + ch + 16)
@@ -80,10 +81,10 @@ void store_panel_bytes(const int32_t (*sums)[kPanelCols], int rows, const Int8Ep
     }
     // The fused residual add's codes for this row's 32 channels (null without one).
     const uint8_t* res = epi.residual ? epi.residual + (m + r) * epi.residual_ld + ch : nullptr;
-    const __m512i y0 = avx512_vnni::requantize_epi32<KIND>(
-        _mm512_add_epi32(_mm512_load_si512(sums[r]), off0), scale0, bias0, epi, res);
-    const __m512i y1 = avx512_vnni::requantize_epi32<KIND>(
-        _mm512_add_epi32(_mm512_load_si512(sums[r] + 16), off1), scale1, bias1, epi,
+    const __m512i y0 = avx512_vnni::requantize_epi32(
+        _mm512_add_epi32(_mm512_load_si512(sums[r]), off0), scale0, bias0, clamp, epi, res);
+    const __m512i y1 = avx512_vnni::requantize_epi32(
+        _mm512_add_epi32(_mm512_load_si512(sums[r] + 16), off1), scale1, bias1, clamp, epi,
         res ? res + 16 : nullptr);
     const __m512i w = _mm512_packs_epi32(y0, y1);
     const __m512i b = KIND == Int8OutKind::s8 ? _mm512_packs_epi16(w, w) : _mm512_packus_epi16(w, w);
@@ -103,6 +104,7 @@ void store_panel(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue
       return store_panel_bytes<KIND>(sums, rows, epi, ch, out, row_bytes, m);
     }
   }
+  const avx512_vnni::OutputClamp clamp = avx512_vnni::output_clamp<KIND>(epi);
   for (int v = 0; v < 2 && 16 * v < cols; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
     const int64_t n = ch + 16 * v;
@@ -110,7 +112,7 @@ void store_panel(const int32_t (*sums)[kPanelCols], int rows, const Int8Epilogue
     for (int r = 0; r < rows; ++r) {
       const __m512i acc = _mm512_add_epi32(_mm512_loadu_si512(sums[r] + 16 * v), c.offset);
       const uint8_t* res_row = epi.residual ? epi.residual + (m + r) * epi.residual_ld : nullptr;
-      store_tile_vector<KIND>(acc, mask, c.scale, c.bias, epi, out + (m + r) * row_bytes, n,
+      store_tile_vector<KIND>(acc, mask, c.scale, c.bias, clamp, epi, out + (m + r) * row_bytes, n,
                               res_row);
     }
   }

@@ -145,6 +145,7 @@ template <int MR, int NP, Int8OutKind KIND>
 void store_tile_bytes(__m512i acc[][4], const Int8Epilogue& epilogue, int64_t n0,
                       char* const* c_rows, const uint8_t* const* res_rows) {
   const Int8Epilogue epi = epilogue;  // a local: byte stores cannot alias it
+  const OutputClamp clamp = output_clamp<KIND>(epi);
   __m512 scale[4], bias[4];
   for (int v = 0; v < 2 * NP; ++v) {
     scale[v] = _mm512_loadu_ps(epi.scale + n0 + 16 * v);
@@ -156,8 +157,8 @@ void store_tile_bytes(__m512i acc[][4], const Int8Epilogue& epilogue, int64_t n0
   for (int r = 0; r < MR; ++r) {
     const uint8_t* res = res_rows[r] ? res_rows[r] + n0 : nullptr;
     const auto part = [&](int v) {
-      return requantize_epi32<KIND>(acc[r][v], scale[v], bias[v], epi,
-                                    res ? res + 16 * v : nullptr);
+      return requantize_epi32(acc[r][v], scale[v], bias[v], clamp, epi,
+                              res ? res + 16 * v : nullptr);
     };
     const __m512i y0 = part(0), y1 = part(1);
     const __m512i a0 = _mm512_packs_epi32(y0, y1);
@@ -189,6 +190,7 @@ void store_tile(__m512i acc[][4], const Int8Epilogue& epi, int64_t n0, int cols,
   if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) {
     if (cols == 32 * NP) return store_tile_bytes<MR, NP, KIND>(acc, epi, n0, c_rows, res_rows);
   }
+  const OutputClamp clamp = output_clamp<KIND>(epi);
   for (int v = 0; v < 2 * NP; ++v) {
     const __mmask16 mask = lane_mask(cols - 16 * v);
     const int64_t n = n0 + 16 * v;
@@ -198,7 +200,8 @@ void store_tile(__m512i acc[][4], const Int8Epilogue& epi, int64_t n0, int cols,
       bias = Epilogue512::load_bias(epi.bias, n, mask);
     }
     for (int r = 0; r < MR; ++r) {
-      store_tile_vector<KIND>(acc[r][v], mask, scale, bias, epi, c_rows[r], n, res_rows[r]);
+      store_tile_vector<KIND>(acc[r][v], mask, scale, bias, clamp, epi, c_rows[r], n,
+                              res_rows[r]);
     }
   }
 }

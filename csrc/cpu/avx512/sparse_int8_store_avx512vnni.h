@@ -49,9 +49,9 @@ __attribute__((always_inline)) inline void transpose16(__m512i r[16]) {
 // byte conversion per pixel over requantizing after the transpose. Same float operations in
 // the same order as store_tile_vector: exactly the same bytes.
 #define PYFASTCNN_REQUANT_ROW(i)                                                              \
-  const __m512i y##i = requantize_epi32<KIND>(                                                \
+  const __m512i y##i = requantize_epi32(                                                      \
       _mm512_add_epi32(_mm512_load_si512(sums[i] + 16 * v), _mm512_set1_epi32(off[i])),       \
-      _mm512_set1_ps(sc[i]), _mm512_set1_ps(bi[i]), epi);
+      _mm512_set1_ps(sc[i]), _mm512_set1_ps(bi[i]), clamp, epi);
 #define PYFASTCNN_STORE_PIXEL(L, j)                                         \
   if (4 * L + j < pixels) {                                                 \
     if (ow < OW) {                                                          \
@@ -69,6 +69,7 @@ void requantize_bytes(const int32_t (*sums)[kMaxVectors * 16], int count, int64_
                       int64_t OW, int64_t pixel_bytes, char* out_image) {
   constexpr bool kSigned = KIND == Int8OutKind::s8;
   const Int8Epilogue epi = epilogue;  // a local: byte stores cannot alias it
+  const OutputClamp clamp = output_clamp<KIND>(epi);
   int32_t off[16];
   float sc[16], bi[16];
   for (int i = 0; i < 16; ++i) {
@@ -141,6 +142,7 @@ void store_chunk(const SparseInt8ConvArgs& a, const int32_t (*sums)[kMaxVectors 
     }
   }
   const ChannelOperands c = channel_operands<KIND>(epi, oc0, mask);
+  const OutputClamp clamp = output_clamp<KIND>(epi);
   int64_t oh = q0 / Wq, ow = q0 % Wq;  // of the next pixel, stepped
   for (int v = 0; v < T; ++v) {
     const int64_t q = q0 + 16 * v;
@@ -155,7 +157,7 @@ void store_chunk(const SparseInt8ConvArgs& a, const int32_t (*sums)[kMaxVectors 
         const uint8_t* res_row =
             epi.residual ? epi.residual + ((n * a.g.OH + oh) * OW + ow) * epi.residual_ld
                          : nullptr;
-        store_tile_vector<KIND>(_mm512_add_epi32(r[p], c.offset), mask, c.scale, c.bias, epi,
+        store_tile_vector<KIND>(_mm512_add_epi32(r[p], c.offset), mask, c.scale, c.bias, clamp, epi,
                                 row, oc0, res_row);
       }
       if (++ow == Wq) {
