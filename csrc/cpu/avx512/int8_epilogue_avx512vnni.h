@@ -47,9 +47,8 @@ inline __m512 residual_term(const uint8_t* res, __mmask16 mask, const Int8Epilog
       _mm512_set1_ps(epi.residual_scale));
 }
 
-// The bounds outputs are clamped to (see output_clamp), as scalars: callers make them once per
-// tile or task, the vectors are made where they are used (two zmm held across a depthwise row
-// made it spill: 10% slower).
+// The bounds outputs are clamped to (output_clamp), made once per tile or task by the callers;
+// the vectors are broadcast where they are used.
 struct OutputClamp {
   float lo, hi;
 };
@@ -65,28 +64,25 @@ inline __m512 epilogue_ps(__m512i acc, const __m512& scale, const __m512& bias,
                                residual_term(res, mask, epi)));
 }
 
-// The clamp of 8-bit outputs: [clamp_min, clamp_max] intersected with the code range, so that
-// +-inf and values past the int32 range (which cvtps2dq turns into INT32_MIN) become the range's
-// ends, as in the scalar reference. Where the two ranges do not meet, the code-range end nearer
-// the float range (what the two clamps in turn give). NaN passes the clamp and converts to
-// INT32_MIN: the low code after the final clamp or saturating pack (the reference's too).
-template <Int8OutKind KIND>
-OutputClamp code_clamp(const Int8Epilogue& epi) {
-  constexpr bool kSigned = KIND == Int8OutKind::s8;
-  const float code_lo = kSigned ? -128.0f : 0.0f, code_hi = kSigned ? 127.0f : 255.0f;
-  float lo = epi.clamp_min > code_lo ? epi.clamp_min : code_lo;
-  float hi = epi.clamp_max < code_hi ? epi.clamp_max : code_hi;
-  if (lo > code_hi) lo = code_hi;
-  if (hi < code_lo) hi = code_lo;
-  return OutputClamp{lo, hi};
-}
-
-// The clamp of a kind's outputs (code_clamp for 8-bit, the float range for float; unused for
-// int32).
+// The clamp of a kind's outputs: [clamp_min, clamp_max] for float (unused for int32); for 8-bit
+// outputs that range intersected with the code range, so that +-inf and values past the int32
+// range (which cvtps2dq turns into INT32_MIN) become the range's ends, as in the scalar
+// reference. Where the two ranges do not meet, the code-range end nearer the float range (what
+// the two clamps in turn give). NaN passes the clamp and converts to INT32_MIN: the low code
+// after the final clamp or saturating pack (the reference's too).
 template <Int8OutKind KIND>
 OutputClamp output_clamp(const Int8Epilogue& epi) {
-  if constexpr (KIND == Int8OutKind::u8 || KIND == Int8OutKind::s8) return code_clamp<KIND>(epi);
-  return OutputClamp{epi.clamp_min, epi.clamp_max};
+  if constexpr (KIND != Int8OutKind::u8 && KIND != Int8OutKind::s8) {
+    return OutputClamp{epi.clamp_min, epi.clamp_max};
+  } else {
+    constexpr bool kSigned = KIND == Int8OutKind::s8;
+    const float code_lo = kSigned ? -128.0f : 0.0f, code_hi = kSigned ? 127.0f : 255.0f;
+    float lo = epi.clamp_min > code_lo ? epi.clamp_min : code_lo;
+    float hi = epi.clamp_max < code_hi ? epi.clamp_max : code_hi;
+    if (lo > code_hi) lo = code_hi;
+    if (hi < code_lo) hi = code_lo;
+    return OutputClamp{lo, hi};
+  }
 }
 
 // The 8-bit output code of int32 sums acc (offsets already added), before the final clamp to

@@ -209,8 +209,8 @@ void task(const SparseInt8ConvArgs& a, int64_t n, int64_t q0, int64_t chunk_begi
   alignas(64) int32_t sums[16][kMaxVectors * 16];
   const uint8_t* image;
   if (a.window) {  // this task's pixels, transposed into this thread's window (planes: null)
-    uint8_t* window = static_cast<uint8_t*>(scratch(
-        ScratchSlot::activations, static_cast<size_t>(a.g.C * kSparseInt8WindowLd + 64)));
+    uint8_t* window = static_cast<uint8_t*>(
+        scratch(ScratchSlot::activations, static_cast<size_t>(a.group_bytes + 64)));
     const int64_t len = a.q_count - q0 < a.tile ? a.q_count - q0 : a.tile;
     fill_window(a, PixelsToPlanes(a), n, q0, len, window);
     image = window;
